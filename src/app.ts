@@ -1,0 +1,76 @@
+/**
+ * The composition root: builds the database, the Braze client and the logger from a Config,
+ * by hand, in one place. Commands call these and close what they open in `finally`.
+ */
+import { requireBraze, type Config } from './config.js';
+import { startEmbeddedPostgres } from './db/embedded.js';
+import { migrate } from './db/migrate.js';
+import { createDatabase, type Database } from './db/pool.js';
+import { createLogger, type Logger } from './log.js';
+import { RateLimiter } from './braze/rate-limiter.js';
+import { TrackClient } from './braze/track-client.js';
+
+export const EMBEDDED_DATABASE = 'braze_bridge';
+
+export interface OpenDatabase {
+  db: Database;
+  close(): Promise<void>;
+}
+
+export function createAppLogger(config: Pick<Config, 'logLevel' | 'brazeApiKey' | 'databaseUrl'>): Logger {
+  const secrets = [config.brazeApiKey, passwordOf(config.databaseUrl)].filter((s): s is string => Boolean(s));
+  return createLogger({ level: config.logLevel, secrets });
+}
+
+/** Connect to the configured database, starting the embedded one when none is configured. */
+export async function openDatabase(config: Config, log: Logger, options: { database?: string; poolSize?: number } = {}): Promise<OpenDatabase> {
+  const max = options.poolSize ?? config.concurrency + 3;
+  if (!config.embedded) {
+    const db = createDatabase({ connectionString: config.databaseUrl, max });
+    return { db, close: () => db.end() };
+  }
+  const server = await startEmbeddedPostgres({ dir: config.embeddedDir, log });
+  const database = options.database ?? EMBEDDED_DATABASE;
+  await server.ensureDatabase(database);
+  log.debug('using the embedded PostgreSQL', { port: server.port, database });
+  const db = createDatabase({ connectionString: server.url(database), max });
+  return {
+    db,
+    close: async () => {
+      await db.end();
+      await server.stop();
+    },
+  };
+}
+
+export async function openMigrated(config: Config, log: Logger): Promise<OpenDatabase> {
+  const open = await openDatabase(config, log);
+  try {
+    await migrate(open.db, config.stateSchema, log);
+    return open;
+  } catch (error) {
+    await open.close();
+    throw error;
+  }
+}
+
+export function createTrackClient(config: Config, log: Logger): TrackClient {
+  const { endpoint, apiKey } = requireBraze(config);
+  return new TrackClient({
+    endpoint,
+    apiKey,
+    rateLimiter: new RateLimiter({ ...config.rateLimit, reserve: config.concurrency }),
+    timeoutMs: config.requestTimeoutMs,
+    maxAttempts: config.maxAttempts,
+    log,
+  });
+}
+
+function passwordOf(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    return decodeURIComponent(new URL(url).password) || undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * Turns an audience's result columns into three SQL expressions over the query's rows: the
+ * member key, the attributes as the exact JSON Braze receives (NULLs left out), and a
+ * validation message for members Braze would reject. Doing the conversion in SQL means the
+ * snapshot comparison is exact (numbers compare numerically, JSON keys are unordered, times
+ * are UTC with milliseconds) and Node never holds the whole audience.
+ */
+import { AudienceError } from '../errors.js';
+import { escapeIdentifier, type Queryable } from '../db/pool.js';
+import { identifierKinds, type Audience, type IdentifierKind } from '../types.js';
+
+export type AttributeKind = 'boolean' | 'integer' | 'bigint' | 'number' | 'string' | 'date' | 'timestamp' | 'timestamptz' | 'string_array' | 'object';
+
+export interface MemberSql {
+  identifier: IdentifierKind;
+  /** text: the member key; NULL when the identifier is missing. */
+  key: string;
+  /** jsonb: the attributes to hold in Braze, without NULLs. */
+  attrs: string;
+  /** text: why this member cannot be sent, or NULL. */
+  invalid: string;
+  attributes: Array<{ name: string; kind: AttributeKind }>;
+}
+
+interface PgType {
+  oid: number;
+  typname: string;
+  typtype: string;
+  typbasetype: number;
+  typelem: number;
+  typcategory: string;
+}
+
+const STRING_TYPES = new Set(['text', 'varchar', 'bpchar', 'uuid', 'name', 'citext']);
+const SCALAR_KINDS: Record<string, AttributeKind> = {
+  bool: 'boolean',
+  int2: 'integer',
+  int4: 'integer',
+  int8: 'bigint',
+  numeric: 'number',
+  float4: 'number',
+  float8: 'number',
+  date: 'date',
+  timestamp: 'timestamp',
+  timestamptz: 'timestamptz',
+  json: 'object',
+  jsonb: 'object',
+};
+/** Names that Braze reads as something other than an attribute. */
+const RESERVED = new Set(['external_id', 'braze_id', 'user_alias', '_update_existing_only', '_merge_objects']);
+const MAX_SAFE = '9007199254740991';
+
+/** Look up the types of the result columns, resolving domains to their base types. */
+export async function resolveTypes(db: Queryable, oids: number[]): Promise<Map<number, PgType>> {
+  const types = new Map<number, PgType>();
+  let pending = [...new Set(oids)];
+  while (pending.length > 0) {
+    const { rows } = await db.query<PgType>(
+      'SELECT oid::int, typname::text, typtype::text, typbasetype::int, typelem::int, typcategory::text FROM pg_type WHERE oid = ANY($1::oid[])',
+      [pending],
+    );
+    for (const r of rows) types.set(r.oid, r);
+    pending = rows.flatMap((r) => [r.typbasetype, r.typelem]).filter((o) => o !== 0 && !types.has(o));
+  }
+  return types;
+}
+
+export function buildMemberSql(audience: Audience, columns: Array<{ name: string; typeOid: number }>, types: Map<number, PgType>): MemberSql {
+  const fail = (detail: string): never => {
+    throw new AudienceError(audience.file, detail);
+  };
+  const names = columns.map((c) => c.name);
+  for (const c of columns) {
+    if (c.name === '?column?' || c.name === '') fail('a column has no name: give every expression a name with AS');
+  }
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup) fail(`column "${dup}" appears twice: every attribute needs its own name`);
+
+  const identifier =
+    audience.identifier ??
+    identifierKinds.find((k) => (k === 'user_alias' ? names.includes('alias_name') && names.includes('alias_label') : names.includes(k))) ??
+    fail(`no identifier column: name one column external_id, braze_id, email or phone (or alias_name and alias_label), or set -- @identifier`);
+  const idColumns = identifier === 'user_alias' ? ['alias_name', 'alias_label'] : [identifier];
+  for (const c of idColumns) if (!names.includes(c)) fail(`@identifier ${identifier} needs a column named ${c}`);
+
+  const col = (n: string) => `q.${escapeIdentifier(n)}`;
+  const key =
+    identifier === 'user_alias'
+      ? `CASE WHEN ${col('alias_name')} IS NULL OR ${col('alias_label')} IS NULL THEN NULL ELSE jsonb_build_array(${col('alias_name')}::text, ${col('alias_label')}::text)::text END`
+      : `NULLIF(${col(identifier)}::text, '')`;
+
+  const plain: string[] = [];
+  const objects: string[] = [];
+  const checks: string[] = [];
+  const attributes: MemberSql['attributes'] = [];
+  for (const c of columns) {
+    if (idColumns.includes(c.name)) continue;
+    if (RESERVED.has(c.name)) fail(`column "${c.name}" is reserved by Braze as an identifier or flag: rename it with AS, or make it the @identifier`);
+    const kind = kindOf(c, types, audience.file);
+    attributes.push({ name: c.name, kind });
+    const v = col(c.name);
+    const label = sqlString(c.name);
+    const check = (cond: string, why: string) => checks.push(`CASE WHEN ${cond} THEN ${sqlString(`${c.name}: ${why}`)} END`);
+    switch (kind) {
+      case 'boolean':
+      case 'integer':
+        plain.push(label, `to_jsonb(${v})`);
+        break;
+      case 'bigint':
+        plain.push(label, `to_jsonb(${v})`);
+        check(`abs(${v}) > ${MAX_SAFE}`, 'bigint beyond 2^53 cannot be sent as an exact JSON number (cast it to text)');
+        break;
+      case 'number':
+        plain.push(label, `to_jsonb(${v})`);
+        check(`${v}::text IN ('NaN', 'Infinity', '-Infinity')`, 'NaN or infinity is not a JSON number');
+        break;
+      case 'string':
+        plain.push(label, `to_jsonb(${v}::text)`);
+        check(`char_length(${v}::text) > 255`, 'longer than 255 characters (Braze limit for strings)');
+        break;
+      case 'date':
+        plain.push(label, `to_jsonb(to_char(${v}, 'YYYY-MM-DD'))`);
+        check(`NOT isfinite(${v})`, 'infinite date');
+        break;
+      case 'timestamp':
+        plain.push(label, `to_jsonb(to_char(${v}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`);
+        check(`NOT isfinite(${v})`, 'infinite timestamp');
+        break;
+      case 'timestamptz':
+        plain.push(label, `to_jsonb(to_char(${v} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`);
+        check(`NOT isfinite(${v})`, 'infinite timestamp');
+        break;
+      case 'string_array':
+        plain.push(label, `to_jsonb(${v}::text[])`);
+        check(`array_ndims(${v}) > 1`, 'multi-dimensional array (Braze arrays hold strings)');
+        check(`array_position(${v}::text[], NULL) IS NOT NULL`, 'array contains NULL');
+        check(`EXISTS (SELECT 1 FROM unnest(${v}::text[]) AS e(s) WHERE char_length(e.s) > 255)`, 'array element longer than 255 characters');
+        break;
+      case 'object':
+        // Kept apart from jsonb_strip_nulls, which would also drop NULLs nested inside the object.
+        objects.push(`CASE WHEN ${v} IS NULL OR jsonb_typeof(${v}::jsonb) = 'null' THEN '{}'::jsonb ELSE jsonb_build_object(${label}, ${v}::jsonb) END`);
+        check(`jsonb_typeof(${v}::jsonb) NOT IN ('object', 'null')`, 'JSON value is not an object (nested attributes are objects)');
+        check(`octet_length(${v}::text) > 102400`, 'JSON object larger than 100 KB (Braze limit)');
+        break;
+    }
+  }
+  // jsonb_build_object takes at most 100 arguments: build in chunks of 50 attributes.
+  const parts: string[] = [];
+  for (let i = 0; i < plain.length; i += 100) parts.push(`jsonb_strip_nulls(jsonb_build_object(${plain.slice(i, i + 100).join(', ')}))`);
+  parts.push(...objects);
+  const attrs = parts.length > 0 ? parts.join(' || ') : `'{}'::jsonb`;
+  const invalid = checks.length > 0 ? `NULLIF(concat_ws('; ', ${checks.join(', ')}), '')` : 'NULL::text';
+  return { identifier, key, attrs, invalid, attributes };
+}
+
+function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>, file: string): AttributeKind {
+  let t = types.get(c.typeOid);
+  while (t && t.typtype === 'd') t = types.get(t.typbasetype);
+  const unsupported = (name: string): never => {
+    throw new AudienceError(
+      file,
+      `column "${c.name}" has type ${name}, which braze-bridge cannot send: cast it (to text, numeric, boolean, date, timestamptz, text[] or jsonb)`,
+    );
+  };
+  if (!t) return unsupported(`oid ${c.typeOid}`);
+  if (t.typtype === 'e') return 'string';
+  if (STRING_TYPES.has(t.typname)) return 'string';
+  const scalar = SCALAR_KINDS[t.typname];
+  if (scalar) return scalar;
+  if (t.typcategory === 'A' && t.typelem) {
+    let e = types.get(t.typelem);
+    while (e && e.typtype === 'd') e = types.get(e.typbasetype);
+    if (e && (STRING_TYPES.has(e.typname) || e.typtype === 'e')) return 'string_array';
+    return unsupported(`${e?.typname ?? 'unknown'}[]`);
+  }
+  return unsupported(t.typname);
+}
+
+function sqlString(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
+}

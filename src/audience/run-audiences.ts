@@ -1,0 +1,67 @@
+/**
+ * Runs a set of audiences one after another. A bad file or a failed query fails that audience
+ * only; an answer that would fail every audience (wrong key, wrong endpoint) stops the rest.
+ */
+import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import { AppError, ExitCode, messageOf } from '../errors.js';
+import { emptyCounts } from '../types.js';
+import { findAudienceFiles, loadAudience } from './load-audiences.js';
+import { syncAudience, type AudienceResult, type SyncDeps, type SyncOptions } from './sync-audience.js';
+
+export interface RunSummary {
+  mode: SyncOptions['mode'];
+  audiences: AudienceResult[];
+  exitCode: ExitCode;
+  durationMs: number;
+}
+
+/** Which exit code wins when audiences end differently: the one that needs attention most. */
+const precedence: ExitCode[] = [ExitCode.aborted, ExitCode.config, ExitCode.locked, ExitCode.partial, ExitCode.ok];
+
+export function combineExitCodes(codes: ExitCode[]): ExitCode {
+  return precedence.find((c) => codes.includes(c)) ?? ExitCode.ok;
+}
+
+export async function runAudiences(
+  deps: SyncDeps,
+  selection: { dir: string; names?: readonly string[] },
+  options: Omit<SyncOptions, 'out'> & { outFile?: string },
+): Promise<RunSummary> {
+  const started = Date.now();
+  const files = findAudienceFiles(selection.dir, selection.names);
+  const out = options.outFile ? createWriteStream(options.outFile) : undefined;
+  const results: AudienceResult[] = [];
+  try {
+    for (const file of files) {
+      let audience;
+      try {
+        audience = loadAudience(file);
+      } catch (error) {
+        deps.log.error(messageOf(error));
+        results.push({
+          audience: file.replace(/^.*\//, '').replace(/\.sql$/, ''),
+          file,
+          status: 'failed',
+          exitCode: error instanceof AppError ? error.exitCode : ExitCode.config,
+          counts: emptyCounts(),
+          durationMs: 0,
+          error: messageOf(error),
+        });
+        continue;
+      }
+      const result = await syncAudience(deps, audience, { ...options, out });
+      results.push(result);
+      if (result.fatal) {
+        deps.log.error('stopping: this error would repeat for every audience');
+        break;
+      }
+    }
+  } finally {
+    if (out) {
+      out.end();
+      await finished(out);
+    }
+  }
+  return { mode: options.mode, audiences: results, exitCode: combineExitCodes(results.map((r) => r.exitCode)), durationMs: Date.now() - started };
+}

@@ -1,0 +1,393 @@
+/**
+ * One audience, one run: execute its query once into a temporary table, compare it with the
+ * snapshot in SQL, then stream only the deltas through a cursor into batched /users/track
+ * requests. The snapshot advances per batch, only for the members Braze accepted, so a run
+ * killed at any moment is resumed by the next one sending exactly what was not confirmed.
+ */
+import pLimit from 'p-limit';
+import type { Writable } from 'node:stream';
+import { AbortError, AppError, AudienceError, BrazeHttpError, ExitCode, messageOf } from '../errors.js';
+import { lockKey } from '../db/migrate.js';
+import { DatabaseError, escapeIdentifier, type Connection, type Database } from '../db/pool.js';
+import { abandonStaleRuns, finishRun, recordFailures, startRun, type MemberFailure, type RunStatus } from '../db/runs.js';
+import type { Logger } from '../log.js';
+import type { TrackClient } from '../braze/track-client.js';
+import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
+import { advanceSnapshot } from './advance-snapshot.js';
+import { buildMemberSql, resolveTypes } from './build-member-sql.js';
+
+export type SyncMode = 'sync' | 'backfill' | 'plan';
+
+export interface SyncDeps {
+  db: Database;
+  schema: string;
+  log: Logger;
+  /** Absent when planning: nothing is sent. */
+  client?: TrackClient;
+  clock?: () => number;
+}
+
+export interface SyncOptions {
+  mode: SyncMode;
+  batchSize: number;
+  concurrency: number;
+  maxChangeRatio: number;
+  force: boolean;
+  /** When planning: where to write the exact request bodies, one JSON object per line. */
+  out?: Writable;
+  /** Recorded in the run history (never secrets). */
+  args?: object;
+}
+
+export interface AudienceResult {
+  audience: string;
+  file: string;
+  status: 'succeeded' | 'partial' | 'aborted' | 'failed' | 'locked' | 'planned';
+  exitCode: ExitCode;
+  counts: AudienceCounts;
+  durationMs: number;
+  runId?: number;
+  error?: string;
+  /** True when the failure would repeat for every audience (bad key, wrong endpoint). */
+  fatal?: boolean;
+  /** Share of existing members that change or exit, and whether that trips the guardrail. */
+  guardrail?: { ratio: number; limit: number; tripped: boolean };
+}
+
+interface DeltaRow {
+  identifier: IdentifierKind;
+  member_key: string;
+  kind: 'new' | 'changed' | 'exited' | 'unchanged';
+  payload: Record<string, unknown>;
+  new_attrs: string | null;
+}
+
+export async function syncAudience(deps: SyncDeps, audience: Audience, options: SyncOptions): Promise<AudienceResult> {
+  const clock = deps.clock ?? Date.now;
+  const started = clock();
+  const log = deps.log.child({ audience: audience.name });
+  const counts = emptyCounts();
+  const result = (r: Partial<AudienceResult> & Pick<AudienceResult, 'status' | 'exitCode'>): AudienceResult => ({
+    audience: audience.name,
+    file: audience.file,
+    counts,
+    durationMs: clock() - started,
+    ...r,
+  });
+  const planning = options.mode === 'plan';
+
+  return deps.db.withConnection(async (conn) => {
+    const key = lockKey(deps.schema, `audience:${audience.name}`);
+    if (!planning) {
+      const { rows } = await conn.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, 1) AS ok', [key]);
+      if (!rows[0]!.ok) {
+        const holder = await conn.query<{ pid: number }>(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = ($1::bigint & 4294967295)::oid AND objid = 1 LIMIT 1`, [key]);
+        const who = holder.rows[0] ? ` (PostgreSQL backend pid ${holder.rows[0].pid})` : '';
+        const error = `audience ${audience.name} is being synced by another run${who}; this run sent nothing`;
+        log.warn(error);
+        return result({ status: 'locked', exitCode: ExitCode.locked, error });
+      }
+    }
+    let runId: number | undefined;
+    try {
+      if (!planning) {
+        const abandoned = await abandonStaleRuns(conn, deps.schema, options.mode, audience.name);
+        if (abandoned > 0) log.warn('an earlier run stopped without finishing; this run sends what it left unconfirmed', { abandoned });
+      }
+      const columns = await describe(deps.db, audience);
+      const member = buildMemberSql(audience, columns, await resolveTypes(conn, columns.map((c) => c.typeOid)));
+      if (!planning) {
+        runId = await startRun(conn, deps.schema, { job: options.mode, audience: audience.name, args: options.args ?? {} });
+        await conn.query(
+          `INSERT INTO ${escapeIdentifier(deps.schema)}.audiences (name, file, identifier, settings, schedule, updated_at) VALUES ($1, $2, $3, $4, $5, now())
+           ON CONFLICT (name) DO UPDATE SET file = excluded.file, identifier = excluded.identifier, settings = excluded.settings, schedule = excluded.schedule, updated_at = now()`,
+          [audience.name, audience.file, member.identifier, JSON.stringify({ onExit: audience.onExit, updateExistingOnly: audience.updateExistingOnly, timezone: audience.timezone }), audience.schedule ?? null],
+        );
+      }
+      const runLog = runId ? log.child({ run: runId }) : log;
+
+      await materialiseCurrent(conn, audience, member);
+      const failures = await invalidMembers(conn, member.identifier);
+      const snapshotTable = await snapshotSource(conn, deps.schema, planning);
+      await computeDeltas(conn, snapshotTable, audience, member.identifier, options.mode === 'backfill');
+
+      const plan = await summarise(conn, snapshotTable, audience.name);
+      Object.assign(counts, plan.counts);
+      counts.failed = failures.count;
+      const guardrail = {
+        ratio: plan.existing === 0 ? 0 : (plan.counts.changed + plan.counts.exited) / plan.existing,
+        limit: options.maxChangeRatio,
+        tripped: false,
+      };
+      guardrail.tripped = plan.existing > 0 && guardrail.ratio > options.maxChangeRatio && !options.force;
+      runLog.info('planned', { new: counts.new, changed: counts.changed, exited: counts.exited, unchanged: counts.unchanged, invalid: failures.count, updates: counts.updates });
+
+      if (planning) {
+        if (options.out) await writeBodies(conn, audience, options);
+        return result({ status: 'planned', exitCode: ExitCode.ok, guardrail });
+      }
+      if (runId) await recordFailures(conn, deps.schema, runId, audience.name, failures.rows);
+      if (guardrail.tripped) {
+        throw new AbortError(
+          `${audience.name}: this run would change or remove ${(guardrail.ratio * 100).toFixed(1)}% of ${plan.existing} existing members, over --max-change-ratio ${options.maxChangeRatio}; nothing was sent. Check the query, then rerun with --force if the change is intended`,
+        );
+      }
+      if (!deps.client) throw new AppError('internal: no Braze client for a sync');
+
+      // Members whose change needs no request: recorded now, no proof to wait for.
+      await applyWithoutSending(conn, deps.schema, audience.name, runId ?? null);
+      const sent = await deliver(conn, deps, audience, options, runId ?? null, counts, runLog);
+      counts.requests = deps.client.stats.requests - sent.requestsBefore;
+      counts.retries = deps.client.stats.retries - sent.retriesBefore;
+      counts.rateLimited = deps.client.stats.rateLimited - sent.rateLimitedBefore;
+
+      const status: RunStatus = sent.abort ? 'aborted' : counts.failed > 0 ? 'partial' : 'succeeded';
+      if (runId) await finishRun(conn, deps.schema, runId, { status, counts, error: sent.abort ? messageOf(sent.abort) : undefined });
+      runLog.info('finished', { status, updates: counts.updates, failed: counts.failed, requests: counts.requests });
+      if (sent.abort) {
+        return result({ status: 'aborted', exitCode: ExitCode.aborted, runId, error: messageOf(sent.abort), fatal: isFatal(sent.abort), guardrail });
+      }
+      return result({ status, exitCode: status === 'partial' ? ExitCode.partial : ExitCode.ok, runId, guardrail });
+    } catch (error) {
+      const e = asAudienceError(error, audience);
+      const status: RunStatus = e instanceof AudienceError ? 'failed' : 'aborted';
+      if (runId) await finishRun(conn, deps.schema, runId, { status, counts, error: messageOf(e) }).catch(() => {});
+      log.error(messageOf(e));
+      return result({ status, exitCode: e instanceof AppError ? e.exitCode : ExitCode.aborted, runId, error: messageOf(e), fatal: isFatal(e) });
+    } finally {
+      await conn.query('DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_delta').catch(() => {});
+      if (!planning) await conn.query('SELECT pg_advisory_unlock($1, 1)', [key]).catch(() => {});
+    }
+  });
+}
+
+const DESCRIBE_PREFIX = 'SELECT * FROM (\n';
+
+async function describe(db: Database, audience: Audience) {
+  try {
+    return await db.describe(`${DESCRIBE_PREFIX}${audience.sql}\n) AS q LIMIT 0`);
+  } catch (error) {
+    throw queryError(error, audience, DESCRIBE_PREFIX.length);
+  }
+}
+
+/** Run the audience query once, read-only, into pg_temp.bb_current (key, attrs, invalid). */
+async function materialiseCurrent(conn: Connection, audience: Audience, member: ReturnType<typeof buildMemberSql>): Promise<void> {
+  await conn.query('DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_delta');
+  await conn.query('CREATE TEMP TABLE bb_current (member_key text, attrs jsonb, invalid text)');
+  const prefix = `INSERT INTO pg_temp.bb_current (member_key, attrs, invalid) SELECT ${member.key}, ${member.attrs}, ${member.invalid} FROM (\n`;
+  // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
+  await conn.query('BEGIN READ ONLY');
+  try {
+    await conn.query(`${prefix}${audience.sql}\n) AS q`);
+    await conn.query('COMMIT');
+  } catch (error) {
+    await conn.query('ROLLBACK').catch(() => {});
+    throw queryError(error, audience, prefix.length);
+  }
+  // Two rows for one member: we cannot know which is right, so neither is sent.
+  await conn.query(
+    `UPDATE pg_temp.bb_current c SET invalid = 'identifier appears in ' || d.n || ' rows of the result'
+       FROM (SELECT member_key, count(*) AS n FROM pg_temp.bb_current WHERE member_key IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d
+      WHERE c.member_key = d.member_key`,
+  );
+  await conn.query('ANALYZE pg_temp.bb_current');
+}
+
+async function invalidMembers(conn: Connection, identifier: IdentifierKind): Promise<{ count: number; rows: MemberFailure[] }> {
+  const { rows } = await conn.query<{ member_key: string; reason: string }>(
+    `SELECT DISTINCT ON (member_key) member_key, invalid AS reason FROM pg_temp.bb_current WHERE member_key IS NOT NULL AND invalid IS NOT NULL ORDER BY member_key`,
+  );
+  const nulls = await conn.query<{ n: string }>('SELECT count(*) AS n FROM pg_temp.bb_current WHERE member_key IS NULL');
+  const missing = Number(nulls.rows[0]!.n);
+  const failures: MemberFailure[] = rows.map((r) => ({ memberKey: r.member_key, reason: r.reason }));
+  if (missing > 0) failures.push({ memberKey: null, reason: `${missing} row(s) with a NULL or empty ${identifier} were skipped` });
+  return { count: rows.length + missing, rows: failures };
+}
+
+/** The snapshot table, or an empty stand-in when planning against a database never synced. */
+async function snapshotSource(conn: Connection, schema: string, planning: boolean): Promise<string> {
+  const table = `${escapeIdentifier(schema)}.snapshots`;
+  if (!planning) return table;
+  const { rows } = await conn.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table]);
+  return rows[0]!.t ? table : `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::jsonb AS attrs WHERE false)`;
+}
+
+/**
+ * The delta per member and the exact payload to send, in SQL: new members get every non-NULL
+ * attribute; changed members only the attributes whose value differs (NULL → sent as null);
+ * exited members their @on_exit; with backfill, every member gets its full set.
+ */
+async function computeDeltas(conn: Connection, snapshots: string, audience: Audience, identifier: IdentifierKind, backfill: boolean): Promise<void> {
+  const nullsFor = (attrs: string, where = 'true') => `(SELECT jsonb_object_agg(k, 'null'::jsonb) FROM jsonb_object_keys(${attrs}) AS k WHERE ${where})`;
+  await conn.query(
+    `CREATE TEMP TABLE bb_delta AS
+     SELECT coalesce(s.identifier, c.identifier) AS identifier,
+            coalesce(c.member_key, s.member_key) AS member_key,
+            CASE WHEN s.member_key IS NULL THEN 'new' WHEN c.member_key IS NULL THEN 'exited'
+                 WHEN c.attrs = s.attrs THEN 'unchanged' ELSE 'changed' END AS kind,
+            CASE WHEN c.member_key IS NULL THEN
+                   CASE $4 WHEN 'keep' THEN NULL WHEN 'set' THEN $5::jsonb ELSE ${nullsFor('s.attrs')} END
+                 WHEN $3 OR s.member_key IS NULL THEN c.attrs || coalesce(${nullsFor('s.attrs', 'NOT c.attrs ? k')}, '{}'::jsonb)
+                 ELSE (SELECT jsonb_object_agg(k, coalesce(c.attrs -> k, 'null'::jsonb))
+                         FROM (SELECT jsonb_object_keys(c.attrs) UNION SELECT jsonb_object_keys(s.attrs)) AS t(k)
+                        WHERE c.attrs -> k IS DISTINCT FROM s.attrs -> k)
+            END AS payload,
+            c.attrs AS new_attrs
+       FROM (SELECT $2::text AS identifier, member_key, attrs FROM pg_temp.bb_current WHERE invalid IS NULL AND member_key IS NOT NULL) AS c
+       FULL JOIN (SELECT identifier, member_key, attrs FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
+         ON s.identifier = c.identifier AND s.member_key = c.member_key
+      WHERE ($3 OR c.attrs IS DISTINCT FROM s.attrs)
+        -- A member still in the result but invalid this time has not exited: leave it alone.
+        AND (c.member_key IS NOT NULL OR s.identifier <> $2
+             OR NOT EXISTS (SELECT 1 FROM pg_temp.bb_current i WHERE i.member_key = s.member_key))`,
+    [audience.name, identifier, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null],
+  );
+}
+
+async function summarise(conn: Connection, snapshots: string, name: string) {
+  const counts = emptyCounts();
+  const kinds = await conn.query<{ kind: keyof AudienceCounts; n: string }>('SELECT kind, count(*) AS n FROM pg_temp.bb_delta GROUP BY kind');
+  for (const k of kinds.rows) (counts[k.kind] as number) = Number(k.n);
+  const valid = await conn.query<{ n: string }>('SELECT count(DISTINCT member_key) AS n FROM pg_temp.bb_current WHERE invalid IS NULL AND member_key IS NOT NULL');
+  counts.members = Number(valid.rows[0]!.n);
+  counts.unchanged = counts.members - counts.new - counts.changed;
+  const per = await conn.query<{ k: string; n: string }>(
+    `SELECT k, count(*) AS n FROM pg_temp.bb_delta, jsonb_object_keys(payload) AS k WHERE payload IS NOT NULL GROUP BY k ORDER BY k`,
+  );
+  for (const r of per.rows) {
+    counts.perAttribute[r.k] = Number(r.n);
+    counts.updates += Number(r.n);
+  }
+  const existing = await conn.query<{ n: string }>(`SELECT count(*) AS n FROM ${snapshots} AS sn WHERE sn.audience = $1`, [name]);
+  return { counts, existing: Number(existing.rows[0]!.n) };
+}
+
+/** Exits that send nothing (keep, or no attributes to unset) and new members with no attributes. */
+async function applyWithoutSending(conn: Connection, schema: string, audience: string, runId: number | null): Promise<void> {
+  const { rows } = await conn.query<{ identifier: string; member_key: string; attrs: string | null }>(
+    `SELECT identifier, member_key, CASE WHEN kind = 'exited' THEN NULL ELSE new_attrs::text END AS attrs
+       FROM pg_temp.bb_delta WHERE payload IS NULL OR payload = '{}'::jsonb`,
+  );
+  await advanceSnapshot(conn, schema, audience, runId, rows.map((r) => ({ identifier: r.identifier, memberKey: r.member_key, attrs: r.attrs })));
+}
+
+const SEND_QUERY = `SELECT identifier, member_key, kind, payload, new_attrs::text AS new_attrs FROM pg_temp.bb_delta WHERE payload IS NOT NULL AND payload <> '{}'::jsonb`;
+
+/** The attribute object for one member: identifier, the update-existing flag, the payload. */
+export function attributeObject(audience: Audience, row: Pick<DeltaRow, 'identifier' | 'member_key' | 'payload'>): Record<string, unknown> {
+  const identity: Record<string, unknown> =
+    row.identifier === 'user_alias'
+      ? (() => {
+          const [alias_name, alias_label] = JSON.parse(row.member_key) as [string, string];
+          return { user_alias: { alias_name, alias_label } };
+        })()
+      : { [row.identifier]: row.member_key };
+  return { ...identity, _update_existing_only: audience.updateExistingOnly, ...row.payload };
+}
+
+async function* batches(conn: Connection, size: number): AsyncGenerator<DeltaRow[]> {
+  let batch: DeltaRow[] = [];
+  for await (const rows of conn.cursor<DeltaRow>(SEND_QUERY, [], Math.max(size, 500))) {
+    for (const row of rows) {
+      batch.push(row);
+      if (batch.length === size) {
+        yield batch;
+        batch = [];
+      }
+    }
+  }
+  if (batch.length > 0) yield batch;
+}
+
+async function writeBodies(conn: Connection, audience: Audience, options: SyncOptions): Promise<void> {
+  const out = options.out!;
+  for await (const batch of batches(conn, options.batchSize)) {
+    const line = `${JSON.stringify({ attributes: batch.map((r) => attributeObject(audience, r)) })}\n`;
+    if (!out.write(line)) await new Promise((resolve) => out.once('drain', resolve));
+  }
+}
+
+/**
+ * Send the deltas in batches, at most `concurrency` requests in flight and at most that many
+ * batches read ahead, so memory stays bounded whatever the audience size. Each member is in
+ * exactly one batch, so it is never in two in-flight requests.
+ */
+async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, options: SyncOptions, runId: number | null, counts: AudienceCounts, log: Logger) {
+  const client = deps.client!;
+  const before = { requestsBefore: client.stats.requests, retriesBefore: client.stats.retries, rateLimitedBefore: client.stats.rateLimited };
+  const limit = pLimit(options.concurrency);
+  const inFlight = new Set<Promise<void>>();
+  let abort: unknown;
+  const sentPerAttribute: Record<string, number> = {};
+  let updates = 0;
+
+  const sendBatch = async (batch: DeltaRow[]) => {
+    if (abort) return;
+    let failed: Map<number, string>;
+    try {
+      ({ failed } = await client.track(batch.map((r) => attributeObject(audience, r))));
+    } catch (error) {
+      abort ??= error;
+      return;
+    }
+    const confirmed = batch.filter((_, i) => !failed.has(i));
+    const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
+    // Snapshot and failures in one transaction: both say what Braze just answered.
+    await deps.db.withTransaction(async (tx) => {
+      await advanceSnapshot(tx, deps.schema, audience.name, runId, confirmed.map((r) => ({ identifier: r.identifier, memberKey: r.member_key, attrs: r.kind === 'exited' ? null : r.new_attrs })));
+      if (runId) await recordFailures(tx, deps.schema, runId, audience.name, failures);
+    });
+    counts.failed += failures.length;
+    for (const r of confirmed) {
+      for (const k of Object.keys(r.payload)) {
+        sentPerAttribute[k] = (sentPerAttribute[k] ?? 0) + 1;
+        updates++;
+      }
+    }
+    if (failures.length > 0) log.warn('Braze rejected members of a batch', { rejected: failures.length, reason: failures[0]!.reason });
+  };
+
+  try {
+    for await (const batch of batches(conn, options.batchSize)) {
+      if (abort) break;
+      const p = limit(() => sendBatch(batch)).catch((error: unknown) => {
+        abort ??= error;
+      });
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+      if (inFlight.size >= options.concurrency) await Promise.race(inFlight);
+    }
+  } finally {
+    await Promise.all(inFlight);
+  }
+  counts.updates = updates;
+  counts.perAttribute = sentPerAttribute;
+  return { ...before, abort };
+}
+
+/** Failures that would repeat for every audience: stop the whole run. */
+function isFatal(error: unknown): boolean {
+  return error instanceof BrazeHttpError && (error.status === 401 || error.status === 403 || error.status === 404 || error.status === 400);
+}
+
+function asAudienceError(error: unknown, audience: Audience): unknown {
+  if (error instanceof DatabaseError) return new AudienceError(audience.file, `query failed: ${error.message}`, undefined, { cause: error });
+  return error;
+}
+
+/** A PostgreSQL error in the audience query, pointed at the file's line. */
+function queryError(error: unknown, audience: Audience, prefixLength: number): unknown {
+  if (!(error instanceof DatabaseError)) return error;
+  let line: number | undefined;
+  let detail = error.message;
+  if (error.position !== undefined) {
+    const offset = error.position - 1 - prefixLength;
+    if (offset >= 0 && offset <= audience.sql.length) {
+      line = audience.sqlLine + (audience.sql.slice(0, offset).match(/\n/g)?.length ?? 0);
+      if (audience.sql[offset] === ';') detail = 'more than one statement: an audience file holds exactly one SELECT';
+    }
+  }
+  if (error.code === '25006') detail = `the query tries to write (${error.message}); audience queries run read-only`;
+  return new AudienceError(audience.file, detail, line, { cause: error });
+}

@@ -1,0 +1,186 @@
+/**
+ * The client for Braze's `POST /users/track`. It sends one batch of attribute objects and says,
+ * per object, whether Braze accepted it. Retries follow what can succeed later (408, 429, 5xx,
+ * timeouts, dropped connections) with exponential backoff and full jitter, bounded in attempts
+ * and time; everything else is answered at once. 401/403 and exhausted retries abort the run:
+ * sending more batches would only fail the same way.
+ */
+import { AbortError, BrazeHttpError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from './rate-limiter.js';
+
+export interface TrackClientOptions {
+  /** e.g. https://rest.iad-01.braze.com */
+  endpoint: string;
+  apiKey: string;
+  rateLimiter: RateLimiter;
+  /** Per-request timeout. */
+  timeoutMs?: number;
+  /** Attempts per batch, the first included. */
+  maxAttempts?: number;
+  /** First backoff step; doubles per attempt, capped by maxBackoffMs. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** Give up on a batch once retrying it has taken this long. */
+  maxRetryTimeMs?: number;
+  clock?: Clock;
+  sleep?: Sleep;
+  random?: () => number;
+  log?: Logger;
+}
+
+/** What Braze said about one batch: the indices it rejected, with reasons. */
+export interface TrackResult {
+  failed: Map<number, string>;
+}
+
+export interface TrackStats {
+  requests: number;
+  retries: number;
+  rateLimited: number;
+}
+
+type Attempt = { kind: 'done'; result: TrackResult } | { kind: 'retry'; reason: string; waitMs?: number; rateLimited?: boolean };
+
+export class TrackClient {
+  readonly stats: TrackStats = { requests: 0, retries: 0, rateLimited: 0 };
+  private readonly url: string;
+  private readonly o: Required<Omit<TrackClientOptions, 'endpoint' | 'apiKey' | 'rateLimiter'>>;
+
+  constructor(private readonly options: TrackClientOptions) {
+    this.url = `${options.endpoint.replace(/\/+$/, '')}/users/track`;
+    this.o = {
+      timeoutMs: options.timeoutMs ?? 30_000,
+      maxAttempts: options.maxAttempts ?? 6,
+      backoffMs: options.backoffMs ?? 1_000,
+      maxBackoffMs: options.maxBackoffMs ?? 30_000,
+      maxRetryTimeMs: options.maxRetryTimeMs ?? 5 * 60_000,
+      clock: options.clock ?? realClock,
+      sleep: options.sleep ?? realSleep,
+      random: options.random ?? Math.random,
+      log: options.log ?? silentLogger,
+    };
+  }
+
+  /** Send `attributes` (at most the batch size) and report which Braze rejected. */
+  async track(attributes: readonly object[]): Promise<TrackResult> {
+    const body = JSON.stringify({ attributes });
+    const started = this.o.clock();
+    let last = '';
+    for (let attempt = 1; ; attempt++) {
+      const outcome = await this.attempt(body, attributes.length);
+      if (outcome.kind === 'done') return outcome.result;
+      last = outcome.reason;
+      if (outcome.rateLimited) this.stats.rateLimited++;
+      const elapsed = this.o.clock() - started;
+      // 429s are the server pacing us, not failing: they get a longer leash than errors.
+      const limit = outcome.rateLimited ? this.o.maxAttempts * 3 : this.o.maxAttempts;
+      if (attempt >= limit || elapsed >= this.o.maxRetryTimeMs) {
+        throw new AbortError(
+          `Braze did not accept a batch after ${attempt} attempts in ${Math.round(elapsed / 1000)}s (last: ${last}); stopping so that the unconfirmed members are sent by the next run`,
+        );
+      }
+      const backoff = Math.min(this.o.maxBackoffMs, this.o.backoffMs * 2 ** (attempt - 1)) * this.o.random();
+      const wait = outcome.waitMs ?? backoff;
+      this.stats.retries++;
+      this.o.log.debug('retrying batch', { attempt, reason: last, waitMs: Math.round(wait) });
+      await this.o.sleep(wait);
+    }
+  }
+
+  private async attempt(body: string, count: number): Promise<Attempt> {
+    await this.options.rateLimiter.acquire();
+    this.stats.requests++;
+    let response: Response;
+    let text: string;
+    try {
+      response = await fetch(this.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${this.options.apiKey}` },
+        body,
+        signal: AbortSignal.timeout(this.o.timeoutMs),
+      });
+      text = await response.text();
+    } catch (error) {
+      // Timeouts, resets, refused connections: Braze may or may not have the batch; resend.
+      return { kind: 'retry', reason: describeNetworkError(error) };
+    }
+    this.options.rateLimiter.observe(response.headers);
+    const status = response.status;
+    const parsed = parseJson(text);
+    const message = typeof parsed?.message === 'string' ? parsed.message : text.slice(0, 200).replace(/\s+/g, ' ');
+
+    if (status >= 200 && status < 300) {
+      if (parsed?.message !== 'success') {
+        return { kind: 'done', result: allFailed(count, `Braze answered ${status} with message "${message}" instead of "success"`) };
+      }
+      return { kind: 'done', result: { failed: itemErrors(parsed, count, this.o.log) } };
+    }
+    if (status === 429) {
+      const waitMs = retryAfterMs(response.headers, this.o.clock());
+      if (waitMs !== undefined) this.options.rateLimiter.pauseUntil(this.o.clock() + waitMs);
+      return { kind: 'retry', reason: '429 rate limited', waitMs: waitMs ?? undefined, rateLimited: true };
+    }
+    if (status === 408 || status >= 500) return { kind: 'retry', reason: `${status} ${message}`, waitMs: retryAfterHeader(response.headers, this.o.clock()) };
+    if (status === 401) {
+      throw new BrazeHttpError(
+        `Braze answered 401 Unauthorized: the API key is wrong, or BRAZE_REST_ENDPOINT (${new URL(this.url).host}) is not your workspace's instance`,
+        401,
+        false,
+      );
+    }
+    if (status === 403) {
+      throw new BrazeHttpError(`Braze answered 403 Forbidden: the API key lacks the users.track permission, or the account is inactive`, 403, false);
+    }
+    if (status === 400 && /max input length/i.test(message)) {
+      throw new BrazeHttpError(
+        `Braze answered 400 "${message}": this workspace accepts fewer objects per request; lower --batch-size (50 for MAU CY 24-25 contracts)`,
+        400,
+        false,
+      );
+    }
+    if (status === 404) {
+      throw new BrazeHttpError(`Braze answered 404 for ${this.url}: check BRAZE_REST_ENDPOINT (e.g. https://rest.iad-01.braze.com)`, 404, false);
+    }
+    return { kind: 'done', result: allFailed(count, `Braze rejected the batch: ${status} ${message}`) };
+  }
+}
+
+function parseJson(text: string): { message?: unknown; errors?: unknown } | undefined {
+  try {
+    const v = JSON.parse(text);
+    return v && typeof v === 'object' ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function allFailed(count: number, reason: string): TrackResult {
+  return { failed: new Map(Array.from({ length: count }, (_, i) => [i, reason])) };
+}
+
+/** `errors[]` of a success answer: each names an index in `attributes` that Braze rejected. */
+function itemErrors(parsed: { errors?: unknown }, count: number, log: Logger): Map<number, string> {
+  const failed = new Map<number, string>();
+  if (!Array.isArray(parsed.errors)) return failed;
+  for (const e of parsed.errors) {
+    const item = e as { type?: unknown; input_array?: unknown; index?: unknown };
+    if (typeof item === 'object' && item && Number.isInteger(item.index) && (item.input_array ?? 'attributes') === 'attributes') {
+      const index = item.index as number;
+      if (index >= 0 && index < count) failed.set(index, `Braze rejected the member: ${String(item.type ?? 'unknown error')}`);
+    } else {
+      log.warn('Braze reported an error that names no attribute object; the batch counts as accepted', { error: JSON.stringify(e).slice(0, 200) });
+    }
+  }
+  return failed;
+}
+
+function retryAfterHeader(headers: Headers, now: number): number | undefined {
+  return headers.get('retry-after') ? retryAfterMs(headers, now) : undefined;
+}
+
+function describeNetworkError(error: unknown): string {
+  const e = error as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  if (e?.name === 'TimeoutError') return 'request timed out';
+  return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(error);
+}

@@ -1,0 +1,143 @@
+/**
+ * The only reader of process.env. Flags win over the environment, which wins over defaults;
+ * everything is validated together so a user sees every problem at once, and the result is
+ * frozen. Secrets (the API key, the database password) live only here and in the clients.
+ */
+import { isAbsolute, resolve } from 'node:path';
+import { ConfigError } from './errors.js';
+import type { LogLevel } from './log.js';
+
+export interface Config {
+  /** A libpq URL; undefined with `usePgEnv` (PG* variables) or `embedded`. */
+  databaseUrl?: string;
+  usePgEnv: boolean;
+  /** No database configured: run the embedded PostgreSQL. */
+  embedded: boolean;
+  embeddedDir: string;
+  brazeEndpoint?: string;
+  brazeApiKey?: string;
+  audiencesDir: string;
+  stateSchema: string;
+  batchSize: number;
+  concurrency: number;
+  rateLimit: { limit: number; windowMs: number };
+  requestTimeoutMs: number;
+  maxAttempts: number;
+  maxChangeRatio: number;
+  force: boolean;
+  dryRun: boolean;
+  json: boolean;
+  out?: string;
+  logLevel: LogLevel;
+}
+
+/** Flags as yargs hands them over (camel-cased); unknown flags are rejected by yargs. */
+export interface Flags {
+  audiences?: string;
+  stateSchema?: string;
+  batchSize?: number;
+  concurrency?: number;
+  rateLimit?: number;
+  rateWindow?: number;
+  timeout?: number;
+  maxAttempts?: number;
+  maxChangeRatio?: number;
+  force?: boolean;
+  dryRun?: boolean;
+  json?: boolean;
+  out?: string;
+  databaseUrl?: string;
+}
+
+/** The environment variables braze-bridge reads, for `--help` and `.env.example`. */
+export const environment = [
+  ['DATABASE_URL', 'postgres://user:pass@host:5432/warehouse', 'the database holding the audiences and the state (libpq PG* variables also work); unset: embedded PostgreSQL'],
+  ['BRAZE_REST_ENDPOINT', 'https://rest.iad-01.braze.com', "your workspace's REST endpoint"],
+  ['BRAZE_API_KEY', '(a REST API key with users.track)', 'sent only over HTTPS, never logged'],
+  ['BRAZE_BRIDGE_AUDIENCES', 'sql/audiences', 'default for --audiences'],
+  ['BRAZE_BRIDGE_STATE_SCHEMA', 'braze_bridge', 'default for --state-schema'],
+  ['BRAZE_BRIDGE_EMBEDDED_DIR', '.braze-bridge/pg', 'data folder of the embedded PostgreSQL'],
+  ['LOG_LEVEL', 'info', 'debug | info | warn | error | silent'],
+] as const;
+
+const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+
+export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Readonly<Config> {
+  const problems: string[] = [];
+  const num = (name: string, value: number | string | undefined, fallback: number, min: number, max: number, integer = true): number => {
+    if (value === undefined || value === '') return fallback;
+    const n = Number(value);
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+      problems.push(`${name} must be ${integer ? 'a whole number' : 'a number'} from ${min} to ${max}; got ${value}`);
+      return fallback;
+    }
+    return n;
+  };
+
+  const databaseUrl = flags.databaseUrl ?? (env.DATABASE_URL || undefined);
+  const usePgEnv = !databaseUrl && Boolean(env.PGHOST || env.PGDATABASE || env.PGSERVICE || env.PGPORT || env.PGUSER);
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) problems.push('DATABASE_URL must start with postgres:// or postgresql://');
+
+  const stateSchema = flags.stateSchema ?? env.BRAZE_BRIDGE_STATE_SCHEMA ?? 'braze_bridge';
+  if (!SCHEMA.test(stateSchema)) problems.push(`--state-schema must be a lower-case SQL name (letters, digits, _); got "${stateSchema}"`);
+
+  const brazeEndpoint = env.BRAZE_REST_ENDPOINT?.trim() || undefined;
+  if (brazeEndpoint) {
+    let url: URL | undefined;
+    try {
+      url = new URL(brazeEndpoint);
+    } catch {
+      problems.push(`BRAZE_REST_ENDPOINT is not a URL; expected e.g. https://rest.iad-01.braze.com`);
+    }
+    if (url && url.protocol !== 'https:' && !(url.protocol === 'http:' && LOOPBACK.has(url.hostname))) {
+      problems.push(`BRAZE_REST_ENDPOINT must use https:// (the API key would travel in clear text); plain http:// is allowed only on loopback for the sandbox`);
+    }
+  }
+
+  const ratio = num('--max-change-ratio', flags.maxChangeRatio, 0.5, 0, 1, false);
+  const config: Config = {
+    databaseUrl,
+    usePgEnv,
+    embedded: !databaseUrl && !usePgEnv,
+    embeddedDir: resolve(cwd, env.BRAZE_BRIDGE_EMBEDDED_DIR || '.braze-bridge/pg'),
+    brazeEndpoint,
+    brazeApiKey: env.BRAZE_API_KEY?.trim() || undefined,
+    audiencesDir: absolute(cwd, flags.audiences ?? env.BRAZE_BRIDGE_AUDIENCES ?? 'sql/audiences'),
+    stateSchema,
+    batchSize: num('--batch-size', flags.batchSize, 75, 1, 75),
+    concurrency: num('--concurrency', flags.concurrency, 4, 1, 64),
+    rateLimit: { limit: num('--rate-limit', flags.rateLimit, 3000, 1, 1_000_000), windowMs: num('--rate-window', flags.rateWindow, 3, 0.001, 86_400, false) * 1000 },
+    requestTimeoutMs: num('--timeout', flags.timeout, 30, 1, 600, false) * 1000,
+    maxAttempts: num('--max-attempts', flags.maxAttempts, 6, 1, 20),
+    maxChangeRatio: ratio,
+    force: flags.force ?? false,
+    dryRun: flags.dryRun ?? false,
+    json: flags.json ?? false,
+    out: flags.out ? absolute(cwd, flags.out) : undefined,
+    logLevel: parseLevel(env.LOG_LEVEL, problems),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+/** Sending needs an endpoint and a key; planning does not. */
+export function requireBraze(config: Config): { endpoint: string; apiKey: string } {
+  const missing = [
+    !config.brazeEndpoint && 'BRAZE_REST_ENDPOINT is not set (e.g. https://rest.iad-01.braze.com)',
+    !config.brazeApiKey && 'BRAZE_API_KEY is not set (a REST API key with the users.track permission)',
+  ].filter((p): p is string => Boolean(p));
+  if (missing.length > 0) throw new ConfigError([...missing, 'or use --dry-run / plan to see what would be sent without sending']);
+  return { endpoint: config.brazeEndpoint!, apiKey: config.brazeApiKey! };
+}
+
+function parseLevel(value: string | undefined, problems: string[]): LogLevel {
+  const v = (value ?? 'info').toLowerCase();
+  if (['debug', 'info', 'warn', 'error', 'silent'].includes(v)) return v as LogLevel;
+  problems.push(`LOG_LEVEL must be debug, info, warn, error or silent; got "${value}"`);
+  return 'info';
+}
+
+function absolute(cwd: string, p: string): string {
+  return isAbsolute(p) ? p : resolve(cwd, p);
+}

@@ -1,0 +1,170 @@
+/**
+ * The one door to PostgreSQL: the only module that imports `pg`. Everything else takes a
+ * narrow `Queryable`, so the same function runs on the pool, inside a transaction or in a test.
+ */
+import pg from 'pg';
+import Cursor from 'pg-cursor';
+import { AppError, ConfigError } from '../errors.js';
+
+/** The narrow interface the rest of the code talks to. */
+export interface Queryable {
+  query<R extends object = Record<string, unknown>>(text: string, values?: readonly unknown[]): Promise<{ rows: R[]; rowCount: number | null }>;
+}
+
+/** A single checked-out connection: can also open cursors and COPY streams. */
+export interface Connection extends Queryable {
+  /** Stream the rows of `text` in chunks of `size`, holding at most one chunk in memory. */
+  cursor<R extends object = Record<string, unknown>>(text: string, values?: readonly unknown[], size?: number): AsyncGenerator<R[]>;
+  /** The raw client, for COPY streams (pg-copy-streams). */
+  readonly raw: pg.PoolClient;
+}
+
+export interface Database extends Queryable {
+  /** Run `fn` on one connection inside BEGIN/COMMIT; ROLLBACK if it throws. */
+  withTransaction<T>(fn: (tx: Connection) => Promise<T>): Promise<T>;
+  /** Run `fn` on one dedicated connection (session state such as advisory locks, temp tables). */
+  withConnection<T>(fn: (conn: Connection) => Promise<T>): Promise<T>;
+  /** Column names and type OIDs of a query's result, without running it. */
+  describe(text: string): Promise<Array<{ name: string; typeOid: number }>>;
+  end(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  /** A libpq connection string; when absent the PG* environment variables apply. */
+  connectionString?: string;
+  max?: number;
+  applicationName?: string;
+}
+
+export function createDatabase(options: DatabaseOptions): Database {
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? 'braze-bridge',
+    // Idle connections of a pool that outlives a run must not keep a CronJob pod alive.
+    idleTimeoutMillis: 10_000,
+  });
+  // A connection that dies while idle must not crash the process; the next query reports it.
+  pool.on('error', () => {});
+
+  const wrap = (client: pg.PoolClient): Connection => ({
+    raw: client,
+    query: async (text, values) => {
+      try {
+        return await client.query(text, values as unknown[]);
+      } catch (error) {
+        throw asDatabaseError(error);
+      }
+    },
+    cursor: (text, values, size = 1000) => readCursor(client, text, values, size),
+  });
+
+  const withConnection = async <T>(fn: (conn: Connection) => Promise<T>): Promise<T> => {
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (error) {
+      throw asDatabaseError(error);
+    }
+    let broken = false;
+    try {
+      return await fn(wrap(client));
+    } catch (error) {
+      // A connection whose session state is unknown (open cursor, failed COPY) is not reused.
+      broken = true;
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  };
+
+  return {
+    query: async (text, values) => {
+      try {
+        return await pool.query(text, values as unknown[]);
+      } catch (error) {
+        throw asDatabaseError(error);
+      }
+    },
+    withConnection,
+    withTransaction: (fn) =>
+      withConnection(async (conn) => {
+        await conn.query('BEGIN');
+        try {
+          const result = await fn(conn);
+          await conn.query('COMMIT');
+          return result;
+        } catch (error) {
+          await conn.query('ROLLBACK').catch(() => {});
+          throw error;
+        }
+      }),
+    describe: (text) =>
+      withConnection(async (conn) => {
+        // LIMIT 0 runs the planner but reads no rows: cheap, and errors carry positions.
+        const result = await (conn.raw as pg.PoolClient).query({ text, rowMode: 'array' }).catch((e: unknown) => {
+          throw asDatabaseError(e);
+        });
+        return result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID }));
+      }),
+    end: () => pool.end(),
+  };
+}
+
+async function* readCursor<R>(client: pg.PoolClient, text: string, values: readonly unknown[] | undefined, size: number): AsyncGenerator<R[]> {
+  const cursor = client.query(new Cursor<R>(text, values as unknown[]));
+  try {
+    for (;;) {
+      let rows: R[];
+      try {
+        rows = await cursor.read(size);
+      } catch (error) {
+        throw asDatabaseError(error);
+      }
+      if (rows.length === 0) return;
+      yield rows;
+    }
+  } finally {
+    await cursor.close().catch(() => {});
+  }
+}
+
+/** Quote an identifier once, the way PostgreSQL would. */
+export function escapeIdentifier(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** An error reported by PostgreSQL, with its SQLSTATE and the 1-based character position. */
+export class DatabaseError extends AppError {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+    readonly position: number | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+  override get retryable(): boolean {
+    // Serialization failures, deadlocks, connection failures, admin shutdown: try later.
+    return /^(40001|40P01|08...|57P0[123])$/.test(this.code ?? '');
+  }
+}
+
+const connectionCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH']);
+
+/** Wrap anything `pg` throws so it carries SQLSTATE and a message that says what to do. */
+export function asDatabaseError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  const e = error as { code?: string; message?: string; position?: string };
+  if (e?.code && connectionCodes.has(e.code)) {
+    return new ConfigError([`cannot connect to PostgreSQL (${e.code}): check DATABASE_URL or the PG* variables`], { cause: error });
+  }
+  if (e?.code === '28P01' || e?.code === '28000') {
+    return new ConfigError([`PostgreSQL refused the login (${e.code}): check the user and password in DATABASE_URL`], { cause: error });
+  }
+  if (e?.code === '3D000') {
+    return new ConfigError([`PostgreSQL: ${e.message}: create it or fix DATABASE_URL`], { cause: error });
+  }
+  const position = e?.position ? Number(e.position) : undefined;
+  return new DatabaseError(e?.message ?? String(error), e?.code, position, { cause: error });
+}

@@ -1,0 +1,216 @@
+/**
+ * A local HTTP server that behaves like Braze's documented `POST /users/track`: bearer-key auth
+ * (401), the objects-per-request limit (400 "Max Input Length Exceeded"), per-item errors in a
+ * success answer, a fixed-window rate limit with X-RateLimit-* headers and 429s, and injectable
+ * faults (5xx, slow answers, dropped connections). It keeps the profiles it received, so the
+ * demo can show them and tests can compare them with the audience. Used by `npm start` and the
+ * tests; it is a stand-in for development, never a place to send real data.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type Fault =
+  | { status: number; message?: string; retryAfter?: string }
+  | { drop: true }
+  | { delayMs: number }
+  | { itemErrors: number[]; type?: string }
+  | { message: string };
+
+export interface SandboxOptions {
+  apiKey: string;
+  /** Objects per request across attributes, events and purchases. Default 75. */
+  maxObjects?: number;
+  /** Fixed-window rate limit, like Braze's 3,000 per 3 s. Default: none. */
+  rateLimit?: { limit: number; windowMs: number };
+  /** Delay before every answer. */
+  latencyMs?: number;
+  /** Decide a fault for each request (its number from 1, and its body). */
+  faults?: (request: { n: number; attributes: Array<Record<string, unknown>> }) => Fault | undefined;
+  clock?: () => number;
+}
+
+export interface RecordedRequest {
+  n: number;
+  status: number;
+  attributes: Array<Record<string, unknown>>;
+}
+
+export class BrazeSandbox {
+  /** Profiles by identity (`external_id:c1`, `alias:name|label`, …): attribute → value. */
+  readonly profiles = new Map<string, Record<string, unknown>>();
+  /** Data points received per profile (attributes set or unset, in accepted objects). */
+  readonly updatesByProfile = new Map<string, number>();
+  readonly requests: RecordedRequest[] = [];
+  readonly counts = { requests: 0, accepted: 0, rateLimited: 0, rejected: 0 };
+  private server?: Server;
+  private windowStart = 0;
+  private windowCount = 0;
+  private readonly clock: () => number;
+  private n = 0;
+  faults?: SandboxOptions['faults'];
+
+  constructor(private readonly options: SandboxOptions) {
+    this.clock = options.clock ?? Date.now;
+    this.faults = options.faults;
+  }
+
+  /** Listen on loopback; resolves to the base URL (the "REST endpoint"). */
+  async start(port = 0): Promise<string> {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch(() => {
+        if (!res.headersSent) res.writeHead(500).end();
+      });
+    });
+    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', resolve));
+    return this.url;
+  }
+
+  get url(): string {
+    const address = this.server?.address() as AddressInfo | undefined;
+    if (!address) throw new Error('sandbox not started');
+    return `http://127.0.0.1:${address.port}`;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.server) return;
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server!.close(resolve));
+    this.server = undefined;
+  }
+
+  /** Attribute values of the profile identified by e.g. `{ external_id: 'c1' }`. */
+  profile(identity: Record<string, unknown>): Record<string, unknown> | undefined {
+    return this.profiles.get(identityKey(identity) ?? '');
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const n = ++this.n;
+    this.counts.requests++;
+    const send = (status: number, body: object, headers: Record<string, string> = {}) => {
+      this.requests.push({ n, status, attributes: attributesOf(parsed) });
+      res.writeHead(status, { 'content-type': 'application/json', ...this.rateHeaders(), ...headers });
+      res.end(JSON.stringify(body));
+    };
+    let parsed: unknown;
+    if (req.method !== 'POST' || req.url !== '/users/track') return send(404, { message: 'Not Found' });
+    if (req.headers.authorization !== `Bearer ${this.options.apiKey}`) return send(401, { message: 'Invalid API Key' });
+
+    // The rate limit counts every authenticated request, as Braze's does.
+    if (this.options.rateLimit) {
+      const { limit, windowMs } = this.options.rateLimit;
+      const now = this.clock();
+      const start = now - (now % windowMs);
+      if (start !== this.windowStart) {
+        this.windowStart = start;
+        this.windowCount = 0;
+      }
+      this.windowCount++;
+      if (this.windowCount > limit) {
+        this.counts.rateLimited++;
+        return send(429, { message: 'Too Many Requests' });
+      }
+    }
+    try {
+      parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      return send(400, { message: 'Invalid JSON' });
+    }
+    const attributes = attributesOf(parsed);
+    const body = parsed as { events?: unknown[]; purchases?: unknown[] };
+    const total = attributes.length + (body.events?.length ?? 0) + (body.purchases?.length ?? 0);
+    if (total > (this.options.maxObjects ?? 75)) return send(400, { message: 'Max Input Length Exceeded', errors: [] });
+
+    const fault = this.faults?.({ n, attributes });
+    if (fault && 'drop' in fault) {
+      this.requests.push({ n, status: 0, attributes });
+      req.socket.destroy();
+      return;
+    }
+    if (fault && 'delayMs' in fault) await sleep(fault.delayMs);
+    if (this.options.latencyMs) await sleep(this.options.latencyMs);
+    if (res.destroyed) return; // the client gave up (timeout): Braze may still have applied it; we do not.
+    if (fault && 'status' in fault) {
+      this.counts.rejected++;
+      return send(fault.status, { message: fault.message ?? 'Internal Server Error' }, fault.retryAfter ? { 'retry-after': fault.retryAfter } : {});
+    }
+    if (fault && 'message' in fault) return send(201, { message: fault.message });
+
+    const errors: Array<{ type: string; input_array: string; index: number }> = [];
+    const forced = new Set(fault && 'itemErrors' in fault ? fault.itemErrors : []);
+    attributes.forEach((object, index) => {
+      const reason = forced.has(index) ? ((fault as { type?: string }).type ?? "'external_id' is invalid") : this.validate(object);
+      if (reason) {
+        errors.push({ type: reason, input_array: 'attributes', index });
+        return;
+      }
+      this.apply(object);
+    });
+    this.counts.accepted += attributes.length - errors.length;
+    send(201, errors.length > 0 ? { message: 'success', attributes_processed: attributes.length - errors.length, errors } : { message: 'success', attributes_processed: attributes.length });
+  }
+
+  private validate(object: Record<string, unknown>): string | undefined {
+    // external_id, braze_id and user_alias identify; email and phone identify only when no
+    // stronger identifier is present, and are otherwise profile fields being set.
+    const strong = ['external_id', 'braze_id', 'user_alias'].filter((k) => object[k] !== undefined);
+    if (strong.length > 1) return 'more than one identifier';
+    if (strong.length === 0 && object.email == null && object.phone == null) return 'missing identifier';
+    for (const [k, v] of Object.entries(object)) {
+      if (typeof v === 'string' && v.length > 255 && k !== 'user_alias') return `'${k}' is longer than 255 characters`;
+    }
+    return undefined;
+  }
+
+  private apply(object: Record<string, unknown>): void {
+    const key = identityKey(object)!;
+    const profile = this.profiles.get(key) ?? {};
+    let points = 0;
+    for (const [k, v] of Object.entries(object)) {
+      if (['external_id', 'braze_id', 'user_alias', '_update_existing_only', '_merge_objects'].includes(k)) continue;
+      if (k === 'email' && key.startsWith('email:')) continue;
+      if (k === 'phone' && key.startsWith('phone:')) continue;
+      points++;
+      if (v === null) delete profile[k];
+      else profile[k] = v;
+    }
+    this.profiles.set(key, profile);
+    this.updatesByProfile.set(key, (this.updatesByProfile.get(key) ?? 0) + points);
+  }
+
+  private rateHeaders(): Record<string, string> {
+    if (!this.options.rateLimit) return {};
+    const { limit, windowMs } = this.options.rateLimit;
+    const now = this.clock();
+    const start = now - (now % windowMs);
+    if (start !== this.windowStart) return { 'x-ratelimit-limit': String(limit), 'x-ratelimit-remaining': String(limit), 'x-ratelimit-reset': String(Math.ceil((start + windowMs) / 1000)) };
+    return {
+      'x-ratelimit-limit': String(limit),
+      'x-ratelimit-remaining': String(Math.max(0, limit - this.windowCount)),
+      'x-ratelimit-reset': String(Math.ceil((this.windowStart + windowMs) / 1000)),
+    };
+  }
+}
+
+/** The sandbox's key for a profile: `external_id:c1`, `alias:name|label`, `email:a@b`, … */
+export function identityKey(object: Record<string, unknown>): string | undefined {
+  if (object.external_id !== undefined) return `external_id:${object.external_id}`;
+  if (object.braze_id !== undefined) return `braze_id:${object.braze_id}`;
+  if (object.user_alias !== undefined) {
+    const a = object.user_alias as { alias_name?: string; alias_label?: string };
+    return `alias:${a.alias_name}|${a.alias_label}`;
+  }
+  if (object.email !== undefined) return `email:${object.email}`;
+  if (object.phone !== undefined) return `phone:${object.phone}`;
+  return undefined;
+}
+
+function attributesOf(parsed: unknown): Array<Record<string, unknown>> {
+  const a = (parsed as { attributes?: unknown } | undefined)?.attributes;
+  return Array.isArray(a) ? (a as Array<Record<string, unknown>>) : [];
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
