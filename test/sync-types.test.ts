@@ -1,0 +1,143 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BrazeSandbox } from '../src/sandbox/braze-sandbox.js';
+import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
+
+let t: TestDatabase;
+let sandbox: BrazeSandbox;
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  sandbox = new BrazeSandbox({ apiKey: TEST_KEY });
+  await sandbox.start();
+  await t.db.query(`
+    CREATE TYPE mood AS ENUM ('happy', 'sad');
+    CREATE DOMAIN short_text AS text;
+    CREATE TABLE typed (
+      id int PRIMARY KEY, b boolean, i2 smallint, i4 integer, i8 bigint, n numeric(12,2), n_wide numeric,
+      r real, d double precision, t text, vc varchar(20), c char(5), u uuid, m mood, st short_text,
+      dt date, ts timestamp, tstz timestamptz, arr text[], varr varchar[], j json, jb jsonb);
+    INSERT INTO typed VALUES
+      (1, true, 7, -42, 9007199254740991, 12.50, 123456789012345678.123456789, 0.1, 1e20, 'hello', 'short', 'ab', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'happy', 'dom',
+       '2024-02-29', '2024-05-01 12:00:00.1239', '2026-03-01 12:34:56.789123+02', ARRAY['x','y','x'], ARRAY['v'], '{"b": 1, "a": {"z": null}}', '{"k": [1, 2], "nested": {"when": {"$time": "2024-01-01"}}}'),
+      (2, false, NULL, 0, -1, -0.01, 0, -3.5, 2.5e-10, '', NULL, NULL, NULL, 'sad', NULL,
+       NULL, NULL, '1999-12-31 23:59:59.999+00', '{}', NULL, NULL, 'null');
+  `);
+});
+
+afterAll(async () => {
+  await sandbox?.stop();
+  await t?.drop();
+});
+
+const ALL_COLUMNS = `SELECT id AS external_id, b, i2, i4, i8, n, n_wide, r, d, t, vc, c, u, m, st, dt, ts, tstz, arr, varr, j, jb FROM typed`;
+
+describe('type mapping', () => {
+  it('sends every supported type as the exact Braze JSON value', async () => {
+    // The session time zone must not leak into what is sent.
+    await t.db.query(`ALTER DATABASE ${t.name} SET timezone TO 'America/Los_Angeles'`);
+    const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    expect(summary.exitCode).toBe(0);
+    expect(sandbox.profile({ external_id: '1' })).toEqual({
+      b: true,
+      i2: 7,
+      i4: -42,
+      i8: 9007199254740991,
+      n: 12.5,
+      n_wide: 123456789012345678.123456789,
+      r: 0.1,
+      d: 1e20,
+      t: 'hello',
+      vc: 'short',
+      c: 'ab',
+      u: 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+      m: 'happy',
+      st: 'dom',
+      dt: '2024-02-29',
+      ts: '2024-05-01T12:00:00.123Z',
+      tstz: '2026-03-01T10:34:56.789Z',
+      arr: ['x', 'y', 'x'],
+      varr: ['v'],
+      j: { a: { z: null }, b: 1 },
+      jb: { k: [1, 2], nested: { when: { $time: '2024-01-01' } } },
+    });
+    // NULL columns are not sent to a new member; a JSON null counts as NULL.
+    expect(sandbox.profile({ external_id: '2' })).toEqual({
+      b: false,
+      i4: 0,
+      i8: -1,
+      n: -0.01,
+      n_wide: 0,
+      r: -3.5,
+      d: 2.5e-10,
+      t: '',
+      m: 'sad',
+      tstz: '1999-12-31T23:59:59.999Z',
+      arr: [],
+    });
+  });
+
+  it('finds no change on a second run: no false changes from formatting, key order or time zones', async () => {
+    const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
+    const before = sandbox.counts.requests;
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    expect(summary.audiences[0]!.counts).toMatchObject({ members: 2, new: 0, changed: 0, unchanged: 2, updates: 0 });
+    expect(sandbox.counts.requests).toBe(before);
+  });
+
+  it('sends a value that became NULL as null, and only that attribute', async () => {
+    await t.db.query(`UPDATE typed SET t = NULL, n = 12.500 WHERE id = 1`); // 12.500 = 12.50: no change
+    const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
+    const start = sandbox.requests.length;
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    expect(summary.audiences[0]!.counts).toMatchObject({ changed: 1, updates: 1 });
+    const sent = sandbox.requests.slice(start).flatMap((r) => r.attributes);
+    expect(sent).toEqual([{ external_id: '1', _update_existing_only: true, t: null }]);
+    expect(sandbox.profile({ external_id: '1' })).not.toHaveProperty('t');
+  });
+
+  it('names the column and type it cannot send, and sends nothing for that audience', async () => {
+    const dir = audienceDir({ bad: `SELECT id AS external_id, interval '1 day' AS wait FROM typed` });
+    const before = sandbox.counts.requests;
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    expect(summary.exitCode).toBe(2);
+    expect(summary.audiences[0]!.error).toMatch(/bad\.sql: column "wait" has type interval.*cast it/);
+    expect(sandbox.counts.requests).toBe(before);
+  });
+
+  it('fails members Braze would reject, records why, and sends the rest', async () => {
+    await t.db.query(`CREATE TABLE edge (id text, big bigint, s text, f double precision, o jsonb, tags text[])`);
+    await t.db.query(`INSERT INTO edge VALUES
+      ('ok', 1, 'fine', 1.5, '{"a":1}', ARRAY['a']),
+      ('big', 9007199254740993, 'x', 1, NULL, NULL),
+      ('long', 1, repeat('x', 256), 1, NULL, NULL),
+      ('nan', 1, 'x', 'NaN', NULL, NULL),
+      ('arr', 1, 'x', 1, '[1,2]', NULL),
+      ('nulltag', 1, 'x', 1, NULL, ARRAY['a', NULL]),
+      ('dup', 1, 'x', 1, NULL, NULL), ('dup', 2, 'y', 1, NULL, NULL),
+      (NULL, 1, 'x', 1, NULL, NULL), ('', 1, 'x', 1, NULL, NULL)`);
+    const dir = audienceDir({ edge: `SELECT id AS external_id, big, s, f, o, tags FROM edge` });
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    const a = summary.audiences[0]!;
+    expect(a.exitCode).toBe(1);
+    expect(a.counts).toMatchObject({ new: 1, failed: 8 }); // 6 invalid members + 2 rows without an id
+    expect(sandbox.profile({ external_id: 'ok' })).toEqual({ big: 1, s: 'fine', f: 1.5, o: { a: 1 }, tags: ['a'] });
+    for (const id of ['big', 'long', 'nan', 'arr', 'nulltag', 'dup']) expect(sandbox.profile({ external_id: id })).toBeUndefined();
+    const { rows } = await t.db.query<{ member_key: string | null; reason: string }>(
+      `SELECT member_key, reason FROM braze_bridge.member_failures WHERE run_id = $1 ORDER BY member_key NULLS LAST`,
+      [a.runId],
+    );
+    expect(rows).toEqual([
+      { member_key: 'arr', reason: expect.stringContaining('o: JSON value is not an object') },
+      { member_key: 'big', reason: expect.stringContaining('big: bigint beyond 2^53') },
+      { member_key: 'dup', reason: 'identifier appears in 2 rows of the result' },
+      { member_key: 'long', reason: expect.stringContaining('s: longer than 255 characters') },
+      { member_key: 'nan', reason: expect.stringContaining('f: NaN or infinity') },
+      { member_key: 'nulltag', reason: expect.stringContaining('tags: array contains NULL') },
+      { member_key: null, reason: '2 row(s) with a NULL or empty external_id were skipped' },
+    ]);
+    // Values of people never appear in failure reasons.
+    expect(rows.map((r) => r.reason).join(' ')).not.toMatch(/9007199254740993|xxxx/);
+  });
+});
