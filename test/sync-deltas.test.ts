@@ -22,9 +22,7 @@ async function reset(rows: number) {
   await t.db.query(`DROP TABLE IF EXISTS people; CREATE TABLE people (id text PRIMARY KEY, tier text, score int, active boolean)`);
   await t.db.query(`INSERT INTO people SELECT 'p' || i, 'silver', i, true FROM generate_series(1, $1::int) i`, [rows]);
   await t.db.query(`TRUNCATE braze_bridge.snapshots, braze_bridge.runs CASCADE`);
-  sandbox.profiles.clear();
-  sandbox.updatesByProfile.clear();
-  sandbox.requests.length = 0;
+  sandbox.reset();
 }
 
 const sentSince = (n: number) => sandbox.requests.slice(n).flatMap((r) => r.attributes);

@@ -145,6 +145,7 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       if (runId) await finishRun(conn, deps.schema, runId, { status, counts, error: sent.abort ? messageOf(sent.abort) : undefined });
       runLog.info('finished', { status, updates: counts.updates, failed: counts.failed, requests: counts.requests });
       if (sent.abort) {
+        runLog.error(messageOf(sent.abort));
         return result({ status: 'aborted', exitCode: ExitCode.aborted, runId, error: messageOf(sent.abort), fatal: isFatal(sent.abort), guardrail });
       }
       return result({ status, exitCode: status === 'partial' ? ExitCode.partial : ExitCode.ok, runId, guardrail });

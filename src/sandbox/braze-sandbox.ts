@@ -78,6 +78,16 @@ export class BrazeSandbox {
     this.server = undefined;
   }
 
+  /** Forget profiles, requests and counts (between tests). */
+  reset(): void {
+    this.profiles.clear();
+    this.updatesByProfile.clear();
+    this.requests.length = 0;
+    Object.assign(this.counts, { requests: 0, accepted: 0, rateLimited: 0, rejected: 0 });
+    this.n = 0;
+    this.windowCount = 0;
+  }
+
   /** Attribute values of the profile identified by e.g. `{ external_id: 'c1' }`. */
   profile(identity: Record<string, unknown>): Record<string, unknown> | undefined {
     return this.profiles.get(identityKey(identity) ?? '');

@@ -1,0 +1,148 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BrazeSandbox } from '../src/sandbox/braze-sandbox.js';
+import { RateLimiter } from '../src/braze/rate-limiter.js';
+import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
+
+let t: TestDatabase;
+let sandbox: BrazeSandbox;
+const dir = audienceDir({ aud: `SELECT id AS external_id, tier FROM people` });
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  await t.db.query(`CREATE TABLE people (id text PRIMARY KEY, tier text)`);
+  sandbox = new BrazeSandbox({ apiKey: TEST_KEY });
+  await sandbox.start();
+});
+afterAll(async () => {
+  await sandbox?.stop();
+  await t?.drop();
+});
+beforeEach(async () => {
+  await t.db.query(`TRUNCATE people; INSERT INTO people SELECT 'p' || i, 'tier' || (i % 3) FROM generate_series(1, 150) i`);
+  await t.db.query(`TRUNCATE braze_bridge.snapshots, braze_bridge.runs CASCADE`);
+  sandbox.reset();
+  sandbox.faults = undefined;
+});
+
+const snapshotCount = async () => (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_bridge.snapshots`)).rows[0]!.n;
+
+describe('delivery', () => {
+  it('fails only the members named in errors[] and advances everyone else', async () => {
+    sandbox.faults = ({ n }) => (n === 1 ? { itemErrors: [0, 5], type: "'external_id' is invalid" } : undefined);
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url), concurrency: 1 });
+    const a = summary.audiences[0]!;
+    expect(a.exitCode).toBe(1);
+    expect(a.counts).toMatchObject({ new: 150, failed: 2, updates: 148 });
+    expect(await snapshotCount()).toBe(148);
+    const failed = sandbox.requests[0]!.attributes.filter((_, i) => i === 0 || i === 5).map((o) => o.external_id);
+    const { rows } = await t.db.query(`SELECT member_key, reason FROM braze_bridge.member_failures ORDER BY member_key`);
+    expect(rows).toEqual(failed.sort().map((k) => ({ member_key: k, reason: "Braze rejected the member: 'external_id' is invalid" })));
+    // The next run sends exactly the two that failed.
+    sandbox.faults = undefined;
+    const mark = sandbox.requests.length;
+    const again = await run(t.db, dir, { client: testClient(sandbox.url) });
+    expect(again.audiences[0]!.counts).toMatchObject({ new: 2, failed: 0 });
+    expect(sandbox.requests.slice(mark).flatMap((r) => r.attributes.map((o) => o.external_id)).sort()).toEqual(failed.sort());
+  });
+
+  it('retries 5xx, timeouts and dropped connections, and delivers everything once', async () => {
+    const faults: Record<number, object> = { 1: { status: 503 }, 2: { drop: true }, 3: { delayMs: 400 }, 4: { status: 500 } };
+    sandbox.faults = ({ n }) => faults[n] as never;
+    const client = testClient(sandbox.url, { timeoutMs: 200 });
+    const summary = await run(t.db, dir, { client, concurrency: 1 });
+    expect(summary.audiences[0]!.counts).toMatchObject({ new: 150, failed: 0, requests: 6, retries: 4 });
+    expect(sandbox.profiles.size).toBe(150);
+    expect(await snapshotCount()).toBe(150);
+  });
+
+  it('waits for the rate-limit reset on 429 and counts it', async () => {
+    let resetAt = 0;
+    sandbox.faults = ({ n }) => {
+      if (n === 1) {
+        resetAt = Date.now() + 300;
+        return { status: 429, message: 'Too Many Requests', retryAfter: '0.3' };
+      }
+      return undefined;
+    };
+    let retriedAt = 0;
+    const original = sandbox.faults;
+    sandbox.faults = (r) => {
+      if (r.n === 2) retriedAt = Date.now();
+      return original(r);
+    };
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url), concurrency: 1 });
+    expect(summary.audiences[0]!.counts).toMatchObject({ rateLimited: 1, retries: 1, failed: 0 });
+    expect(retriedAt).toBeGreaterThanOrEqual(resetAt - 5);
+  });
+
+  it('stays under a server rate limit it shares headers with: no 429s', async () => {
+    const limited = new BrazeSandbox({ apiKey: TEST_KEY, rateLimit: { limit: 3, windowMs: 1000 } });
+    await limited.start();
+    try {
+      const client = testClient(limited.url, { rateLimiter: new RateLimiter({ limit: 3, windowMs: 1000, reserve: 1 }) });
+      const summary = await run(t.db, dir, { client, batchSize: 30, concurrency: 2 });
+      expect(summary.audiences[0]!.counts).toMatchObject({ new: 150, requests: 5, rateLimited: 0 });
+      expect(limited.counts.rateLimited).toBe(0);
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  it('aborts the whole run at once on 401 and names the likely cause; nothing advances', async () => {
+    const client = testClient(sandbox.url, { apiKey: 'wrong-key-000000000000' });
+    const two = audienceDir({ a1: `SELECT id AS external_id, tier FROM people`, a2: `SELECT id AS external_id, tier FROM people` });
+    const summary = await run(t.db, two, { client });
+    expect(summary.exitCode).toBe(4);
+    expect(summary.audiences).toHaveLength(1); // a2 was not attempted
+    expect(summary.audiences[0]!.error).toMatch(/401 Unauthorized: the API key is wrong, or BRAZE_REST_ENDPOINT .* is not your workspace's instance/);
+    expect(summary.audiences[0]!.error).not.toContain('wrong-key');
+    expect(await snapshotCount()).toBe(0);
+    expect(client.stats.requests).toBeLessThanOrEqual(4); // the in-flight ones, no more
+  });
+
+  it('treats a 2xx whose message is not success as a failure of those members', async () => {
+    sandbox.faults = ({ n }) => (n === 1 ? { message: 'queued for later' } : undefined);
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url), concurrency: 1 });
+    expect(summary.audiences[0]!.counts).toMatchObject({ failed: 75 });
+    expect(await snapshotCount()).toBe(75);
+  });
+
+  it('gives up after the attempt limit with exit 4; confirmed batches stay confirmed', async () => {
+    sandbox.faults = ({ n }) => (n >= 2 ? { status: 502 } : undefined);
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url, { maxAttempts: 3 }), concurrency: 1 });
+    expect(summary.exitCode).toBe(4);
+    expect(summary.audiences[0]!.error).toMatch(/did not accept a batch after 3 attempts.*502/);
+    expect(await snapshotCount()).toBe(75);
+  });
+
+  it('refuses a batch size the workspace does not accept, with the fix', async () => {
+    const small = new BrazeSandbox({ apiKey: TEST_KEY, maxObjects: 50 });
+    await small.start();
+    try {
+      const summary = await run(t.db, dir, { client: testClient(small.url) });
+      expect(summary.exitCode).toBe(4);
+      expect(summary.audiences[0]!.error).toMatch(/lower --batch-size \(50 for MAU CY 24-25 contracts\)/);
+    } finally {
+      await small.stop();
+    }
+  });
+
+  it('lets only one run of an audience hold the lock; the other exits 3 and sends nothing', async () => {
+    // Hold the first run inside its first request until the second run has tried.
+    const held = new BrazeSandbox({ apiKey: TEST_KEY });
+    await held.start();
+    held.faults = ({ n }) => (n === 1 ? ({ delayMs: 600 } as const) : undefined);
+    try {
+      const first = run(t.db, dir, { client: testClient(held.url, { timeoutMs: 5000 }), concurrency: 1 });
+      await new Promise((r) => setTimeout(r, 300));
+      const second = await run(t.db, dir, { client: testClient(sandbox.url) });
+      expect(second.exitCode).toBe(3);
+      expect(second.audiences[0]!.error).toMatch(/being synced by another run/);
+      expect(sandbox.requests).toHaveLength(0);
+      expect((await first).exitCode).toBe(0);
+    } finally {
+      await held.stop();
+    }
+  });
+});
