@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { createDatabase } from '../src/db/pool.js';
 import { BrazeSandbox } from '../src/sandbox/braze-sandbox.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
@@ -84,6 +85,22 @@ describe('type mapping', () => {
     const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
     expect(summary.audiences[0]!.counts).toMatchObject({ members: 2, new: 0, changed: 0, unchanged: 2, updates: 0 });
     expect(sandbox.counts.requests).toBe(before);
+  });
+
+  it('a row whose text changes but whose values do not (time zone) sends nothing and is not re-examined', async () => {
+    const tokyo = createDatabase({ connectionString: `${t.url}?options=${encodeURIComponent('-c timezone=Asia/Tokyo')}`, max: 4 });
+    onTestFinished(() => tokyo.end());
+    const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
+    const hashes = async () => (await t.db.query(`SELECT member_key, row_hash FROM braze_bridge.snapshots WHERE audience = 'typed' ORDER BY 1`)).rows;
+    const before = await hashes();
+    const requests = sandbox.counts.requests;
+    const summary = await run(tokyo, dir, { client: testClient(sandbox.url) });
+    expect(summary.audiences[0]!.counts).toMatchObject({ changed: 0, unchanged: 2, updates: 0 });
+    expect(sandbox.counts.requests).toBe(requests);
+    const after = await hashes();
+    expect(after).not.toEqual(before); // the new row text is recorded, so the next run skips it by hash
+    await run(tokyo, dir, { client: testClient(sandbox.url) });
+    expect(await hashes()).toEqual(after);
   });
 
   it('sends a value that became NULL as null, and only that attribute', async () => {

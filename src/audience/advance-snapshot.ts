@@ -10,6 +10,8 @@ export interface ConfirmedMember {
   memberKey: string;
   /** The member's attributes now held by Braze (jsonb text), or null when it exited. */
   attrs: string | null;
+  /** The hash of the result row the attributes came from. */
+  rowHash?: string | null;
 }
 
 export async function advanceSnapshot(db: Queryable, schema: string, audience: string, runId: number | null, members: readonly ConfirmedMember[]): Promise<void> {
@@ -17,16 +19,16 @@ export async function advanceSnapshot(db: Queryable, schema: string, audience: s
   const s = escapeIdentifier(schema);
   await db.query(
     `WITH confirmed AS (
-       SELECT * FROM unnest($2::text[], $3::text[], $4::text[]) AS u(identifier, member_key, attrs)
+       SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $6::uuid[]) AS u(identifier, member_key, attrs, row_hash)
      ), upserted AS (
-       INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, confirmed_at, confirmed_run)
-       SELECT $1, identifier, member_key, attrs::jsonb, now(), $5 FROM confirmed WHERE attrs IS NOT NULL
+       INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, confirmed_at, confirmed_run)
+       SELECT $1, identifier, member_key, attrs::jsonb, row_hash, now(), $5 FROM confirmed WHERE attrs IS NOT NULL
        ON CONFLICT (audience, identifier, member_key)
-       DO UPDATE SET attrs = excluded.attrs, confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run
+       DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run
        RETURNING 1
      )
      DELETE FROM ${s}.snapshots t USING confirmed c
       WHERE c.attrs IS NULL AND t.audience = $1 AND t.identifier = c.identifier AND t.member_key = c.member_key`,
-    [audience, members.map((m) => m.identifier), members.map((m) => m.memberKey), members.map((m) => m.attrs), runId],
+    [audience, members.map((m) => m.identifier), members.map((m) => m.memberKey), members.map((m) => m.attrs), runId, members.map((m) => m.rowHash ?? null)],
   );
 }

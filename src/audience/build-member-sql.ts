@@ -20,6 +20,8 @@ export interface MemberSql {
   /** text: why this member cannot be sent, or NULL. */
   invalid: string;
   attributes: Array<{ name: string; kind: AttributeKind }>;
+  /** The column names, types and identifier, hashed into every row hash. */
+  signature: string;
 }
 
 interface PgType {
@@ -65,13 +67,17 @@ export async function resolveTypes(db: Queryable, oids: number[]): Promise<Map<n
   return types;
 }
 
-export function buildMemberSql(audience: Audience, columns: Array<{ name: string; typeOid: number }>, types: Map<number, PgType>): MemberSql {
+/**
+ * @param alias the name the expressions use for the row holding the audience's columns
+ */
+export function buildMemberSql(audience: Audience, columns: Array<{ name: string; typeOid: number }>, types: Map<number, PgType>, alias = 'q'): MemberSql {
   const fail = (detail: string): never => {
     throw new AudienceError(audience.file, detail);
   };
   const names = columns.map((c) => c.name);
   for (const c of columns) {
     if (c.name === '?column?' || c.name === '') fail('a column has no name: give every expression a name with AS');
+    if (c.name.startsWith('__bb_')) fail(`column "${c.name}": names starting with __bb_ are reserved for braze-bridge`);
   }
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup) fail(`column "${dup}" appears twice: every attribute needs its own name`);
@@ -83,7 +89,7 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
   const idColumns = identifier === 'user_alias' ? ['alias_name', 'alias_label'] : [identifier];
   for (const c of idColumns) if (!names.includes(c)) fail(`@identifier ${identifier} needs a column named ${c}`);
 
-  const col = (n: string) => `q.${escapeIdentifier(n)}`;
+  const col = (n: string) => `${alias}.${escapeIdentifier(n)}`;
   const key =
     identifier === 'user_alias'
       ? `CASE WHEN ${col('alias_name')} IS NULL OR ${col('alias_label')} IS NULL THEN NULL ELSE jsonb_build_array(${col('alias_name')}::text, ${col('alias_label')}::text)::text END`
@@ -150,7 +156,9 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
   parts.push(...objects);
   const attrs = parts.length > 0 ? parts.join(' || ') : `'{}'::jsonb`;
   const invalid = checks.length > 0 ? `NULLIF(concat_ws('; ', ${checks.join(', ')}), '')` : 'NULL::text';
-  return { identifier, key, attrs, invalid, attributes };
+  // Part of every row hash: a change of columns, types or identifier makes every row a candidate.
+  const signature = JSON.stringify({ identifier, columns: columns.map((c) => [c.name, c.typeOid]) });
+  return { identifier, key, attrs, invalid, attributes, signature };
 }
 
 function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>, file: string): AttributeKind {

@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import type { TrackClient } from '../braze/track-client.js';
 import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
 import { advanceSnapshot } from './advance-snapshot.js';
-import { buildMemberSql, resolveTypes } from './build-member-sql.js';
+import { buildMemberSql, resolveTypes, type MemberSql } from './build-member-sql.js';
 
 export type SyncMode = 'sync' | 'backfill' | 'plan';
 
@@ -60,6 +60,7 @@ interface DeltaRow {
   kind: 'new' | 'changed' | 'exited' | 'unchanged';
   payload: Record<string, unknown>;
   new_attrs: string | null;
+  row_hash: string | null;
 }
 
 export async function syncAudience(deps: SyncDeps, audience: Audience, options: SyncOptions): Promise<AudienceResult> {
@@ -95,7 +96,9 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
         if (abandoned > 0) log.warn('an earlier run stopped without finishing; this run sends what it left unconfirmed', { abandoned });
       }
       const columns = await describe(deps.db, audience);
-      const member = buildMemberSql(audience, columns, await resolveTypes(conn, columns.map((c) => c.typeOid)));
+      const types = await resolveTypes(conn, columns.map((c) => c.typeOid));
+      // Expressions over the materialised row `c`; validated here, before anything runs.
+      const member = buildMemberSql(audience, columns, types, 'h');
       if (!planning) {
         runId = await startRun(conn, deps.schema, { job: options.mode, audience: audience.name, args: options.args ?? {} });
         await conn.query(
@@ -106,27 +109,26 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       }
       const runLog = runId ? log.child({ run: runId }) : log;
 
-      await materialiseCurrent(conn, audience, member);
-      const failures = await invalidMembers(conn, member.identifier);
+      await materialiseCurrent(conn, audience, buildMemberSql(audience, columns, types, 'q'));
       const snapshotTable = await snapshotSource(conn, deps.schema, planning);
-      await computeDeltas(conn, snapshotTable, audience, member.identifier, options.mode === 'backfill');
+      await computeDeltas(conn, snapshotTable, audience, member, options.mode === 'backfill');
 
-      const plan = await summarise(conn, snapshotTable, audience.name);
+      const plan = await summarise(conn, snapshotTable, audience.name, member.identifier);
+      const failures = plan.failures;
       Object.assign(counts, plan.counts);
-      counts.failed = failures.count;
       const guardrail = {
         ratio: plan.existing === 0 ? 0 : (plan.counts.changed + plan.counts.exited) / plan.existing,
         limit: options.maxChangeRatio,
         tripped: false,
       };
       guardrail.tripped = plan.existing > 0 && guardrail.ratio > options.maxChangeRatio && !options.force;
-      runLog.info('planned', { new: counts.new, changed: counts.changed, exited: counts.exited, unchanged: counts.unchanged, invalid: failures.count, updates: counts.updates });
+      runLog.info('planned', { new: counts.new, changed: counts.changed, exited: counts.exited, unchanged: counts.unchanged, failed: counts.failed, updates: counts.updates });
 
       if (planning) {
         if (options.out) await writeBodies(conn, audience, options);
         return result({ status: 'planned', exitCode: ExitCode.ok, guardrail });
       }
-      if (runId) await recordFailures(conn, deps.schema, runId, audience.name, failures.rows);
+      if (runId) await recordFailures(conn, deps.schema, runId, audience.name, failures);
       if (guardrail.tripped) {
         throw new AbortError(
           `${audience.name}: this run would change or remove ${(guardrail.ratio * 100).toFixed(1)}% of ${plan.existing} existing members, over --max-change-ratio ${options.maxChangeRatio}; nothing was sent. Check the query, then rerun with --force if the change is intended`,
@@ -156,7 +158,7 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       log.error(messageOf(e));
       return result({ status, exitCode: e instanceof AppError ? e.exitCode : ExitCode.aborted, runId, error: messageOf(e), fatal: isFatal(e) });
     } finally {
-      await conn.query('DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_delta').catch(() => {});
+      await conn.query(DROP_TEMP).catch(() => {});
       if (!planning) await conn.query('SELECT pg_advisory_unlock($1, 1)', [key]).catch(() => {});
     }
   });
@@ -172,15 +174,24 @@ async function describe(db: Database, audience: Audience) {
   }
 }
 
-/** Run the audience query once, read-only, into pg_temp.bb_current (key, attrs, invalid). */
-async function materialiseCurrent(conn: Connection, audience: Audience, member: ReturnType<typeof buildMemberSql>): Promise<void> {
-  await conn.query('DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_delta');
-  await conn.query('CREATE TEMP TABLE bb_current (member_key text, attrs jsonb, invalid text)');
-  const prefix = `INSERT INTO pg_temp.bb_current (member_key, attrs, invalid) SELECT ${member.key}, ${member.attrs}, ${member.invalid} FROM (\n`;
+const DROP_TEMP = 'DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_dups, pg_temp.bb_delta';
+
+/**
+ * Run the audience query once, read-only, into pg_temp.bb_current: the key, an MD5 of the
+ * whole row (with the column signature), and the row's own columns. This costs little more
+ * than the query itself; JSON is built later, and only for rows whose hash changed.
+ */
+async function materialiseCurrent(conn: Connection, audience: Audience, member: MemberSql): Promise<void> {
+  await conn.query(DROP_TEMP);
+  // WITH NO DATA plans the query to get its column types but does not run it.
+  await conn.query(`CREATE TEMP TABLE bb_current AS SELECT NULL::text AS "__bb_key", NULL::uuid AS "__bb_hash", q.* FROM (\n${audience.sql}\n) AS q WITH NO DATA`);
+  const prefix = `INSERT INTO pg_temp.bb_current SELECT ${member.key}, md5($1 || q::text)::uuid, q.* FROM (\n`;
   // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
   await conn.query('BEGIN READ ONLY');
   try {
-    await conn.query(`${prefix}${audience.sql}\n) AS q`);
+    // Exact float text in the row hash on every server version (lossy text could hide a change).
+    await conn.query('SET LOCAL extra_float_digits = 3');
+    await conn.query(`${prefix}${audience.sql}\n) AS q`, [member.signature]);
     await conn.query('COMMIT');
   } catch (error) {
     await conn.query('ROLLBACK').catch(() => {});
@@ -188,22 +199,8 @@ async function materialiseCurrent(conn: Connection, audience: Audience, member: 
   }
   // Two rows for one member: we cannot know which is right, so neither is sent.
   await conn.query(
-    `UPDATE pg_temp.bb_current c SET invalid = 'identifier appears in ' || d.n || ' rows of the result'
-       FROM (SELECT member_key, count(*) AS n FROM pg_temp.bb_current WHERE member_key IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d
-      WHERE c.member_key = d.member_key`,
+    `CREATE TEMP TABLE bb_dups AS SELECT "__bb_key" AS member_key, count(*) AS n FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL GROUP BY 1 HAVING count(*) > 1`,
   );
-  await conn.query('ANALYZE pg_temp.bb_current');
-}
-
-async function invalidMembers(conn: Connection, identifier: IdentifierKind): Promise<{ count: number; rows: MemberFailure[] }> {
-  const { rows } = await conn.query<{ member_key: string; reason: string }>(
-    `SELECT DISTINCT ON (member_key) member_key, invalid AS reason FROM pg_temp.bb_current WHERE member_key IS NOT NULL AND invalid IS NOT NULL ORDER BY member_key`,
-  );
-  const nulls = await conn.query<{ n: string }>('SELECT count(*) AS n FROM pg_temp.bb_current WHERE member_key IS NULL');
-  const missing = Number(nulls.rows[0]!.n);
-  const failures: MemberFailure[] = rows.map((r) => ({ memberKey: r.member_key, reason: r.reason }));
-  if (missing > 0) failures.push({ memberKey: null, reason: `${missing} row(s) with a NULL or empty ${identifier} were skipped` });
-  return { count: rows.length + missing, rows: failures };
 }
 
 /** The snapshot table, or an empty stand-in when planning against a database never synced. */
@@ -211,69 +208,116 @@ async function snapshotSource(conn: Connection, schema: string, planning: boolea
   const table = `${escapeIdentifier(schema)}.snapshots`;
   if (!planning) return table;
   const { rows } = await conn.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table]);
-  return rows[0]!.t ? table : `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::jsonb AS attrs WHERE false)`;
+  return rows[0]!.t ? table : `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::jsonb AS attrs, NULL::uuid AS row_hash WHERE false)`;
 }
 
 /**
- * The delta per member and the exact payload to send, in SQL: new members get every non-NULL
- * attribute; changed members only the attributes whose value differs (NULL → sent as null);
- * exited members their @on_exit; with backfill, every member gets its full set.
+ * The delta per member and the exact payload to send, in SQL. Rows whose hash matches the
+ * snapshot are unchanged and skipped; for the others the attributes are built and compared
+ * value by value: new members get every non-NULL attribute, changed members only the
+ * attributes whose value differs (NULL is sent as null), exited members their @on_exit, and
+ * with backfill every member gets its full set.
  */
-async function computeDeltas(conn: Connection, snapshots: string, audience: Audience, identifier: IdentifierKind, backfill: boolean): Promise<void> {
+async function computeDeltas(conn: Connection, snapshots: string, audience: Audience, member: MemberSql, backfill: boolean): Promise<void> {
   const nullsFor = (attrs: string, where = 'true') => `(SELECT jsonb_object_agg(k, 'null'::jsonb) FROM jsonb_object_keys(${attrs}) AS k WHERE ${where})`;
   await conn.query(
     `CREATE TEMP TABLE bb_delta AS
-     SELECT coalesce(s.identifier, c.identifier) AS identifier,
-            coalesce(c.member_key, s.member_key) AS member_key,
-            CASE WHEN s.member_key IS NULL THEN 'new' WHEN c.member_key IS NULL THEN 'exited'
-                 WHEN c.attrs = s.attrs THEN 'unchanged' ELSE 'changed' END AS kind,
-            CASE WHEN c.member_key IS NULL THEN
-                   CASE $4 WHEN 'keep' THEN NULL WHEN 'set' THEN $5::jsonb ELSE ${nullsFor('s.attrs')} END
-                 WHEN $3 OR s.member_key IS NULL THEN c.attrs || coalesce(${nullsFor('s.attrs', 'NOT c.attrs ? k')}, '{}'::jsonb)
-                 ELSE (SELECT jsonb_object_agg(k, coalesce(c.attrs -> k, 'null'::jsonb))
-                         FROM (SELECT jsonb_object_keys(c.attrs) UNION SELECT jsonb_object_keys(s.attrs)) AS t(k)
-                        WHERE c.attrs -> k IS DISTINCT FROM s.attrs -> k)
-            END AS payload,
-            c.attrs AS new_attrs
-       FROM (SELECT $2::text AS identifier, member_key, attrs FROM pg_temp.bb_current WHERE invalid IS NULL AND member_key IS NOT NULL) AS c
-       FULL JOIN (SELECT identifier, member_key, attrs FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
-         ON s.identifier = c.identifier AND s.member_key = c.member_key
-      WHERE ($3 OR c.attrs IS DISTINCT FROM s.attrs)
-        -- A member still in the result but invalid this time has not exited: leave it alone.
-        AND (c.member_key IS NOT NULL OR s.identifier <> $2
-             OR NOT EXISTS (SELECT 1 FROM pg_temp.bb_current i WHERE i.member_key = s.member_key))`,
-    [audience.name, identifier, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null],
+     SELECT d.identifier, d.member_key, d.row_hash, d.invalid, d.new_attrs, d.kind,
+            CASE WHEN d.kind = 'exited' THEN
+                   CASE $4 WHEN 'keep' THEN NULL WHEN 'set' THEN $5::jsonb ELSE ${nullsFor('d.old_attrs')} END
+                 WHEN d.kind = 'invalid' THEN NULL
+                 WHEN $3 OR d.kind = 'new' THEN d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb)
+                 WHEN d.kind = 'unchanged' THEN NULL
+                 ELSE (SELECT jsonb_object_agg(k, coalesce(d.new_attrs -> k, 'null'::jsonb))
+                         FROM (SELECT jsonb_object_keys(d.new_attrs) UNION SELECT jsonb_object_keys(d.old_attrs)) AS t(k)
+                        WHERE d.new_attrs -> k IS DISTINCT FROM d.old_attrs -> k)
+            END AS payload
+       FROM (
+         SELECT j.*, CASE WHEN j.exited THEN 'exited' WHEN j.invalid IS NOT NULL THEN 'invalid' WHEN j.old_attrs IS NULL THEN 'new'
+                          WHEN j.new_attrs = j.old_attrs THEN 'unchanged' ELSE 'changed' END AS kind
+           FROM (
+             SELECT coalesce(h."__bb_s_ident", h."__bb_ident") AS identifier, coalesce(h."__bb_key", h."__bb_s_key") AS member_key,
+                    h."__bb_key" IS NULL AS exited, h."__bb_hash" AS row_hash, full_s.attrs AS old_attrs,
+                    CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_attrs,
+                    CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
+               FROM (
+                 SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key"
+                   FROM (SELECT $2::text AS "__bb_ident", * FROM pg_temp.bb_current
+                          WHERE "__bb_key" IS NOT NULL AND "__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)) AS c
+                   FULL JOIN (SELECT identifier, member_key, row_hash FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
+                     ON s.identifier = c."__bb_ident" AND s.member_key = c."__bb_key"
+                  WHERE ($3 OR c."__bb_hash" IS DISTINCT FROM s.row_hash)
+                    -- A member still in the result, but twice, has not exited: leave it alone.
+                    AND (c."__bb_key" IS NOT NULL OR s.identifier <> $2 OR s.member_key NOT IN (SELECT member_key FROM pg_temp.bb_dups))
+               ) AS h
+               LEFT JOIN ${snapshots} AS full_s
+                 ON full_s.audience = $1 AND full_s.identifier = coalesce(h."__bb_s_ident", h."__bb_ident") AND full_s.member_key = coalesce(h."__bb_key", h."__bb_s_key")
+           ) AS j
+       ) AS d`,
+    [audience.name, member.identifier, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null],
   );
 }
 
-async function summarise(conn: Connection, snapshots: string, name: string) {
+async function summarise(conn: Connection, snapshots: string, name: string, identifier: IdentifierKind) {
   const counts = emptyCounts();
-  const kinds = await conn.query<{ kind: keyof AudienceCounts; n: string }>('SELECT kind, count(*) AS n FROM pg_temp.bb_delta GROUP BY kind');
-  for (const k of kinds.rows) (counts[k.kind] as number) = Number(k.n);
-  const valid = await conn.query<{ n: string }>('SELECT count(DISTINCT member_key) AS n FROM pg_temp.bb_current WHERE invalid IS NULL AND member_key IS NOT NULL');
-  counts.members = Number(valid.rows[0]!.n);
-  counts.unchanged = counts.members - counts.new - counts.changed;
+  const kinds = await conn.query<{ kind: string; n: string }>('SELECT kind, count(*) AS n FROM pg_temp.bb_delta GROUP BY kind');
+  const byKind = Object.fromEntries(kinds.rows.map((k) => [k.kind, Number(k.n)])) as Record<string, number | undefined>;
+  const rows = await conn.query<{ nulls: string; keyed: string; dup_keys: string; dup_rows: string }>(
+    `SELECT (SELECT count(*) FROM pg_temp.bb_current WHERE "__bb_key" IS NULL) AS nulls,
+            (SELECT count(*) FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS keyed,
+            (SELECT count(*) FROM pg_temp.bb_dups) AS dup_keys, (SELECT coalesce(sum(n), 0) FROM pg_temp.bb_dups) AS dup_rows`,
+  );
+  const r = rows.rows[0]!;
+  const [nulls, dupKeys] = [Number(r.nulls), Number(r.dup_keys)];
+  const invalid = byKind.invalid ?? 0;
+  counts.members = Number(r.keyed) - Number(r.dup_rows) + dupKeys;
+  counts.new = byKind.new ?? 0;
+  counts.changed = byKind.changed ?? 0;
+  counts.exited = byKind.exited ?? 0;
+  counts.unchanged = counts.members - counts.new - counts.changed - invalid - dupKeys;
+  counts.failed = invalid + dupKeys + nulls;
+
   const per = await conn.query<{ k: string; n: string }>(
     `SELECT k, count(*) AS n FROM pg_temp.bb_delta, jsonb_object_keys(payload) AS k WHERE payload IS NOT NULL GROUP BY k ORDER BY k`,
   );
-  for (const r of per.rows) {
-    counts.perAttribute[r.k] = Number(r.n);
-    counts.updates += Number(r.n);
+  for (const p of per.rows) {
+    counts.perAttribute[p.k] = Number(p.n);
+    counts.updates += Number(p.n);
   }
-  const existing = await conn.query<{ n: string }>(`SELECT count(*) AS n FROM ${snapshots} AS sn WHERE sn.audience = $1`, [name]);
-  return { counts, existing: Number(existing.rows[0]!.n) };
-}
-
-/** Exits that send nothing (keep, or no attributes to unset) and new members with no attributes. */
-async function applyWithoutSending(conn: Connection, schema: string, audience: string, runId: number | null): Promise<void> {
-  const { rows } = await conn.query<{ identifier: string; member_key: string; attrs: string | null }>(
-    `SELECT identifier, member_key, CASE WHEN kind = 'exited' THEN NULL ELSE new_attrs::text END AS attrs
-       FROM pg_temp.bb_delta WHERE payload IS NULL OR payload = '{}'::jsonb`,
+  const failed = await conn.query<{ member_key: string; reason: string }>(
+    `SELECT member_key, reason FROM (
+       SELECT DISTINCT ON (member_key) member_key, invalid AS reason FROM pg_temp.bb_delta WHERE kind = 'invalid' ORDER BY member_key
+     ) AS i
+     UNION ALL SELECT member_key, 'identifier appears in ' || n || ' rows of the result' FROM pg_temp.bb_dups`,
   );
-  await advanceSnapshot(conn, schema, audience, runId, rows.map((r) => ({ identifier: r.identifier, memberKey: r.member_key, attrs: r.attrs })));
+  const failures: MemberFailure[] = failed.rows.map((f) => ({ memberKey: f.member_key, reason: f.reason }));
+  if (nulls > 0) failures.push({ memberKey: null, reason: `${nulls} row(s) with a NULL or empty ${identifier} were skipped` });
+  const existing = await conn.query<{ n: string }>(`SELECT count(*) AS n FROM ${snapshots} AS sn WHERE sn.audience = $1`, [name]);
+  return { counts, failures, existing: Number(existing.rows[0]!.n) };
 }
 
-const SEND_QUERY = `SELECT identifier, member_key, kind, payload, new_attrs::text AS new_attrs FROM pg_temp.bb_delta WHERE payload IS NOT NULL AND payload <> '{}'::jsonb`;
+/**
+ * What needs no request, in one statement: exits that send nothing (keep, or nothing to
+ * unset), members with no attributes, and rows whose hash changed but whose values did not.
+ */
+async function applyWithoutSending(conn: Connection, schema: string, audience: string, runId: number | null): Promise<void> {
+  const s = escapeIdentifier(schema);
+  await conn.query(
+    `WITH gone AS (
+       DELETE FROM ${s}.snapshots t USING pg_temp.bb_delta d
+        WHERE d.kind = 'exited' AND d.payload IS NULL AND t.audience = $1 AND t.identifier = d.identifier AND t.member_key = d.member_key
+     )
+     INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, confirmed_at, confirmed_run)
+     SELECT $1, identifier, member_key, new_attrs, row_hash, now(), $2 FROM pg_temp.bb_delta
+      WHERE kind IN ('new', 'changed', 'unchanged') AND (payload IS NULL OR payload = '{}'::jsonb)
+     ON CONFLICT (audience, identifier, member_key)
+     DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
+    [audience, runId],
+  );
+}
+
+const SEND_QUERY = `SELECT identifier, member_key, kind, payload, new_attrs::text AS new_attrs, row_hash::text AS row_hash
+  FROM pg_temp.bb_delta WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload <> '{}'::jsonb`;
 
 /** The attribute object for one member: identifier, the update-existing flag, the payload. */
 export function attributeObject(audience: Audience, row: Pick<DeltaRow, 'identifier' | 'member_key' | 'payload'>): Record<string, unknown> {
@@ -336,7 +380,7 @@ async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, opt
     const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
     // Snapshot and failures in one transaction: both say what Braze just answered.
     await deps.db.withTransaction(async (tx) => {
-      await advanceSnapshot(tx, deps.schema, audience.name, runId, confirmed.map((r) => ({ identifier: r.identifier, memberKey: r.member_key, attrs: r.kind === 'exited' ? null : r.new_attrs })));
+      await advanceSnapshot(tx, deps.schema, audience.name, runId, confirmed.map((r) => ({ identifier: r.identifier, memberKey: r.member_key, attrs: r.kind === 'exited' ? null : r.new_attrs, rowHash: r.row_hash })));
       if (runId) await recordFailures(tx, deps.schema, runId, audience.name, failures);
     });
     counts.failed += failures.length;
