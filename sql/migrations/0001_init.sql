@@ -14,17 +14,18 @@ CREATE TABLE {{schema}}.audiences (
 -- Per audience and member: the attribute values Braze last confirmed (accepted), as the JSON
 -- that was sent. Attributes that are NULL are absent. A member is keyed by its identifier kind
 -- and value, so changing an audience's @identifier exits the old keys and enters the new ones.
--- row_hash is an MD5 of the result row those values came from: rows whose hash is unchanged
+-- row_hash is a 64-bit hash of the result row those values came from: rows whose hash is unchanged
 -- are skipped without building their JSON, which keeps planning close to the query's own cost.
 CREATE TABLE {{schema}}.snapshots (
   audience      text NOT NULL,
   identifier    text NOT NULL,
   member_key    text NOT NULL,
   attrs         jsonb NOT NULL,
-  row_hash      uuid,
+  row_hash      bigint,
   confirmed_at  timestamptz NOT NULL DEFAULT now(),
   confirmed_run bigint,
-  PRIMARY KEY (audience, identifier, member_key)
+  -- row_hash in the index lets the comparison read the index alone, not the wide rows.
+  PRIMARY KEY (audience, identifier, member_key) INCLUDE (row_hash)
 );
 
 -- Every run of every job, with its arguments (never secrets), counts and outcome.

@@ -15,20 +15,24 @@ export interface ConfirmedMember {
 }
 
 export async function advanceSnapshot(db: Queryable, schema: string, audience: string, runId: number | null, members: readonly ConfirmedMember[]): Promise<void> {
-  if (members.length === 0) return;
   const s = escapeIdentifier(schema);
-  await db.query(
-    `WITH confirmed AS (
-       SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $6::uuid[]) AS u(identifier, member_key, attrs, row_hash)
-     ), upserted AS (
-       INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, confirmed_at, confirmed_run)
-       SELECT $1, identifier, member_key, attrs::jsonb, row_hash, now(), $5 FROM confirmed WHERE attrs IS NOT NULL
+  const kept = members.filter((m) => m.attrs !== null);
+  const gone = members.filter((m) => m.attrs === null);
+  if (kept.length > 0) {
+    await db.query(
+      `INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, confirmed_at, confirmed_run)
+       SELECT $1, u.identifier, u.member_key, u.attrs::jsonb, u.row_hash, now(), $5
+         FROM unnest($2::text[], $3::text[], $4::text[], $6::bigint[]) AS u(identifier, member_key, attrs, row_hash)
        ON CONFLICT (audience, identifier, member_key)
-       DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run
-       RETURNING 1
-     )
-     DELETE FROM ${s}.snapshots t USING confirmed c
-      WHERE c.attrs IS NULL AND t.audience = $1 AND t.identifier = c.identifier AND t.member_key = c.member_key`,
-    [audience, members.map((m) => m.identifier), members.map((m) => m.memberKey), members.map((m) => m.attrs), runId, members.map((m) => m.rowHash ?? null)],
-  );
+       DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
+      [audience, kept.map((m) => m.identifier), kept.map((m) => m.memberKey), kept.map((m) => m.attrs), runId, kept.map((m) => m.rowHash ?? null)],
+    );
+  }
+  if (gone.length > 0) {
+    // Row-value IN over a short unnest: an index lookup per member, never a scan of the table.
+    await db.query(
+      `DELETE FROM ${s}.snapshots WHERE audience = $1 AND (identifier, member_key) IN (SELECT * FROM unnest($2::text[], $3::text[]))`,
+      [audience, gone.map((m) => m.identifier), gone.map((m) => m.memberKey)],
+    );
+  }
 }

@@ -22,6 +22,12 @@ export interface MemberSql {
   attributes: Array<{ name: string; kind: AttributeKind }>;
   /** The column names, types and identifier, hashed into every row hash. */
   signature: string;
+  /**
+   * bigint: a hash of the row's attribute values ($1 is the signature). Equal values hash
+   * equal whatever their text form (time zone, numeric scale), so only real changes and the
+   * rare collision-free false candidate reach the JSON comparison.
+   */
+  rowHash(serverVersion: number): string;
 }
 
 interface PgType {
@@ -95,6 +101,7 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
       ? `CASE WHEN ${col('alias_name')} IS NULL OR ${col('alias_label')} IS NULL THEN NULL ELSE jsonb_build_array(${col('alias_name')}::text, ${col('alias_label')}::text)::text END`
       : `NULLIF(${col(identifier)}::text, '')`;
 
+  const hashed: string[] = [];
   const plain: string[] = [];
   const objects: string[] = [];
   const checks: string[] = [];
@@ -106,6 +113,8 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     attributes.push({ name: c.name, kind });
     const v = col(c.name);
     const label = sqlString(c.name);
+    // Canonical forms for hashing: text for anything string-like (citext would hash case-blind).
+    hashed.push(kind === 'string' ? `${v}::text` : kind === 'string_array' ? `${v}::text[]` : kind === 'object' ? `${v}::jsonb` : v);
     const check = (cond: string, why: string) => checks.push(`CASE WHEN ${cond} THEN ${sqlString(`${c.name}: ${why}`)} END`);
     switch (kind) {
       case 'boolean':
@@ -158,7 +167,14 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
   const invalid = checks.length > 0 ? `NULLIF(concat_ws('; ', ${checks.join(', ')}), '')` : 'NULL::text';
   // Part of every row hash: a change of columns, types or identifier makes every row a candidate.
   const signature = JSON.stringify({ identifier, columns: columns.map((c) => [c.name, c.typeOid]) });
-  return { identifier, key, attrs, invalid, attributes, signature };
+  const rowHash = (serverVersion: number) =>
+    hashed.length === 0
+      ? `hashtextextended($1, 0)`
+      : serverVersion >= 140000
+        ? `hash_record_extended(ROW(${hashed.join(', ')}), hashtextextended($1, 0))`
+        : // Before PostgreSQL 14: the row's text (exact: extra_float_digits is raised while it runs).
+          `('x' || left(md5($1 || ROW(${hashed.join(', ')})::text), 16))::bit(64)::bigint`;
+  return { identifier, key, attrs, invalid, attributes, signature, rowHash };
 }
 
 function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>, file: string): AttributeKind {

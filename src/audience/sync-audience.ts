@@ -91,6 +91,8 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
     }
     let runId: number | undefined;
     try {
+      // Joins and aggregates over a million members spill to disk at the 4 MB default.
+      await conn.query(`SET work_mem = '256MB'`);
       if (!planning) {
         const abandoned = await abandonStaleRuns(conn, deps.schema, options.mode, audience.name);
         if (abandoned > 0) log.warn('an earlier run stopped without finishing; this run sends what it left unconfirmed', { abandoned });
@@ -159,6 +161,7 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       return result({ status, exitCode: e instanceof AppError ? e.exitCode : ExitCode.aborted, runId, error: messageOf(e), fatal: isFatal(e) });
     } finally {
       await conn.query(DROP_TEMP).catch(() => {});
+      await conn.query('RESET work_mem').catch(() => {});
       if (!planning) await conn.query('SELECT pg_advisory_unlock($1, 1)', [key]).catch(() => {});
     }
   });
@@ -183,9 +186,10 @@ const DROP_TEMP = 'DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_dups, pg_
  */
 async function materialiseCurrent(conn: Connection, audience: Audience, member: MemberSql): Promise<void> {
   await conn.query(DROP_TEMP);
+  const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
   // WITH NO DATA plans the query to get its column types but does not run it.
-  await conn.query(`CREATE TEMP TABLE bb_current AS SELECT NULL::text AS "__bb_key", NULL::uuid AS "__bb_hash", q.* FROM (\n${audience.sql}\n) AS q WITH NO DATA`);
-  const prefix = `INSERT INTO pg_temp.bb_current SELECT ${member.key}, md5($1 || q::text)::uuid, q.* FROM (\n`;
+  await conn.query(`CREATE TEMP TABLE bb_current AS SELECT NULL::text AS "__bb_key", NULL::bigint AS "__bb_hash", q.* FROM (\n${audience.sql}\n) AS q WITH NO DATA`);
+  const prefix = `INSERT INTO pg_temp.bb_current SELECT ${member.key}, ${member.rowHash(version)}, q.* FROM (\n`;
   // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
   await conn.query('BEGIN READ ONLY');
   try {
@@ -208,7 +212,7 @@ async function snapshotSource(conn: Connection, schema: string, planning: boolea
   const table = `${escapeIdentifier(schema)}.snapshots`;
   if (!planning) return table;
   const { rows } = await conn.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table]);
-  return rows[0]!.t ? table : `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::jsonb AS attrs, NULL::uuid AS row_hash WHERE false)`;
+  return rows[0]!.t ? table : `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::jsonb AS attrs, NULL::bigint AS row_hash WHERE false)`;
 }
 
 /**
@@ -237,7 +241,10 @@ async function computeDeltas(conn: Connection, snapshots: string, audience: Audi
                           WHEN j.new_attrs = j.old_attrs THEN 'unchanged' ELSE 'changed' END AS kind
            FROM (
              SELECT coalesce(h."__bb_s_ident", h."__bb_ident") AS identifier, coalesce(h."__bb_key", h."__bb_s_key") AS member_key,
-                    h."__bb_key" IS NULL AS exited, h."__bb_hash" AS row_hash, full_s.attrs AS old_attrs,
+                    h."__bb_key" IS NULL AS exited, h."__bb_hash" AS row_hash,
+                    -- Per candidate, an index lookup: never a second pass over the whole snapshot.
+                    (SELECT full_s.attrs FROM ${snapshots} AS full_s
+                      WHERE full_s.audience = $1 AND full_s.identifier = coalesce(h."__bb_s_ident", h."__bb_ident") AND full_s.member_key = coalesce(h."__bb_key", h."__bb_s_key")) AS old_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
                FROM (
@@ -250,8 +257,6 @@ async function computeDeltas(conn: Connection, snapshots: string, audience: Audi
                     -- A member still in the result, but twice, has not exited: leave it alone.
                     AND (c."__bb_key" IS NOT NULL OR s.identifier <> $2 OR s.member_key NOT IN (SELECT member_key FROM pg_temp.bb_dups))
                ) AS h
-               LEFT JOIN ${snapshots} AS full_s
-                 ON full_s.audience = $1 AND full_s.identifier = coalesce(h."__bb_s_ident", h."__bb_ident") AND full_s.member_key = coalesce(h."__bb_key", h."__bb_s_key")
            ) AS j
        ) AS d`,
     [audience.name, member.identifier, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null],
