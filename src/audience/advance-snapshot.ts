@@ -8,7 +8,7 @@ import { escapeIdentifier, type Queryable } from '../db/pool.js';
 export interface ConfirmedMember {
   identifier: string;
   memberKey: string;
-  /** The member's attributes now held by Braze (jsonb text), or null when it exited. */
+  /** The member's attributes now held by Braze (jsonb text, as PostgreSQL wrote it), or null when it exited. */
   attrs: string | null;
   /** The hash of the result row the attributes came from. */
   rowHash?: string | null;
@@ -19,13 +19,15 @@ export async function advanceSnapshot(db: Queryable, schema: string, audience: s
   const kept = members.filter((m) => m.attrs !== null);
   const gone = members.filter((m) => m.attrs === null);
   if (kept.length > 0) {
+    // One jsonb parameter with the attributes spliced in as they came from PostgreSQL: no
+    // escaping of large strings in JavaScript, one parse on the server.
+    const rows = kept.map((m) => `{"i":${JSON.stringify(m.identifier)},"k":${JSON.stringify(m.memberKey)},"a":${m.attrs},"h":${m.rowHash ?? 'null'}}`);
     await db.query(
       `INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, confirmed_at, confirmed_run)
-       SELECT $1, u.identifier, u.member_key, u.attrs::jsonb, u.row_hash, now(), $5
-         FROM unnest($2::text[], $3::text[], $4::text[], $6::bigint[]) AS u(identifier, member_key, attrs, row_hash)
+       SELECT $1, u.i, u.k, u.a, u.h, now(), $3 FROM jsonb_to_recordset($2::jsonb) AS u(i text, k text, a jsonb, h bigint)
        ON CONFLICT (audience, identifier, member_key)
        DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
-      [audience, kept.map((m) => m.identifier), kept.map((m) => m.memberKey), kept.map((m) => m.attrs), runId, kept.map((m) => m.rowHash ?? null)],
+      [audience, `[${rows.join(',')}]`, runId],
     );
   }
   if (gone.length > 0) {

@@ -58,7 +58,10 @@ interface DeltaRow {
   identifier: IdentifierKind;
   member_key: string;
   kind: 'new' | 'changed' | 'exited' | 'unchanged';
-  payload: Record<string, unknown>;
+  /** The attributes to send, as JSON text straight from PostgreSQL (never re-serialised). */
+  payload: string;
+  /** The attribute names in `payload`, separated by U+001F, for the per-attribute counts. */
+  keys: string;
   new_attrs: string | null;
   row_hash: string | null;
 }
@@ -321,19 +324,25 @@ async function applyWithoutSending(conn: Connection, schema: string, audience: s
   );
 }
 
-const SEND_QUERY = `SELECT identifier, member_key, kind, payload, new_attrs::text AS new_attrs, row_hash::text AS row_hash
+const SEND_QUERY = `SELECT identifier, member_key, kind, payload::text AS payload, array_to_string(ARRAY(SELECT jsonb_object_keys(payload)), E'\\x1f') AS keys,
+       new_attrs::text AS new_attrs, row_hash::text AS row_hash
   FROM pg_temp.bb_delta WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload <> '{}'::jsonb`;
 
-/** The attribute object for one member: identifier, the update-existing flag, the payload. */
-export function attributeObject(audience: Audience, row: Pick<DeltaRow, 'identifier' | 'member_key' | 'payload'>): Record<string, unknown> {
-  const identity: Record<string, unknown> =
-    row.identifier === 'user_alias'
-      ? (() => {
-          const [alias_name, alias_label] = JSON.parse(row.member_key) as [string, string];
-          return { user_alias: { alias_name, alias_label } };
-        })()
-      : { [row.identifier]: row.member_key };
-  return { ...identity, _update_existing_only: audience.updateExistingOnly, ...row.payload };
+/**
+ * The attribute object for one member, as JSON text: identifier, the update-existing flag,
+ * then the payload exactly as PostgreSQL wrote it. Parsing and re-serialising it in
+ * JavaScript would cost more than the request itself and could alter numbers.
+ */
+export function attributeJson(audience: Audience, row: Pick<DeltaRow, 'identifier' | 'member_key' | 'payload'>): string {
+  let identity: string;
+  if (row.identifier === 'user_alias') {
+    const [alias_name, alias_label] = JSON.parse(row.member_key) as [string, string];
+    identity = `"user_alias":${JSON.stringify({ alias_name, alias_label })}`;
+  } else {
+    identity = `${JSON.stringify(row.identifier)}:${JSON.stringify(row.member_key)}`;
+  }
+  // payload is a non-empty JSON object: '{"a": 1, ...}'.
+  return `{${identity},"_update_existing_only":${audience.updateExistingOnly},${row.payload.slice(1)}`;
 }
 
 async function* batches(conn: Connection, size: number): AsyncGenerator<DeltaRow[]> {
@@ -353,7 +362,7 @@ async function* batches(conn: Connection, size: number): AsyncGenerator<DeltaRow
 async function writeBodies(conn: Connection, audience: Audience, options: SyncOptions): Promise<void> {
   const out = options.out!;
   for await (const batch of batches(conn, options.batchSize)) {
-    const line = `${JSON.stringify({ attributes: batch.map((r) => attributeObject(audience, r)) })}\n`;
+    const line = `{"attributes":[${batch.map((r) => attributeJson(audience, r)).join(',')}]}\n`;
     if (!out.write(line)) await new Promise((resolve) => out.once('drain', resolve));
   }
 }
@@ -376,21 +385,27 @@ async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, opt
     if (abort) return;
     let failed: Map<number, string>;
     try {
-      ({ failed } = await client.track(batch.map((r) => attributeObject(audience, r))));
+      ({ failed } = await client.track(batch.map((r) => attributeJson(audience, r))));
     } catch (error) {
       abort ??= error;
       return;
     }
     const confirmed = batch.filter((_, i) => !failed.has(i));
     const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
-    // Snapshot and failures in one transaction: both say what Braze just answered.
-    await deps.db.withTransaction(async (tx) => {
-      await advanceSnapshot(tx, deps.schema, audience.name, runId, confirmed.map((r) => ({ identifier: r.identifier, memberKey: r.member_key, attrs: r.kind === 'exited' ? null : r.new_attrs, rowHash: r.row_hash })));
-      if (runId) await recordFailures(tx, deps.schema, runId, audience.name, failures);
-    });
+    const advanced = confirmed.map((r) => ({ identifier: r.identifier, memberKey: r.member_key, attrs: r.kind === 'exited' ? null : r.new_attrs, rowHash: r.row_hash }));
+    if (failures.length === 0 && advanced.every((m) => m.attrs !== null)) {
+      // The common case is one statement: autocommit saves two round trips per batch.
+      await advanceSnapshot(deps.db, deps.schema, audience.name, runId, advanced);
+    } else {
+      // Snapshot and failures in one transaction: both say what Braze just answered.
+      await deps.db.withTransaction(async (tx) => {
+        await advanceSnapshot(tx, deps.schema, audience.name, runId, advanced);
+        if (runId) await recordFailures(tx, deps.schema, runId, audience.name, failures);
+      });
+    }
     counts.failed += failures.length;
     for (const r of confirmed) {
-      for (const k of Object.keys(r.payload)) {
+      for (const k of r.keys.split('\x1f')) {
         sentPerAttribute[k] = (sentPerAttribute[k] ?? 0) + 1;
         updates++;
       }

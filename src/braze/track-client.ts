@@ -7,6 +7,7 @@
  */
 import { AbortError, BrazeHttpError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
+import { NetworkError, postJson, type PostResult } from './http-post.js';
 import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from './rate-limiter.js';
 
 export interface TrackClientOptions {
@@ -44,11 +45,11 @@ type Attempt = { kind: 'done'; result: TrackResult } | { kind: 'retry'; reason: 
 
 export class TrackClient {
   readonly stats: TrackStats = { requests: 0, retries: 0, rateLimited: 0 };
-  private readonly url: string;
+  private readonly url: URL;
   private readonly o: Required<Omit<TrackClientOptions, 'endpoint' | 'apiKey' | 'rateLimiter'>>;
 
   constructor(private readonly options: TrackClientOptions) {
-    this.url = `${options.endpoint.replace(/\/+$/, '')}/users/track`;
+    this.url = new URL(`${options.endpoint.replace(/\/+$/, '')}/users/track`);
     this.o = {
       timeoutMs: options.timeoutMs ?? 30_000,
       maxAttempts: options.maxAttempts ?? 6,
@@ -62,9 +63,9 @@ export class TrackClient {
     };
   }
 
-  /** Send `attributes` (at most the batch size) and report which Braze rejected. */
-  async track(attributes: readonly object[]): Promise<TrackResult> {
-    const body = JSON.stringify({ attributes });
+  /** Send `attributes` (JSON objects as text, at most the batch size) and report which Braze rejected. */
+  async track(attributes: readonly string[]): Promise<TrackResult> {
+    const body = `{"attributes":[${attributes.join(',')}]}`;
     const started = this.o.clock();
     let last = '';
     for (let attempt = 1; ; attempt++) {
@@ -91,20 +92,14 @@ export class TrackClient {
   private async attempt(body: string, count: number): Promise<Attempt> {
     await this.options.rateLimiter.acquire();
     this.stats.requests++;
-    let response: Response;
-    let text: string;
+    let response: PostResult;
     try {
-      response = await fetch(this.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${this.options.apiKey}` },
-        body,
-        signal: AbortSignal.timeout(this.o.timeoutMs),
-      });
-      text = await response.text();
+      response = await postJson(this.url, { authorization: `Bearer ${this.options.apiKey}` }, body, this.o.timeoutMs);
     } catch (error) {
       // Timeouts, resets, refused connections: Braze may or may not have the batch; resend.
       return { kind: 'retry', reason: describeNetworkError(error) };
     }
+    const text = response.text;
     this.options.rateLimiter.observe(response.headers);
     const status = response.status;
     const parsed = parseJson(text);
@@ -124,7 +119,7 @@ export class TrackClient {
     if (status === 408 || status >= 500) return { kind: 'retry', reason: `${status} ${message}`, waitMs: retryAfterHeader(response.headers, this.o.clock()) };
     if (status === 401) {
       throw new BrazeHttpError(
-        `Braze answered 401 Unauthorized: the API key is wrong, or BRAZE_REST_ENDPOINT (${new URL(this.url).host}) is not your workspace's instance`,
+        `Braze answered 401 Unauthorized: the API key is wrong, or BRAZE_REST_ENDPOINT (${this.url.host}) is not your workspace's instance`,
         401,
         false,
       );
@@ -175,12 +170,11 @@ function itemErrors(parsed: { errors?: unknown }, count: number, log: Logger): M
   return failed;
 }
 
-function retryAfterHeader(headers: Headers, now: number): number | undefined {
+function retryAfterHeader(headers: PostResult['headers'], now: number): number | undefined {
   return headers.get('retry-after') ? retryAfterMs(headers, now) : undefined;
 }
 
 function describeNetworkError(error: unknown): string {
-  const e = error as { name?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (e?.name === 'TimeoutError') return 'request timed out';
-  return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(error);
+  if (error instanceof NetworkError) return error.code === 'ETIMEDOUT' ? error.message : `${error.code} (${error.message})`;
+  return String(error);
 }

@@ -31,6 +31,8 @@ export interface SandboxOptions {
 
 export interface RecordedRequest {
   n: number;
+  /** When the request arrived (the sandbox's clock). */
+  at: number;
   status: number;
   attributes: Array<Record<string, unknown>>;
 }
@@ -99,7 +101,7 @@ export class BrazeSandbox {
     const n = ++this.n;
     this.counts.requests++;
     const send = (status: number, body: object, headers: Record<string, string> = {}) => {
-      this.requests.push({ n, status, attributes: attributesOf(parsed) });
+      this.requests.push({ n, at: this.clock(), status, attributes: attributesOf(parsed) });
       res.writeHead(status, { 'content-type': 'application/json', ...this.rateHeaders(), ...headers });
       res.end(JSON.stringify(body));
     };
@@ -134,7 +136,7 @@ export class BrazeSandbox {
 
     const fault = this.faults?.({ n, attributes });
     if (fault && 'drop' in fault) {
-      this.requests.push({ n, status: 0, attributes });
+      this.requests.push({ n, at: this.clock(), status: 0, attributes });
       req.socket.destroy();
       return;
     }
