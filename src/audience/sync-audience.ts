@@ -180,7 +180,7 @@ async function describe(db: Database, audience: Audience) {
   }
 }
 
-const DROP_TEMP = 'DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_dups, pg_temp.bb_delta';
+const DROP_TEMP = 'DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_cand, pg_temp.bb_dups, pg_temp.bb_delta';
 
 /**
  * Run the audience query once, read-only, into pg_temp.bb_current: the key, an MD5 of the
@@ -204,10 +204,6 @@ async function materialiseCurrent(conn: Connection, audience: Audience, member: 
     await conn.query('ROLLBACK').catch(() => {});
     throw queryError(error, audience, prefix.length);
   }
-  // Two rows for one member: we cannot know which is right, so neither is sent.
-  await conn.query(
-    `CREATE TEMP TABLE bb_dups AS SELECT "__bb_key" AS member_key, count(*) AS n FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL GROUP BY 1 HAVING count(*) > 1`,
-  );
 }
 
 /** The snapshot table, or an empty stand-in when planning against a database never synced. */
@@ -226,14 +222,37 @@ async function snapshotSource(conn: Connection, schema: string, planning: boolea
  * with backfill every member gets its full set.
  */
 async function computeDeltas(conn: Connection, snapshots: string, audience: Audience, member: MemberSql, backfill: boolean): Promise<void> {
+  // 1. Candidates: rows whose hash differs from the snapshot's, and snapshot members gone from
+  //    the result. Reads the snapshot's (key, hash) only.
+  await conn.query(
+    `CREATE TEMP TABLE bb_cand AS
+     SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key"
+       FROM (SELECT $2::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS c
+       FULL JOIN (SELECT identifier, member_key, row_hash FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
+         ON s.identifier = c."__bb_ident" AND s.member_key = c."__bb_key"
+      WHERE $3 OR c."__bb_hash" IS DISTINCT FROM s.row_hash`,
+    [audience.name, member.identifier, backfill],
+  );
+  // 2. Two rows for one member: we cannot know which is right, so neither is sent. Only keys
+  //    that would change anything can matter, so only those are counted; identical copies of
+  //    an unchanged member change nothing.
+  await conn.query(
+    `CREATE TEMP TABLE bb_dups AS
+     SELECT "__bb_key" AS member_key, count(*) AS n FROM pg_temp.bb_current
+      WHERE "__bb_key" IN (SELECT "__bb_key" FROM pg_temp.bb_cand) GROUP BY 1 HAVING count(*) > 1`,
+  );
+  // 3. For candidates only: the Braze JSON, the validation, the comparison and the payload.
+  //    New members get every non-NULL attribute; changed members only the attributes whose
+  //    value differs (NULL is sent as null); exited members their @on_exit; with backfill,
+  //    every member its full set.
   const nullsFor = (attrs: string, where = 'true') => `(SELECT jsonb_object_agg(k, 'null'::jsonb) FROM jsonb_object_keys(${attrs}) AS k WHERE ${where})`;
   await conn.query(
     `CREATE TEMP TABLE bb_delta AS
      SELECT d.identifier, d.member_key, d.row_hash, d.invalid, d.new_attrs, d.kind,
             CASE WHEN d.kind = 'exited' THEN
-                   CASE $4 WHEN 'keep' THEN NULL WHEN 'set' THEN $5::jsonb ELSE ${nullsFor('d.old_attrs')} END
+                   CASE $3 WHEN 'keep' THEN NULL WHEN 'set' THEN $4::jsonb ELSE ${nullsFor('d.old_attrs')} END
                  WHEN d.kind = 'invalid' THEN NULL
-                 WHEN $3 OR d.kind = 'new' THEN d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb)
+                 WHEN $2 OR d.kind = 'new' THEN d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb)
                  WHEN d.kind = 'unchanged' THEN NULL
                  ELSE (SELECT jsonb_object_agg(k, coalesce(d.new_attrs -> k, 'null'::jsonb))
                          FROM (SELECT jsonb_object_keys(d.new_attrs) UNION SELECT jsonb_object_keys(d.old_attrs)) AS t(k)
@@ -245,24 +264,18 @@ async function computeDeltas(conn: Connection, snapshots: string, audience: Audi
            FROM (
              SELECT coalesce(h."__bb_s_ident", h."__bb_ident") AS identifier, coalesce(h."__bb_key", h."__bb_s_key") AS member_key,
                     h."__bb_key" IS NULL AS exited, h."__bb_hash" AS row_hash,
-                    -- Per candidate, an index lookup: never a second pass over the whole snapshot.
                     (SELECT full_s.attrs FROM ${snapshots} AS full_s
-                      WHERE full_s.audience = $1 AND full_s.identifier = coalesce(h."__bb_s_ident", h."__bb_ident") AND full_s.member_key = coalesce(h."__bb_key", h."__bb_s_key")) AS old_attrs,
+                      WHERE full_s.audience = $1 AND full_s.identifier = h."__bb_s_ident" AND full_s.member_key = h."__bb_s_key") AS old_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
-               FROM (
-                 SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key"
-                   FROM (SELECT $2::text AS "__bb_ident", * FROM pg_temp.bb_current
-                          WHERE "__bb_key" IS NOT NULL AND "__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)) AS c
-                   FULL JOIN (SELECT identifier, member_key, row_hash FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
-                     ON s.identifier = c."__bb_ident" AND s.member_key = c."__bb_key"
-                  WHERE ($3 OR c."__bb_hash" IS DISTINCT FROM s.row_hash)
-                    -- A member still in the result, but twice, has not exited: leave it alone.
-                    AND (c."__bb_key" IS NOT NULL OR s.identifier <> $2 OR s.member_key NOT IN (SELECT member_key FROM pg_temp.bb_dups))
-               ) AS h
+               FROM pg_temp.bb_cand AS h
+              WHERE h."__bb_key" IS NULL OR h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)
+             -- A fence: without it the planner inlines this level and repeats the lookups
+             -- and the JSON building once per reference above.
+             OFFSET 0
            ) AS j
        ) AS d`,
-    [audience.name, member.identifier, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null],
+    [audience.name, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null],
   );
 }
 
