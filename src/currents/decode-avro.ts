@@ -1,0 +1,182 @@
+/**
+ * Reads an Avro object container file from any Readable, block by block, in bounded memory,
+ * and knows nothing of S3. avsc parses the writer schema and decodes records; the container
+ * framing is read here so that a truncated or corrupt file is an error with the record index,
+ * never a silently shorter file (avsc's BlockDecoder drops an incomplete last block).
+ * Codecs: null, deflate, snappy (with its CRC-32 check).
+ */
+import { promisify } from 'node:util';
+import { inflateRaw } from 'node:zlib';
+import avro from 'avsc';
+import snappy from 'snappyjs';
+import { AppError } from '../errors.js';
+
+const inflate = promisify(inflateRaw);
+const MAGIC = Buffer.from('Obj\x01', 'latin1');
+
+export class AvroDecodeError extends AppError {
+  constructor(
+    message: string,
+    /** 0-based index of the record being read when it failed, if known. */
+    readonly recordIndex?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface AvroFile {
+  /** The writer schema embedded in the file. */
+  type: avro.Type;
+  codec: string;
+  /** The records, in file order. Throws AvroDecodeError on a corrupt or truncated file. */
+  records(): AsyncGenerator<Record<string, unknown>>;
+}
+
+type Source = AsyncIterable<Buffer | string>;
+
+/** A pull reader over a byte stream: ensures n bytes are buffered, or reports end of input. */
+class ByteReader {
+  private buf = Buffer.alloc(0);
+  private pos = 0;
+  private done = false;
+  private readonly it: AsyncIterator<Buffer | string>;
+  constructor(source: Source) {
+    this.it = source[Symbol.asyncIterator]();
+  }
+  get buffered(): number {
+    return this.buf.length - this.pos;
+  }
+  /** True when n bytes are available; false when the input ended first. */
+  async ensure(n: number): Promise<boolean> {
+    while (this.buffered < n) {
+      if (this.done) return false;
+      const next = await this.it.next();
+      if (next.done) {
+        this.done = true;
+        continue;
+      }
+      const chunk = typeof next.value === 'string' ? Buffer.from(next.value) : next.value;
+      this.buf = this.pos > 0 ? Buffer.concat([this.buf.subarray(this.pos), chunk]) : Buffer.concat([this.buf, chunk]);
+      this.pos = 0;
+    }
+    return true;
+  }
+  async atEnd(): Promise<boolean> {
+    return !(await this.ensure(1));
+  }
+  take(n: number): Buffer {
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+  /** A zig-zag varint long, as Avro writes block counts and sizes. */
+  async long(what: string): Promise<number> {
+    let result = 0;
+    let shift = 1;
+    for (let i = 0; i < 10; i++) {
+      if (!(await this.ensure(1))) throw new AvroDecodeError(`truncated file: the input ended inside ${what}`);
+      const byte = this.buf[this.pos++]!;
+      result += (byte & 0x7f) * shift;
+      if ((byte & 0x80) === 0) return result % 2 === 0 ? result / 2 : -(result + 1) / 2;
+      shift *= 128;
+    }
+    throw new AvroDecodeError(`corrupt file: ${what} is not a valid varint`);
+  }
+  async bytes(n: number, what: string): Promise<Buffer> {
+    if (!(await this.ensure(n))) throw new AvroDecodeError(`truncated file: the input ended inside ${what}`);
+    return this.take(n);
+  }
+}
+
+const MAX_BLOCK = 256 * 1024 * 1024;
+
+export async function openAvroFile(source: Source): Promise<AvroFile> {
+  const r = new ByteReader(source);
+  const magic = await r.bytes(4, 'the header').catch(() => Buffer.alloc(0));
+  if (!magic.equals(MAGIC)) throw new AvroDecodeError('not an Avro object container file (bad magic bytes)');
+
+  const meta = new Map<string, Buffer>();
+  for (;;) {
+    let count = await r.long('the header');
+    if (count === 0) break;
+    if (count < 0) {
+      count = -count;
+      await r.long('the header');
+    }
+    for (let i = 0; i < count; i++) {
+      const key = (await r.bytes(await r.long('the header'), 'the header')).toString('utf8');
+      meta.set(key, Buffer.from(await r.bytes(await r.long('the header'), 'the header')));
+    }
+  }
+  const sync = Buffer.from(await r.bytes(16, 'the header'));
+  const codec = meta.get('avro.codec')?.toString('utf8') || 'null';
+  const decompress = decompressors[codec];
+  if (!decompress) throw new AvroDecodeError(`unsupported codec "${codec}" (braze-bridge reads null, deflate and snappy)`);
+  let type: avro.Type;
+  try {
+    type = avro.Type.forSchema(JSON.parse(meta.get('avro.schema')?.toString('utf8') ?? 'null'));
+  } catch (error) {
+    throw new AvroDecodeError(`the embedded writer schema is invalid: ${(error as Error).message}`, undefined, { cause: error });
+  }
+
+  async function* records(): AsyncGenerator<Record<string, unknown>> {
+    let index = 0;
+    while (!(await r.atEnd())) {
+      const count = await r.long('a block header');
+      const size = await r.long('a block header');
+      if (count < 0 || size < 0 || size > MAX_BLOCK) throw new AvroDecodeError('corrupt file: impossible block header', index);
+      const raw = await r.bytes(size, `the block holding record ${index}`);
+      const marker = await r.bytes(16, `the block holding record ${index}`);
+      if (!marker.equals(sync)) throw new AvroDecodeError('corrupt file: a block does not end with the sync marker', index);
+      let block: Buffer;
+      try {
+        block = await decompress!(raw);
+      } catch (error) {
+        throw new AvroDecodeError(`corrupt file: ${codec} block cannot be decompressed (${(error as Error).message})`, index, { cause: error });
+      }
+      let pos = 0;
+      for (let i = 0; i < count; i++, index++) {
+        let decoded: { value: unknown; offset: number };
+        try {
+          decoded = type.decode(block, pos);
+        } catch (error) {
+          throw new AvroDecodeError(`corrupt record: ${(error as Error).message}`, index, { cause: error });
+        }
+        if (decoded.offset < 0) throw new AvroDecodeError('corrupt file: a record runs past the end of its block', index);
+        pos = decoded.offset;
+        yield decoded.value as Record<string, unknown>;
+      }
+      if (pos !== block.length) throw new AvroDecodeError('corrupt file: a block holds more bytes than its records', index);
+    }
+  }
+  return { type, codec, records };
+}
+
+const decompressors: Record<string, (data: Buffer) => Promise<Buffer>> = {
+  null: async (data) => data,
+  deflate: (data) => inflate(data),
+  snappy: async (data) => {
+    // Avro's snappy blocks end with the CRC-32 (big-endian) of the uncompressed data.
+    const body = snappy.uncompress(data.subarray(0, data.length - 4)) as Buffer;
+    const out = Buffer.from(body.buffer, body.byteOffset, body.length);
+    if (crc32(out) !== data.readUInt32BE(data.length - 4)) throw new Error('CRC-32 mismatch');
+    return out;
+  },
+};
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+export function crc32(buf: Buffer): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
