@@ -8,5 +8,8 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Two cores: more workers only make the database the bottleneck.
     maxWorkers: 2,
+    // s3rver (the S3 protocol server of the Currents tests) signs continuation tokens with DES,
+    // which OpenSSL 3 keeps in its legacy provider.
+    execArgv: ['--openssl-legacy-provider'],
   },
 });

@@ -9,6 +9,7 @@ import { ExitCode, exitCodeOf, messageOf } from './errors.js';
 import { backfillBinding, planBinding, syncBinding } from './commands/sync.js';
 import { migrateBinding } from './commands/migrate.js';
 import { demoBinding } from './commands/demo.js';
+import { currentsBinding } from './commands/currents.js';
 
 const epilogue = [
   'Environment:',
@@ -33,8 +34,9 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
       .command(planBinding)
       .command(backfillBinding)
       .command(migrateBinding)
+      .command(currentsBinding)
       .command(demoBinding)
-      .demandCommand(1, 'name a command: sync, plan, backfill, migrate or demo')
+      .demandCommand(1, 'name a command: sync, plan, backfill, migrate, currents or demo')
       .strict()
       .epilogue(epilogue)
       .wrap(Math.min(110, process.stdout.columns ?? 110))

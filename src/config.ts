@@ -58,6 +58,8 @@ export const environment = [
   ['BRAZE_BRIDGE_STATE_SCHEMA', 'braze_bridge', 'default for --state-schema'],
   ['BRAZE_BRIDGE_EMBEDDED_DIR', '.braze-bridge/pg', 'data folder of the embedded PostgreSQL'],
   ['LOG_LEVEL', 'info', 'debug | info | warn | error | silent'],
+  ['AWS_REGION', 'us-east-1', 'Currents bucket region (credentials: the standard AWS chain, e.g. AWS_ACCESS_KEY_ID / AWS_PROFILE)'],
+  ['AWS_ENDPOINT_URL_S3', 'http://127.0.0.1:9000', 'an S3-compatible endpoint (path-style addressing is then used); or --s3-endpoint'],
 ] as const;
 
 const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -140,4 +142,67 @@ function parseLevel(value: string | undefined, problems: string[]): LogLevel {
 
 function absolute(cwd: string, p: string): string {
   return isAbsolute(p) ? p : resolve(cwd, p);
+}
+
+/** Settings of `currents ingest` and `currents status`. */
+export interface CurrentsConfig extends Config {
+  source?: string;
+  s3Endpoint?: string;
+  region?: string;
+  targetSchema: string;
+  eventTypes: string[];
+  since?: Date;
+  until?: Date;
+  retryFailed: boolean;
+}
+
+export interface CurrentsFlags extends Flags {
+  source?: string;
+  s3Endpoint?: string;
+  targetSchema?: string;
+  eventTypes?: string;
+  since?: string;
+  until?: string;
+  retryFailed?: boolean;
+}
+
+export function loadCurrentsConfig(flags: CurrentsFlags, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Readonly<CurrentsConfig> {
+  const problems: string[] = [];
+  let base: Readonly<Config> | undefined;
+  try {
+    base = loadConfig(flags, env, cwd);
+  } catch (error) {
+    if (error instanceof ConfigError) problems.push(...error.problems);
+    else throw error;
+  }
+  const targetSchema = flags.targetSchema ?? 'braze_currents';
+  if (!SCHEMA.test(targetSchema)) problems.push(`--target-schema must be a lower-case SQL name; got "${targetSchema}"`);
+  const eventTypes = (flags.eventTypes ?? '').split(',').map((t) => t.trim()).filter(Boolean);
+  for (const t of eventTypes) if (!/^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$/.test(t)) problems.push(`--event-types: "${t}" is not an event type such as users.messages.email.Send`);
+  const hour = (name: string, value: string | undefined, endOfDay: boolean): Date | undefined => {
+    if (!value) return undefined;
+    const m = /^(\d{4})-(\d{2})-(\d{2})(?:-(\d{2}))?$/.exec(value);
+    if (!m) {
+      problems.push(`${name} must be YYYY-MM-DD or YYYY-MM-DD-HH (UTC, the date= hour of the keys); got "${value}"`);
+      return undefined;
+    }
+    const h = m[4] !== undefined ? Number(m[4]) : endOfDay ? 23 : 0;
+    return new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), h));
+  };
+  const source = flags.source;
+  if (source !== undefined && !/^(s3:\/\/[^/]+|file:\/\/\/)/.test(source)) problems.push(`--source must be s3://bucket/prefix or file:///path; got "${source}"`);
+  const s3Endpoint = flags.s3Endpoint ?? (env.AWS_ENDPOINT_URL_S3 || undefined);
+  const config = {
+    ...(base as Config),
+    source,
+    s3Endpoint,
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined,
+    targetSchema,
+    eventTypes,
+    since: hour('--since', flags.since, false),
+    until: hour('--until', flags.until, true),
+    retryFailed: flags.retryFailed ?? false,
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
 }

@@ -122,6 +122,14 @@ export async function openAvroFile(source: Source): Promise<AvroFile> {
 
   async function* records(): AsyncGenerator<Record<string, unknown>> {
     let index = 0;
+    try {
+      yield* blocks();
+    } catch (error) {
+      // Framing errors are found between records: name the first record not read.
+      if (error instanceof AvroDecodeError && error.recordIndex === undefined) throw new AvroDecodeError(error.message, index, { cause: error });
+      throw error;
+    }
+    async function* blocks(): AsyncGenerator<Record<string, unknown>> {
     while (!(await r.atEnd())) {
       const count = await r.long('a block header');
       const size = await r.long('a block header');
@@ -148,6 +156,7 @@ export async function openAvroFile(source: Source): Promise<AvroFile> {
         yield decoded.value as Record<string, unknown>;
       }
       if (pos !== block.length) throw new AvroDecodeError('corrupt file: a block holds more bytes than its records', index);
+    }
     }
   }
   return { type, codec, records };

@@ -2,8 +2,11 @@
  * The one door to PostgreSQL: the only module that imports `pg`. Everything else takes a
  * narrow `Queryable`, so the same function runs on the pool, inside a transaction or in a test.
  */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import Cursor from 'pg-cursor';
+import { from as copyFromStdin } from 'pg-copy-streams';
 import { AppError, ConfigError } from '../errors.js';
 
 /** The narrow interface the rest of the code talks to. */
@@ -126,6 +129,19 @@ async function* readCursor<R>(client: pg.PoolClient, text: string, values: reado
     }
   } finally {
     await cursor.close().catch(() => {});
+  }
+}
+
+/**
+ * `COPY … FROM STDIN` on this connection, fed from `chunks` (COPY text format). An error in
+ * the source aborts the COPY (the server rolls the statement back).
+ */
+export async function copyFrom(conn: Connection, sql: string, chunks: AsyncIterable<string>): Promise<void> {
+  const target = conn.raw.query(copyFromStdin(sql));
+  try {
+    await pipeline(Readable.from(chunks, { objectMode: false }), target);
+  } catch (error) {
+    throw asDatabaseError(error);
   }
 }
 

@@ -1,0 +1,158 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ingest } from '../src/currents/ingest.js';
+import { openSource } from '../src/currents/source.js';
+import { currentsStatus } from '../src/currents/status.js';
+import { silentLogger } from '../src/log.js';
+import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import { startS3, type TestS3 } from './helpers/s3.js';
+import { currentsKey, customEvent, emailSendV1, emailSendV2, emailSends, encodeAvro, purchase } from './helpers/avro.js';
+
+let t: TestDatabase;
+let s3: TestS3;
+const SEND = 'users.messages.email.Send';
+
+const run = (bucket: string, extra: Partial<Parameters<typeof ingest>[2]> = {}) =>
+  ingest(t.db, silentLogger, {
+    source: openSource(`s3://${bucket}/currents`, { endpoint: s3.endpoint }),
+    stateSchema: 'braze_bridge',
+    targetSchema: 'braze_currents',
+    concurrency: 3,
+    ...extra,
+  });
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  s3 = await startS3();
+});
+afterAll(async () => {
+  await s3?.stop();
+  await t?.drop();
+});
+
+describe('Currents ingestion from S3', () => {
+  it('loads every codec, maps fields by name, keeps properties queryable, and dedupes by event id', async () => {
+    await s3.createBucket('main');
+    await s3.put('main', currentsKey(SEND, '2026-11-01-10', '0+0+0'), await encodeAvro(emailSendV1, emailSends(500, 0), 'null'));
+    await s3.put('main', currentsKey(SEND, '2026-11-01-11', '0+0+500'), await encodeAvro(emailSendV1, emailSends(500, 500), 'deflate'));
+    // v2 adds from_domain in the middle; 100 of its events repeat ids from the first file.
+    await s3.put('main', currentsKey(SEND, '2026-11-01-12', '0+0+1000'), await encodeAvro(emailSendV2, emailSends(400, 900, { from_domain: 'mail.example.com' }), 'snappy'));
+    await s3.put(
+      'main',
+      currentsKey('users.behaviors.CustomEvent', '2026-11-01-12', '0+0+0'),
+      await encodeAvro(customEvent, [
+        { id: 'ce1', user_id: 'u1', external_user_id: 'e1', time: 1_780_000_000, name: 'Product Viewed', properties: '{"sku": "A-1", "price": 9.5}', ad_tracking_enabled: true, tags: ['a', 'b'] },
+        { id: 'ce2', user_id: 'u2', external_user_id: null, time: 1_780_000_001, name: 'Odd', properties: 'not json {', ad_tracking_enabled: null, tags: null },
+      ], 'deflate'),
+    );
+    await s3.put('main', currentsKey('users.behaviors.Purchase', '2026-11-01-12', '0+0+0'), await encodeAvro(purchase, [{ id: 'p1', user_id: 'u1', time: 1_780_000_002, product_id: 'sku-1', price: 19.99, currency: 'EUR', properties: '{}' }]));
+    await s3.put('main', 'currents/README.txt', 'not a data file');
+
+    const summary = await run('main');
+    expect(summary).toMatchObject({
+      status: 'succeeded',
+      discovered: { listed: 6, currents: 5, ignored: 1, new: 5 },
+      files: { loaded: 5, failed: 0, leftPending: 0 },
+      rows: 1300 + 2 + 1,
+      duplicates: 100,
+    });
+    expect(summary.perType[SEND]).toEqual({ files: 3, rows: 1300, duplicates: 100, failed: 0 });
+
+    const send = await t.db.query(`SELECT * FROM braze_currents.users_messages_email_send WHERE id IN ('send-1', 'send-1250') ORDER BY id`);
+    expect(send.rows[0]).toMatchObject({
+      id: 'send-1',
+      external_user_id: 'ext-1',
+      time: '1780000001',
+      occurred_at: new Date(1_780_000_001_000),
+      campaign_name: 'Winter\tsale\nwith "quotes" and \\ backslash',
+      from_domain: null,
+      source_key: currentsKey(SEND, '2026-11-01-10', '0+0+0'),
+    });
+    expect(send.rows[1]).toMatchObject({ id: 'send-1250', from_domain: 'mail.example.com' });
+    // The repeated ids kept the first copy (from_domain NULL), not the v2 one.
+    expect((await t.db.query(`SELECT from_domain FROM braze_currents.users_messages_email_send WHERE id = 'send-950'`)).rows[0]).toEqual({ from_domain: null });
+
+    const ce = await t.db.query(`SELECT id, properties, properties->>'sku' AS sku, ad_tracking_enabled, tags FROM braze_currents.users_behaviors_customevent ORDER BY id`);
+    expect(ce.rows).toEqual([
+      { id: 'ce1', properties: { sku: 'A-1', price: 9.5 }, sku: 'A-1', ad_tracking_enabled: true, tags: ['a', 'b'] },
+      { id: 'ce2', properties: 'not json {', sku: null, ad_tracking_enabled: null, tags: null },
+    ]);
+    const p = await t.db.query(`SELECT price, pg_typeof(price)::text AS type FROM braze_currents.users_behaviors_purchase`);
+    expect(p.rows[0]).toEqual({ price: Math.fround(19.99), type: 'double precision' });
+    const columns = await t.db.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = 'braze_currents' AND table_name = 'users_messages_email_send' ORDER BY ordinal_position`);
+    expect(columns.rows.map((r) => r.column_name)).toContain('from_domain');
+
+    // A second run finds nothing new: files are known by key and ETag.
+    const again = await run('main');
+    expect(again).toMatchObject({ discovered: { new: 0 }, files: { loaded: 0, alreadyLoaded: 5 }, rows: 0 });
+  });
+
+  it('fails a truncated, corrupt or oddly encoded file with its key and record index; the others load', async () => {
+    await s3.createBucket('bad');
+    const good = await encodeAvro(emailSendV1, emailSends(300, 10_000), 'deflate', 2048);
+    await s3.put('bad', currentsKey(SEND, '2026-11-02-00', 'good'), good);
+    // Cut inside a block. (A file cut exactly at a block boundary cannot be told from a whole
+    // one: the container format records no total.)
+    await s3.put('bad', currentsKey(SEND, '2026-11-02-01', 'truncated'), good.subarray(0, Math.floor(good.length * 0.61)));
+    const bzip = (await encodeAvro(emailSendV1, emailSends(5, 20_000))).toString('latin1').replace('\u0008null', '\u000abzip2');
+    await s3.put('bad', currentsKey(SEND, '2026-11-02-02', 'bzip2'), Buffer.from(bzip, 'latin1'));
+    const flipped = Buffer.from(await encodeAvro(emailSendV1, emailSends(50, 30_000), 'snappy'));
+    flipped[flipped.length - 40] ^= 0xff; // inside the last block: the CRC no longer matches
+    await s3.put('bad', currentsKey(SEND, '2026-11-02-03', 'flipped'), flipped);
+    await s3.put('bad', currentsKey(SEND, '2026-11-02-04', 'garbage'), 'this is not avro');
+    // A field whose type changed incompatibly: time as a string.
+    const retyped = { ...emailSendV1, fields: emailSendV1.fields.map((f) => (f.name === 'time' ? { name: 'time', type: 'string' } : f)) };
+    await s3.put('bad', currentsKey(SEND, '2026-11-02-05', 'retyped'), await encodeAvro(retyped, emailSends(3, 40_000, { time: 'yesterday' })));
+
+    const summary = await run('bad');
+    expect(summary.status).toBe('partial');
+    expect(summary.exitCode).toBe(1);
+    expect(summary.files).toMatchObject({ loaded: 1, failed: 5 });
+    const byName = Object.fromEntries(summary.failures.map((f) => [f.key.replace(/^.*\//, ''), f]));
+    expect(byName['truncated.avro']!.error).toMatch(/truncated file/);
+    expect(byName['truncated.avro']!.recordIndex).toBeGreaterThan(0);
+    expect(byName['bzip2.avro']!.error).toMatch(/unsupported codec "bzip2"/);
+    expect(byName['flipped.avro']!.error).toMatch(/snappy block cannot be decompressed|corrupt/);
+    expect(byName['garbage.avro']!.error).toMatch(/not an Avro object container file/);
+    expect(byName['retyped.avro']!.error).toMatch(/field "time" is text in this file but bigint in table braze_currents.users_messages_email_send/);
+    // Nothing of a failed file was loaded.
+    const n = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_currents.users_messages_email_send WHERE source_key LIKE '%2026-11-02%'`);
+    expect(n.rows[0]!.n).toBe(300);
+
+    const second = await run('bad');
+    expect(second.files).toMatchObject({ loaded: 0, failed: 0 });
+    const retried = await run('bad', { retryFailed: true });
+    expect(retried.files.failed).toBe(5);
+
+    const status = await currentsStatus(t.db, 'braze_bridge', 's3://bad');
+    expect(status.eventTypes).toEqual([expect.objectContaining({ eventType: SEND, filesLoaded: 1, failed: 5, rows: 300 })]);
+    expect(status.failures.map((f) => f.key.replace(/^.*\//, ''))).toEqual(['truncated.avro', 'bzip2.avro', 'flipped.avro', 'garbage.avro', 'retyped.avro']);
+  });
+
+  it('lists past the first 1,000 keys, and --event-types / --since / --until choose files by key', async () => {
+    await s3.createBucket('many');
+    const tiny = await encodeAvro(emailSendV1, emailSends(1, 50_000));
+    for (let i = 0; i < 1030; i += 10) {
+      await Promise.all(Array.from({ length: 10 }, (_, j) => s3.put('many', `currents/other/file-${String(i + j).padStart(4, '0')}.json`, '{}')));
+    }
+    await s3.put('many', currentsKey(SEND, '2026-10-31-23', 'early'), tiny);
+    await s3.put('many', currentsKey(SEND, '2026-11-01-05', 'inside'), await encodeAvro(emailSendV1, emailSends(1, 50_001)));
+    await s3.put('many', currentsKey('users.behaviors.CustomEvent', '2026-11-01-05', 'other-type'), await encodeAvro(customEvent, [{ id: 'x', user_id: 'u', time: 1, name: 'n', properties: '{}' }]));
+    await s3.put('many', currentsKey(SEND, '2026-11-03-00', 'late'), await encodeAvro(emailSendV1, emailSends(1, 50_002)));
+
+    const summary = await run('many', { eventTypes: [SEND], since: new Date('2026-11-01T00:00:00Z'), until: new Date('2026-11-02T23:00:00Z') });
+    expect(summary.discovered).toEqual({ listed: 1034, currents: 4, ignored: 1030, new: 1 });
+    expect(summary.files.loaded).toBe(1);
+    const keys = await t.db.query(`SELECT key FROM braze_bridge.currents_files WHERE source = 's3://many'`);
+    expect(keys.rows.map((r) => r.key.replace(/^.*\//, ''))).toEqual(['inside.avro']);
+  });
+
+  it('flags hours with no file between the oldest and newest hour loaded', async () => {
+    await s3.createBucket('gaps');
+    for (const hour of ['2026-11-05-00', '2026-11-05-01', '2026-11-05-04']) {
+      await s3.put('gaps', currentsKey(SEND, hour, hour), await encodeAvro(emailSendV1, emailSends(1, Number(hour.slice(-2)) + 60_000)));
+    }
+    await run('gaps');
+    const status = await currentsStatus(t.db, 'braze_bridge', 's3://gaps');
+    expect(status).toMatchObject({ oldestHour: '2026-11-05-00', newestHour: '2026-11-05-04', missingHours: ['2026-11-05-02', '2026-11-05-03'] });
+  });
+});
