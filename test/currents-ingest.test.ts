@@ -96,7 +96,7 @@ describe('Currents ingestion from S3', () => {
     const bzip = (await encodeAvro(emailSendV1, emailSends(5, 20_000))).toString('latin1').replace('\u0008null', '\u000abzip2');
     await s3.put('bad', currentsKey(SEND, '2026-11-02-02', 'bzip2'), Buffer.from(bzip, 'latin1'));
     const flipped = Buffer.from(await encodeAvro(emailSendV1, emailSends(50, 30_000), 'snappy'));
-    flipped[flipped.length - 40] ^= 0xff; // inside the last block: the CRC no longer matches
+    flipped[flipped.length - 40] = flipped[flipped.length - 40]! ^ 0xff; // inside the last block: the CRC no longer matches
     await s3.put('bad', currentsKey(SEND, '2026-11-02-03', 'flipped'), flipped);
     await s3.put('bad', currentsKey(SEND, '2026-11-02-04', 'garbage'), 'this is not avro');
     // A field whose type changed incompatibly: time as a string.
@@ -142,7 +142,7 @@ describe('Currents ingestion from S3', () => {
     const summary = await run('many', { eventTypes: [SEND], since: new Date('2026-11-01T00:00:00Z'), until: new Date('2026-11-02T23:00:00Z') });
     expect(summary.discovered).toEqual({ listed: 1034, currents: 4, ignored: 1030, new: 1 });
     expect(summary.files.loaded).toBe(1);
-    const keys = await t.db.query(`SELECT key FROM braze_bridge.currents_files WHERE source = 's3://many'`);
+    const keys = await t.db.query<{ key: string }>(`SELECT key FROM braze_bridge.currents_files WHERE source = 's3://many'`);
     expect(keys.rows.map((r) => r.key.replace(/^.*\//, ''))).toEqual(['inside.avro']);
   });
 

@@ -6,7 +6,7 @@ import avro from 'avsc';
 import snappy from 'snappyjs';
 import { crc32 } from '../../src/currents/decode-avro.js';
 
-const nullable = (type: string) => ['null', type];
+const nullable = (type: string | object) => ['null', type];
 
 export const emailSendV1 = {
   type: 'record',
@@ -64,7 +64,7 @@ export const purchase = {
 
 const codecs = {
   null: (buf: Buffer, cb: (e: Error | null, b?: Buffer) => void) => cb(null, buf),
-  deflate: avro.streams.BlockEncoder.getDefaultCodecs().deflate,
+  deflate: (avro.streams.BlockEncoder as unknown as { getDefaultCodecs(): Record<string, unknown> }).getDefaultCodecs().deflate,
   snappy: (buf: Buffer, cb: (e: Error | null, b?: Buffer) => void) => {
     const checksum = Buffer.alloc(4);
     checksum.writeUInt32BE(crc32(buf));

@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: figures, not tests. Each figure is printed with its target and, where the
+ * Audience sync (part of `npm run bench`): figures, not tests. Each figure is printed with its target and, where the
  * target is a ratio, the baseline measured in the same run on the same machine.
  *
  *   1. Planning a 1,000,000-member audience where 1% changed, vs CREATE TEMP TABLE AS the query.
