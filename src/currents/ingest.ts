@@ -130,6 +130,9 @@ export async function ingest(db: Database, log: Logger, options: IngestOptions):
     let done = 0;
     const worker = () =>
       db.withConnection(async (conn) => {
+        // Staging tables are temporary: keep a file's rows in memory rather than in temp files
+        // (8 MB by default). Only settable before the session first touches a temp table.
+        await conn.query(`SET temp_buffers = '64MB'`).catch(() => {});
         for (;;) {
           await conn.query('BEGIN');
           let committed = false;
@@ -295,13 +298,25 @@ async function loadRows(conn: Connection, schema: string, table: string, columns
     throw new LoadError(`loading ${key} failed`, { cause: error });
   }
   const hasTime = columns.some((c) => c.name === 'time' && c.pgType === 'bigint');
-  // Sorted by id so concurrent loads lock ids in the same order and cannot deadlock.
-  const inserted = await conn.query(
-    `INSERT INTO ${escapeIdentifier(schema)}.${escapeIdentifier(table)} (${names.join(', ')}, occurred_at, source_key)
-     SELECT DISTINCT ON (id) ${names.join(', ')}, ${hasTime ? 'to_timestamp("time")' : 'NULL'}, $1 FROM bb_stage ORDER BY id
-     ON CONFLICT (id) DO NOTHING`,
-    [key],
-  );
+  const insert = (ordered: boolean) =>
+    conn.query(
+      `INSERT INTO ${escapeIdentifier(schema)}.${escapeIdentifier(table)} (${names.join(', ')}, occurred_at, source_key)
+       SELECT ${names.join(', ')}, ${hasTime ? 'to_timestamp("time")' : 'NULL'}, $1 FROM bb_stage${ordered ? ' ORDER BY id' : ''}
+       ON CONFLICT (id) DO NOTHING`,
+      [key],
+    );
+  // ON CONFLICT DO NOTHING also skips an id repeated inside the file. Two files loading the
+  // same ids at once can deadlock on them; rare, so the retry (in id order, which cannot
+  // deadlock) costs a sort only when it happens.
+  await conn.query('SAVEPOINT insert_events');
+  let inserted;
+  try {
+    inserted = await insert(false);
+  } catch (error) {
+    if (!(error instanceof DatabaseError && error.code === '40P01')) throw error;
+    await conn.query('ROLLBACK TO SAVEPOINT insert_events');
+    inserted = await insert(true);
+  }
   await conn.query('DROP TABLE bb_stage');
   return { records: count, inserted: inserted.rowCount ?? 0 };
 }
