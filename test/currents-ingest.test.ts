@@ -1,3 +1,6 @@
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingest } from '../src/currents/ingest.js';
 import { openSource } from '../src/currents/source.js';
@@ -144,6 +147,18 @@ describe('Currents ingestion from S3', () => {
     expect(summary.files.loaded).toBe(1);
     const keys = await t.db.query<{ key: string }>(`SELECT key FROM braze_bridge.currents_files WHERE source = 's3://many'`);
     expect(keys.rows.map((r) => r.key.replace(/^.*\//, ''))).toEqual(['inside.avro']);
+  });
+
+  it('reads a local copy of the bucket through file:// the same way', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bb-currents-'));
+    const key = currentsKey(SEND, '2026-11-04-07', 'local');
+    mkdirSync(join(dir, dirname(key)), { recursive: true });
+    writeFileSync(join(dir, key), await encodeAvro(emailSendV1, emailSends(10, 70_000), 'snappy'));
+    writeFileSync(join(dir, 'currents', 'notes.txt'), 'ignored');
+    const summary = await ingest(t.db, silentLogger, { source: openSource(`file://${dir}`), stateSchema: 'braze_bridge', targetSchema: 'braze_currents', concurrency: 1 });
+    expect(summary).toMatchObject({ source: `file://${dir}`, discovered: { listed: 2, currents: 1, ignored: 1 }, files: { loaded: 1 }, rows: 10 });
+    const again = await ingest(t.db, silentLogger, { source: openSource(`file://${dir}`), stateSchema: 'braze_bridge', targetSchema: 'braze_currents', concurrency: 1 });
+    expect(again.files).toMatchObject({ loaded: 0, alreadyLoaded: 1 });
   });
 
   it('flags hours with no file between the oldest and newest hour loaded', async () => {

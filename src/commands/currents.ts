@@ -1,5 +1,6 @@
 /** `currents ingest` and `currents status`. */
 import type { Argv, CommandModule } from 'yargs';
+import { stateOptions } from './shared-options.js';
 import { createAppLogger, openMigrated } from '../app.js';
 import { ConfigError } from '../errors.js';
 import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config.js';
@@ -63,12 +64,7 @@ export async function statusCommand(config: Readonly<CurrentsConfig>): Promise<C
   }
 }
 
-const common = (y: Argv) =>
-  y
-    .option('source', { type: 'string', describe: 's3://bucket/prefix or file:///path (a local copy of the bucket)' })
-    .option('state-schema', { type: 'string', describe: 'schema for braze-bridge state [default: braze_bridge]' })
-    .option('database-url', { type: 'string', describe: 'overrides DATABASE_URL' })
-    .option('json', { type: 'boolean', describe: 'print the result as JSON on stdout' });
+const common = (y: Argv) => stateOptions(y).option('source', { type: 'string', describe: 's3://bucket/prefix or file:///path (a local copy of the bucket)' });
 
 const ingestBinding: CommandModule = {
   command: 'ingest',

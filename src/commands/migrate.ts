@@ -1,5 +1,6 @@
 /** `migrate`: create or upgrade the state schema (sync also does it). */
-import type { Argv, CommandModule } from 'yargs';
+import type { CommandModule } from 'yargs';
+import { stateOptions } from './shared-options.js';
 import { createAppLogger, openDatabase } from '../app.js';
 import { loadConfig, type Config } from '../config.js';
 import { migrate } from '../db/migrate.js';
@@ -17,8 +18,7 @@ export async function migrateCommand(config: Readonly<Config>): Promise<{ applie
 export const migrateBinding: CommandModule = {
   command: 'migrate',
   describe: 'create or upgrade the state schema',
-  builder: (y: Argv) =>
-    y.option('state-schema', { type: 'string', describe: 'schema for braze-bridge state [default: braze_bridge]' }).option('database-url', { type: 'string', describe: 'overrides DATABASE_URL' }).option('json', { type: 'boolean' }),
+  builder: stateOptions,
   handler: async (args) => {
     const config = loadConfig(args as { stateSchema?: string; databaseUrl?: string; json?: boolean });
     const result = await migrateCommand(config);
