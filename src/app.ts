@@ -9,6 +9,7 @@ import { createDatabase, type Database } from './db/pool.js';
 import { createLogger, type Logger } from './log.js';
 import { RateLimiter } from './braze/rate-limiter.js';
 import { TrackClient } from './braze/track-client.js';
+import { installShutdown } from './shutdown.js';
 
 export const EMBEDDED_DATABASE = 'braze_bridge';
 
@@ -17,8 +18,8 @@ export interface OpenDatabase {
   close(): Promise<void>;
 }
 
-export function createAppLogger(config: Pick<Config, 'logLevel' | 'brazeApiKey' | 'databaseUrl'>): Logger {
-  const secrets = [config.brazeApiKey, passwordOf(config.databaseUrl)].filter((s): s is string => Boolean(s));
+export function createAppLogger(config: Pick<Config, 'logLevel' | 'brazeApiKey' | 'databaseUrl' | 'notifyUrl'>): Logger {
+  const secrets = [config.brazeApiKey, passwordOf(config.databaseUrl), config.notifyUrl].filter((s): s is string => Boolean(s));
   return createLogger({ level: config.logLevel, secrets });
 }
 
@@ -72,5 +73,20 @@ function passwordOf(url: string | undefined): string | undefined {
     return decodeURIComponent(new URL(url).password) || undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Run a command's body with graceful shutdown installed: `fn` gets the stop signal; the exit
+ * code becomes 130/143 when a signal stopped the run.
+ */
+export async function withShutdown<T extends { exitCode: number }>(config: Config, log: Logger, fn: (stop: AbortSignal) => Promise<T>): Promise<T> {
+  const shutdown = installShutdown(log, config.shutdownTimeoutMs);
+  try {
+    const result = await fn(shutdown.signal);
+    if (shutdown.exitCode !== undefined) result.exitCode = shutdown.exitCode;
+    return result;
+  } finally {
+    shutdown.dispose();
   }
 }

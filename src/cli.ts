@@ -10,6 +10,7 @@ import { backfillBinding, planBinding, syncBinding } from './commands/sync.js';
 import { migrateBinding } from './commands/migrate.js';
 import { demoBinding } from './commands/demo.js';
 import { currentsBinding } from './commands/currents.js';
+import { failuresBinding, statusBinding } from './commands/status.js';
 
 const epilogue = [
   'Environment:',
@@ -21,6 +22,7 @@ const epilogue = [
   '  2  bad configuration or audience file',
   '  3  another run of the same audience holds the lock',
   '  4  aborted: authentication refused, guardrail tripped, retries exhausted',
+  '  130 / 143  stopped by SIGINT / SIGTERM after finishing in-flight work',
   '',
   'Audience file format and examples: README.md',
 ].join('\n');
@@ -34,9 +36,11 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
       .command(planBinding)
       .command(backfillBinding)
       .command(migrateBinding)
+      .command(statusBinding)
+      .command(failuresBinding)
       .command(currentsBinding)
       .command(demoBinding)
-      .demandCommand(1, 'name a command: sync, plan, backfill, migrate, currents or demo')
+      .demandCommand(1, 'name a command: sync, plan, backfill, status, failures, migrate, currents, schedule or demo')
       .strict()
       .epilogue(epilogue)
       .wrap(Math.min(110, process.stdout.columns ?? 110))

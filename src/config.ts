@@ -29,6 +29,13 @@ export interface Config {
   json: boolean;
   out?: string;
   logLevel: LogLevel;
+  /** Run history and failure rows older than this are pruned. */
+  keepDays: number;
+  metricsFile?: string;
+  /** A webhook (e.g. a Slack incoming webhook) for runs that need a person. A secret. */
+  notifyUrl?: string;
+  notifyFailedRatio: number;
+  shutdownTimeoutMs: number;
 }
 
 /** Flags as yargs hands them over (camel-cased); unknown flags are rejected by yargs. */
@@ -47,6 +54,11 @@ export interface Flags {
   json?: boolean;
   out?: string;
   databaseUrl?: string;
+  keepDays?: number;
+  metricsFile?: string;
+  notifyUrl?: string;
+  notifyFailedRatio?: number;
+  shutdownTimeout?: number;
 }
 
 /** The environment variables braze-bridge reads, for `--help` and `.env.example`. */
@@ -58,6 +70,7 @@ export const environment = [
   ['BRAZE_BRIDGE_STATE_SCHEMA', 'braze_bridge', 'default for --state-schema'],
   ['BRAZE_BRIDGE_EMBEDDED_DIR', '.braze-bridge/pg', 'data folder of the embedded PostgreSQL'],
   ['LOG_LEVEL', 'info', 'debug | info | warn | error | silent'],
+  ['BRAZE_BRIDGE_NOTIFY_URL', 'https://hooks.slack.com/services/…', 'default for --notify-url (a secret: never logged)'],
   ['AWS_REGION', 'us-east-1', 'Currents bucket region (credentials: the standard AWS chain, e.g. AWS_ACCESS_KEY_ID / AWS_PROFILE)'],
   ['AWS_ENDPOINT_URL_S3', 'http://127.0.0.1:9000', 'an S3-compatible endpoint (path-style addressing is then used); or --s3-endpoint'],
 ] as const;
@@ -118,7 +131,13 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, c
     json: flags.json ?? false,
     out: flags.out ? absolute(cwd, flags.out) : undefined,
     logLevel: parseLevel(env.LOG_LEVEL, problems),
+    keepDays: num('--keep-days', flags.keepDays, 30, 1, 3650),
+    metricsFile: flags.metricsFile ? absolute(cwd, flags.metricsFile) : undefined,
+    notifyUrl: flags.notifyUrl ?? (env.BRAZE_BRIDGE_NOTIFY_URL || undefined),
+    notifyFailedRatio: num('--notify-failed-ratio', flags.notifyFailedRatio, 0.05, 0, 1, false),
+    shutdownTimeoutMs: num('--shutdown-timeout', flags.shutdownTimeout, 60, 1, 3600, false) * 1000,
   };
+  if (config.notifyUrl && !/^https?:\/\//.test(config.notifyUrl)) problems.push('--notify-url must be an http(s) URL');
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }

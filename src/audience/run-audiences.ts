@@ -34,6 +34,7 @@ export async function runAudiences(
   const results: AudienceResult[] = [];
   try {
     for (const file of files) {
+      if (deps.stop?.aborted) break;
       let audience;
       try {
         audience = loadAudience(file);

@@ -25,6 +25,8 @@ export interface SyncDeps {
   /** Absent when planning: nothing is sent. */
   client?: TrackClient;
   clock?: () => number;
+  /** Aborted on SIGTERM/SIGINT: no new batch starts; in-flight ones finish and are recorded. */
+  stop?: AbortSignal;
 }
 
 export interface SyncOptions {
@@ -42,7 +44,7 @@ export interface SyncOptions {
 export interface AudienceResult {
   audience: string;
   file: string;
-  status: 'succeeded' | 'partial' | 'aborted' | 'failed' | 'locked' | 'planned';
+  status: 'succeeded' | 'partial' | 'aborted' | 'failed' | 'locked' | 'planned' | 'interrupted';
   exitCode: ExitCode;
   counts: AudienceCounts;
   durationMs: number;
@@ -141,6 +143,10 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       }
       if (!deps.client) throw new AppError('internal: no Braze client for a sync');
 
+      if (deps.stop?.aborted) {
+        if (runId) await finishRun(conn, deps.schema, runId, { status: 'interrupted', counts, error: 'stopped by a signal before sending' });
+        return result({ status: 'interrupted', exitCode: ExitCode.aborted, runId, guardrail, error: 'stopped by a signal before sending' });
+      }
       // Members whose change needs no request: recorded now, no proof to wait for.
       await applyWithoutSending(conn, deps.schema, audience.name, runId ?? null);
       const sent = await deliver(conn, deps, audience, options, runId ?? null, counts, runLog);
@@ -148,13 +154,14 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       counts.retries = deps.client.stats.retries - sent.retriesBefore;
       counts.rateLimited = deps.client.stats.rateLimited - sent.rateLimitedBefore;
 
-      const status: RunStatus = sent.abort ? 'aborted' : counts.failed > 0 ? 'partial' : 'succeeded';
+      const status: RunStatus = sent.abort ? 'aborted' : sent.stopped ? 'interrupted' : counts.failed > 0 ? 'partial' : 'succeeded';
       if (runId) await finishRun(conn, deps.schema, runId, { status, counts, error: sent.abort ? messageOf(sent.abort) : undefined });
       runLog.info('finished', { status, updates: counts.updates, failed: counts.failed, requests: counts.requests });
       if (sent.abort) {
         runLog.error(messageOf(sent.abort));
         return result({ status: 'aborted', exitCode: ExitCode.aborted, runId, error: messageOf(sent.abort), fatal: isFatal(sent.abort), guardrail });
       }
+      if (status === 'interrupted') return result({ status, exitCode: ExitCode.aborted, runId, guardrail, error: 'stopped by a signal; unconfirmed members are sent next run' });
       return result({ status, exitCode: status === 'partial' ? ExitCode.partial : ExitCode.ok, runId, guardrail });
     } catch (error) {
       const e = asAudienceError(error, audience);
@@ -428,7 +435,7 @@ async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, opt
 
   try {
     for await (const batch of batches(conn, options.batchSize)) {
-      if (abort) break;
+      if (abort || deps.stop?.aborted) break;
       const p = limit(() => sendBatch(batch)).catch((error: unknown) => {
         abort ??= error;
       });
@@ -441,7 +448,7 @@ async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, opt
   }
   counts.updates = updates;
   counts.perAttribute = sentPerAttribute;
-  return { ...before, abort };
+  return { ...before, abort, stopped: Boolean(deps.stop?.aborted) };
 }
 
 /** Failures that would repeat for every audience: stop the whole run. */

@@ -7,7 +7,7 @@
  */
 import { AbortError, BrazeHttpError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { NetworkError, postJson, type PostResult } from './http-post.js';
+import { NetworkError, postJson, type PostResult } from '../http-post.js';
 import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from './rate-limiter.js';
 
 export interface TrackClientOptions {

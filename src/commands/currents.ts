@@ -1,14 +1,15 @@
 /** `currents ingest` and `currents status`. */
 import type { Argv, CommandModule } from 'yargs';
 import { stateOptions } from './shared-options.js';
-import { createAppLogger, openMigrated } from '../app.js';
+import { createAppLogger, openMigrated, withShutdown } from '../app.js';
+import { afterRun } from '../after-run.js';
 import { ConfigError } from '../errors.js';
 import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config.js';
 import { ingest, type IngestSummary } from '../currents/ingest.js';
 import { openSource } from '../currents/source.js';
 import { currentsStatus, formatStatus, type CurrentsStatus } from '../currents/status.js';
 
-export async function ingestCommand(config: Readonly<CurrentsConfig>): Promise<IngestSummary> {
+export async function ingestCommand(config: Readonly<CurrentsConfig>, stop?: AbortSignal): Promise<IngestSummary> {
   if (!config.source) throw new ConfigError(['--source is required: s3://bucket/prefix or file:///path']);
   const log = createAppLogger(config);
   const source = openSource(config.source, { endpoint: config.s3Endpoint, region: config.region });
@@ -16,8 +17,9 @@ export async function ingestCommand(config: Readonly<CurrentsConfig>): Promise<I
   const tty = process.stderr.isTTY && !config.json;
   const started = Date.now();
   try {
-    return await ingest(open.db, log, {
+    const summary = await ingest(open.db, log, {
       source,
+      stop,
       stateSchema: config.stateSchema,
       targetSchema: config.targetSchema,
       eventTypes: config.eventTypes,
@@ -36,6 +38,17 @@ export async function ingestCommand(config: Readonly<CurrentsConfig>): Promise<I
           }
         : undefined,
     });
+    await afterRun(open.db, config.stateSchema, log, config, {
+      job: 'ingest',
+      text:
+        summary.status === 'interrupted'
+          ? `braze-bridge currents ingest from ${summary.source}: interrupted by a signal (${summary.files.loaded} files loaded)`
+          : `braze-bridge currents ingest from ${summary.source}: ${summary.files.failed} file(s) failed${summary.failures[0] ? `, e.g. ${summary.failures[0].key}: ${summary.failures[0].error}` : ''}`,
+      bad: summary.status === 'interrupted',
+      failedRatio: summary.files.failed / Math.max(1, summary.files.loaded + summary.files.failed),
+      summary,
+    });
+    return summary;
   } finally {
     await open.close();
   }
@@ -80,7 +93,7 @@ const ingestBinding: CommandModule = {
       .option('concurrency', { type: 'number', describe: 'files loaded at once [default: 4]' }),
   handler: async (args) => {
     const config = loadCurrentsConfig(args as CurrentsFlags);
-    const summary = await ingestCommand(config);
+    const summary = await withShutdown(config, createAppLogger(config), (stop) => ingestCommand(config, stop));
     process.stdout.write(`${config.json ? JSON.stringify(summary, null, 2) : formatIngest(summary)}\n`);
     process.exitCode = summary.exitCode;
   },

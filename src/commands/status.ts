@@ -1,0 +1,119 @@
+/** `status` (the run history) and `failures` (who failed in an audience's last run, and why). */
+import type { CommandModule } from 'yargs';
+import { createAppLogger, openMigrated } from '../app.js';
+import { loadConfig, type Config, type Flags } from '../config.js';
+import { escapeIdentifier } from '../db/pool.js';
+import { stateOptions } from './shared-options.js';
+
+export interface RunRow {
+  id: number;
+  job: string;
+  audience: string | null;
+  status: string;
+  startedAt: string;
+  durationMs: number | null;
+  counts: Record<string, unknown>;
+  error: string | null;
+}
+
+/** The last run of every audience and job, or the last `runs` runs of one audience. */
+export async function statusCommand(config: Readonly<Config>, audience?: string, runs = 1): Promise<RunRow[]> {
+  const open = await openMigrated(config, createAppLogger(config));
+  try {
+    const s = escapeIdentifier(config.stateSchema);
+    const { rows } = await open.db.query<{ id: string; job: string; audience: string | null; status: string; started_at: Date; finished_at: Date | null; counts: Record<string, unknown>; error: string | null }>(
+      audience
+        ? `SELECT * FROM ${s}.runs WHERE audience = $1 ORDER BY id DESC LIMIT $2`
+        : `SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY job, audience ORDER BY id DESC) AS n FROM ${s}.runs) r WHERE n <= $2 ORDER BY job, audience, id DESC`,
+      audience ? [audience, runs] : [runs],
+    );
+    return rows.map((r) => ({
+      id: Number(r.id),
+      job: r.job,
+      audience: r.audience,
+      status: r.status,
+      startedAt: r.started_at.toISOString(),
+      durationMs: r.finished_at ? r.finished_at.getTime() - r.started_at.getTime() : null,
+      counts: r.counts,
+      error: r.error,
+    }));
+  } finally {
+    await open.close();
+  }
+}
+
+export function formatRuns(rows: RunRow[]): string {
+  if (rows.length === 0) return 'no runs recorded yet';
+  const n = (r: RunRow, k: string) => String(typeof r.counts[k] === 'number' ? r.counts[k] : '');
+  const header = ['run', 'job', 'audience / source', 'status', 'started (UTC)', 'duration', 'new', 'changed', 'exited', 'updates', 'failed'];
+  const table = rows.map((r) => [
+    String(r.id),
+    r.job,
+    r.audience ?? String((r.counts as { source?: string }).source ?? ''),
+    r.status,
+    r.startedAt.slice(0, 19).replace('T', ' '),
+    r.durationMs === null ? '-' : `${(r.durationMs / 1000).toFixed(1)} s`,
+    n(r, 'new'),
+    n(r, 'changed'),
+    n(r, 'exited'),
+    r.job === 'ingest' ? String((r.counts as { rows?: number }).rows ?? '') : n(r, 'updates'),
+    r.job === 'ingest' ? String(((r.counts as { files?: { failed?: number } }).files?.failed) ?? '') : n(r, 'failed'),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i >= 5 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
+  const out = [line(header), ...table.map(line)];
+  for (const r of rows) if (r.error) out.push(`  run ${r.id}: ${r.error}`);
+  return out.join('\n');
+}
+
+export async function failuresCommand(config: Readonly<Config>, audience: string, limit = 1000) {
+  const open = await openMigrated(config, createAppLogger(config));
+  try {
+    const s = escapeIdentifier(config.stateSchema);
+    const run = await open.db.query<{ id: string; status: string; started_at: Date }>(
+      `SELECT id, status, started_at FROM ${s}.runs WHERE audience = $1 AND job IN ('sync', 'backfill') AND status <> 'running' ORDER BY id DESC LIMIT 1`,
+      [audience],
+    );
+    if (!run.rows[0]) return { audience, run: null, failures: [] as Array<{ member: string | null; reason: string }> };
+    const { rows } = await open.db.query<{ member_key: string | null; reason: string }>(
+      `SELECT member_key, reason FROM ${s}.member_failures WHERE run_id = $1 ORDER BY member_key NULLS LAST LIMIT $2`,
+      [run.rows[0].id, limit],
+    );
+    return {
+      audience,
+      run: { id: Number(run.rows[0].id), status: run.rows[0].status, startedAt: run.rows[0].started_at.toISOString() },
+      failures: rows.map((r) => ({ member: r.member_key, reason: r.reason })),
+    };
+  } finally {
+    await open.close();
+  }
+}
+
+export const statusBinding: CommandModule = {
+  command: 'status [audience]',
+  describe: 'the last runs per audience (and of Currents ingestion): outcome, timing, counts',
+  builder: (y) => stateOptions(y).positional('audience', { type: 'string' }).option('runs', { type: 'number', describe: 'how many runs per audience [default: 1; 20 with an audience]' }),
+  handler: async (args) => {
+    const a = args as Flags & { audience?: string; runs?: number };
+    const config = loadConfig(a);
+    const rows = await statusCommand(config, a.audience, a.runs ?? (a.audience ? 20 : 1));
+    process.stdout.write(`${config.json ? JSON.stringify(rows, null, 2) : formatRuns(rows)}\n`);
+  },
+};
+
+export const failuresBinding: CommandModule = {
+  command: 'failures <audience>',
+  describe: 'the members that failed in the last run of an audience, and why',
+  builder: (y) => stateOptions(y).positional('audience', { type: 'string' }).option('limit', { type: 'number', describe: 'at most this many [default: 1000]' }),
+  handler: async (args) => {
+    const a = args as unknown as Flags & { audience: string; limit?: number };
+    const config = loadConfig(a);
+    const result = await failuresCommand(config, a.audience, a.limit ?? 1000);
+    if (config.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    else if (!result.run) process.stdout.write(`no finished run of ${a.audience} yet\n`);
+    else {
+      process.stdout.write(`run ${result.run.id} (${result.run.status}, ${result.run.startedAt}): ${result.failures.length} failed member(s)\n`);
+      for (const f of result.failures) process.stdout.write(`${f.member ?? '(no identifier)'}\t${f.reason}\n`);
+    }
+  },
+};

@@ -1,0 +1,81 @@
+/**
+ * `--metrics-file`: Prometheus text format for node_exporter's textfile collector, written
+ * atomically (a temporary file renamed over the old one) at the end of each run. Built from
+ * the run history, so one file describes every job and audience, not only the last run.
+ */
+import { renameSync, writeFileSync } from 'node:fs';
+import { escapeIdentifier, type Queryable } from './db/pool.js';
+
+interface Metric {
+  name: string;
+  help: string;
+  type: 'gauge' | 'counter';
+  samples: Array<{ labels: Record<string, string>; value: number }>;
+}
+
+export async function renderMetrics(db: Queryable, schema: string, now = Date.now()): Promise<string> {
+  const s = escapeIdentifier(schema);
+  const metrics: Metric[] = [];
+  const add = (name: string, help: string, type: Metric['type'], samples: Metric['samples']) => metrics.push({ name, help, type, samples });
+
+  const byOutcome = await db.query<{ job: string; audience: string | null; status: string; n: string }>(
+    `SELECT job, audience, status, count(*) AS n FROM ${s}.runs WHERE status <> 'running' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
+  );
+  add('braze_bridge_runs_total', 'Runs by job, audience and outcome (within --keep-days).', 'counter',
+    byOutcome.rows.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '', outcome: r.status }, value: Number(r.n) })));
+
+  const last = await db.query<{ job: string; audience: string | null; status: string; counts: Record<string, unknown>; started_at: Date; finished_at: Date }>(
+    `SELECT DISTINCT ON (job, audience) job, audience, status, counts, started_at, finished_at FROM ${s}.runs
+      WHERE status <> 'running' ORDER BY job, audience, id DESC`,
+  );
+  const success = await db.query<{ job: string; audience: string | null; t: Date }>(
+    `SELECT job, audience, max(finished_at) AS t FROM ${s}.runs WHERE status IN ('succeeded', 'partial') GROUP BY 1, 2 ORDER BY 1, 2`,
+  );
+  add('braze_bridge_last_success_timestamp_seconds', 'When the last run that finished (succeeded or partial) ended.', 'gauge',
+    success.rows.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: r.t.getTime() / 1000 })));
+  add('braze_bridge_last_run_duration_seconds', 'Duration of the last run.', 'gauge',
+    last.rows.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: (r.finished_at.getTime() - r.started_at.getTime()) / 1000 })));
+  const num = (v: unknown) => (typeof v === 'number' ? v : 0);
+  const audienceRuns = last.rows.filter((r) => r.job === 'sync' || r.job === 'backfill');
+  add('braze_bridge_last_run_members', 'Members of the last run by kind.', 'gauge',
+    audienceRuns.flatMap((r) => ['new', 'changed', 'exited', 'unchanged', 'failed'].map((kind) => ({ labels: { job: r.job, audience: r.audience ?? '', kind }, value: num(r.counts[kind]) }))));
+  for (const [field, name, help] of [
+    ['updates', 'braze_bridge_last_run_updates_sent', 'Attribute updates (data points) Braze accepted in the last run.'],
+    ['requests', 'braze_bridge_last_run_requests', 'Requests sent to Braze in the last run.'],
+    ['retries', 'braze_bridge_last_run_retries', 'Retried requests in the last run.'],
+    ['rateLimited', 'braze_bridge_last_run_rate_limited', 'Requests answered 429 in the last run.'],
+  ] as const) {
+    add(name, help, 'gauge', audienceRuns.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: num(r.counts[field]) })));
+  }
+
+  const currents = await db.query<{ event_type: string; status: string; files: string; rows: string }>(
+    `SELECT event_type, status, count(*) AS files, coalesce(sum(rows_loaded), 0) AS rows FROM ${s}.currents_files GROUP BY 1, 2 ORDER BY 1, 2`,
+  );
+  add('braze_bridge_currents_files', 'Currents files by event type and status.', 'gauge',
+    currents.rows.map((r) => ({ labels: { event_type: r.event_type, status: r.status }, value: Number(r.files) })));
+  add('braze_bridge_currents_rows_total', 'Currents events loaded, by event type.', 'counter',
+    currents.rows.filter((r) => r.status === 'loaded').map((r) => ({ labels: { event_type: r.event_type }, value: Number(r.rows) })));
+  const lag = await db.query<{ event_type: string; newest: Date }>(
+    `SELECT event_type, max(hour) AS newest FROM ${s}.currents_files WHERE status = 'loaded' GROUP BY 1 ORDER BY 1`,
+  );
+  add('braze_bridge_currents_lag_seconds', 'Seconds since the end of the newest date= hour loaded, by event type.', 'gauge',
+    lag.rows.map((r) => ({ labels: { event_type: r.event_type }, value: Math.max(0, (now - r.newest.getTime() - 3_600_000) / 1000) })));
+
+  const lines: string[] = [];
+  for (const m of metrics) {
+    lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
+    for (const sample of m.samples) {
+      const labels = Object.entries(sample.labels).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',');
+      lines.push(`${m.name}${labels ? `{${labels}}` : ''} ${Number.isFinite(sample.value) ? sample.value : 0}`);
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** Write atomically: a scraper never reads half a file. */
+export async function writeMetricsFile(db: Queryable, schema: string, file: string): Promise<void> {
+  const text = await renderMetrics(db, schema);
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}

@@ -1,0 +1,55 @@
+/**
+ * Graceful shutdown for every command. The first SIGTERM or SIGINT stops new work from
+ * starting (batches, files, scheduled runs) and lets what is in flight finish and be
+ * recorded, for at most --shutdown-timeout; a second signal, or the timeout, exits at once.
+ * Either way the state stays consistent, because it only ever advances on proof.
+ */
+import type { Logger } from './log.js';
+
+export interface Shutdown {
+  /** Aborted on the first signal. */
+  readonly signal: AbortSignal;
+  /** The exit code the process should end with after a signal: 130 (SIGINT) or 143 (SIGTERM). */
+  readonly exitCode: number | undefined;
+  dispose(): void;
+}
+
+const CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+
+export function installShutdown(log: Logger, timeoutMs: number, exit: (code: number) => void = (c) => process.exit(c)): Shutdown {
+  const controller = new AbortController();
+  let exitCode: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const onSignal = (name: NodeJS.Signals) => {
+    const code = CODES[name] ?? 143;
+    if (controller.signal.aborted) {
+      log.warn('second signal: exiting now', { signal: name });
+      exit(code);
+      return;
+    }
+    exitCode = code;
+    log.warn(`${name}: finishing in-flight work, then stopping (up to ${Math.round(timeoutMs / 1000)} s; send again to stop now)`, { signal: name });
+    controller.abort(name);
+    timer = setTimeout(() => {
+      log.error('shutdown timeout reached: exiting with work in flight (it is retried next run)');
+      exit(code);
+    }, timeoutMs);
+    timer.unref();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  return {
+    signal: controller.signal,
+    get exitCode() {
+      return exitCode;
+    },
+    dispose() {
+      clearTimeout(timer);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    },
+  };
+}
+
+/** A signal that never fires, for library callers that do not handle signals. */
+export const never: AbortSignal = new AbortController().signal;
