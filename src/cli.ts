@@ -11,6 +11,7 @@ import { migrateBinding } from './commands/migrate.js';
 import { demoBinding } from './commands/demo.js';
 import { currentsBinding } from './commands/currents.js';
 import { failuresBinding, statusBinding } from './commands/status.js';
+import { scheduleBinding } from './commands/schedule.js';
 
 const epilogue = [
   'Environment:',
@@ -39,6 +40,7 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
       .command(statusBinding)
       .command(failuresBinding)
       .command(currentsBinding)
+      .command(scheduleBinding)
       .command(demoBinding)
       .demandCommand(1, 'name a command: sync, plan, backfill, status, failures, migrate, currents, schedule or demo')
       .strict()

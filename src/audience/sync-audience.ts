@@ -27,6 +27,8 @@ export interface SyncDeps {
   clock?: () => number;
   /** Aborted on SIGTERM/SIGINT: no new batch starts; in-flight ones finish and are recorded. */
   stop?: AbortSignal;
+  /** After each batch: members confirmed or failed so far, of those to send. */
+  onProgress?: (p: { audience: string; done: number; total: number }) => void;
 }
 
 export interface SyncOptions {
@@ -400,6 +402,8 @@ async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, opt
   let abort: unknown;
   const sentPerAttribute: Record<string, number> = {};
   let updates = 0;
+  let done = 0;
+  const total = counts.new + counts.changed + counts.exited + (options.mode === 'backfill' ? counts.unchanged : 0);
 
   const sendBatch = async (batch: DeltaRow[]) => {
     if (abort) return;
@@ -431,6 +435,8 @@ async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, opt
       }
     }
     if (failures.length > 0) log.warn('Braze rejected members of a batch', { rejected: failures.length, reason: failures[0]!.reason });
+    done += batch.length;
+    deps.onProgress?.({ audience: audience.name, done, total });
   };
 
   try {

@@ -24,7 +24,7 @@ export async function statusCommand(config: Readonly<Config>, audience?: string,
     const { rows } = await open.db.query<{ id: string; job: string; audience: string | null; status: string; started_at: Date; finished_at: Date | null; counts: Record<string, unknown>; error: string | null }>(
       audience
         ? `SELECT * FROM ${s}.runs WHERE audience = $1 ORDER BY id DESC LIMIT $2`
-        : `SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY job, audience ORDER BY id DESC) AS n FROM ${s}.runs) r WHERE n <= $2 ORDER BY job, audience, id DESC`,
+        : `SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY job, audience ORDER BY id DESC) AS n FROM ${s}.runs) r WHERE n <= $1 ORDER BY job, audience, id DESC`,
       audience ? [audience, runs] : [runs],
     );
     return rows.map((r) => ({

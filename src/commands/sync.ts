@@ -18,7 +18,7 @@ export async function syncCommand(config: Readonly<Config>, mode: SyncMode, name
   const open = planning ? await openDatabase(config, log) : await openMigrated(config, log);
   try {
     const summary = await runAudiences(
-      { db: open.db, schema: config.stateSchema, log, client, stop },
+      { db: open.db, schema: config.stateSchema, log, client, stop, onProgress: process.stderr.isTTY && !config.json ? progressBar() : undefined },
       { dir: config.audiencesDir, names },
       {
         mode: planning ? 'plan' : mode,
@@ -35,6 +35,18 @@ export async function syncCommand(config: Readonly<Config>, mode: SyncMode, name
   } finally {
     await open.close();
   }
+}
+
+/** A one-line progress bar on stderr (TTY only): members sent of those to send, per audience. */
+function progressBar() {
+  const started = Date.now();
+  return ({ audience, done, total }: { audience: string; done: number; total: number }) => {
+    const width = 30;
+    const filled = total ? Math.min(width, Math.round((done / total) * width)) : width;
+    const rate = Math.round(done / Math.max(0.001, (Date.now() - started) / 1000));
+    process.stderr.write(`\r${audience} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} members, ${rate}/s`);
+    if (done >= total) process.stderr.write('\n');
+  };
 }
 
 /** The notification and its trigger for a sync, backfill or scheduled run. */

@@ -1,0 +1,74 @@
+/**
+ * `schedule`: one long-running process that runs each audience on its @schedule and Currents
+ * ingestion every --currents-every minutes, over one database pool and one Braze client.
+ */
+import type { CommandModule } from 'yargs';
+import { createAppLogger, createTrackClient, openMigrated, withShutdown } from '../app.js';
+import { afterRun } from '../after-run.js';
+import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config.js';
+import { ConfigError, ExitCode } from '../errors.js';
+import { runAudiences } from '../audience/run-audiences.js';
+import { ingest } from '../currents/ingest.js';
+import { openSource } from '../currents/source.js';
+import { audienceJobs, everyMinutesJob } from '../schedule/audience-jobs.js';
+import { runScheduler, sleepUnlessStopped, type ScheduledJob } from '../schedule/scheduler.js';
+import { audienceOptions } from './shared-options.js';
+import { syncOutcome } from './sync.js';
+
+export async function scheduleCommand(config: Readonly<CurrentsConfig & { currentsEvery?: number }>, stop: AbortSignal): Promise<{ exitCode: number }> {
+  const log = createAppLogger(config).child({ component: 'scheduler' });
+  if (config.currentsEvery && !config.source) throw new ConfigError(['--currents-every needs --source s3://bucket/prefix']);
+  const client = createTrackClient(config, log);
+  const open = await openMigrated(config, log);
+  try {
+    const runAudience = async (audience: { name: string }) => {
+      const summary = await runAudiences(
+        { db: open.db, schema: config.stateSchema, log, client, stop },
+        { dir: config.audiencesDir, names: [audience.name] },
+        { mode: 'sync', batchSize: config.batchSize, concurrency: config.concurrency, maxChangeRatio: config.maxChangeRatio, force: config.force, args: { scheduled: true } },
+      );
+      const a = summary.audiences[0];
+      log.info('run finished', { audience: audience.name, status: a?.status, updates: a?.counts.updates, failed: a?.counts.failed });
+      await afterRun(open.db, config.stateSchema, log, config, syncOutcome(summary));
+    };
+    const fromFiles = audienceJobs(config.audiencesDir, runAudience, log);
+    const extra: ScheduledJob[] = [];
+    if (config.currentsEvery && config.source) {
+      const source = openSource(config.source, { endpoint: config.s3Endpoint, region: config.region });
+      extra.push(
+        everyMinutesJob('currents', config.currentsEvery, async () => {
+          const summary = await ingest(open.db, log, { source, stateSchema: config.stateSchema, targetSchema: config.targetSchema, concurrency: config.concurrency, stop });
+          log.info('ingest finished', { loaded: summary.files.loaded, failed: summary.files.failed, rows: summary.rows });
+          await afterRun(open.db, config.stateSchema, log, config, {
+            job: 'ingest',
+            text: `braze-bridge currents ingest from ${summary.source}: ${summary.status}, ${summary.files.failed} file(s) failed`,
+            bad: summary.status === 'interrupted',
+            failedRatio: summary.files.failed / Math.max(1, summary.files.loaded + summary.files.failed),
+            summary,
+          });
+        }, Date.now()),
+      );
+    }
+    await runScheduler({ jobs: () => [...fromFiles(), ...extra], clock: Date.now, sleep: sleepUnlessStopped, stop, log });
+    return { exitCode: ExitCode.ok };
+  } finally {
+    await open.close();
+  }
+}
+
+export const scheduleBinding: CommandModule = {
+  command: 'schedule',
+  describe: 'long-running: run each audience on its @schedule, and Currents ingestion every --currents-every minutes',
+  builder: (y) =>
+    audienceOptions(y)
+      .option('currents-every', { type: 'number', describe: 'run Currents ingestion every N minutes (needs --source)' })
+      .option('source', { type: 'string', describe: 'Currents source for --currents-every: s3://bucket/prefix or file:///path' })
+      .option('s3-endpoint', { type: 'string', describe: 'an S3-compatible endpoint (path-style); or AWS_ENDPOINT_URL_S3' })
+      .option('target-schema', { type: 'string', describe: 'schema for the event tables [default: braze_currents]' }),
+  handler: async (args) => {
+    const a = args as CurrentsFlags & { currentsEvery?: number };
+    const config = { ...loadCurrentsConfig(a), currentsEvery: a.currentsEvery };
+    const result = await withShutdown(config, createAppLogger(config), (stop) => scheduleCommand(config, stop));
+    process.exitCode = result.exitCode;
+  },
+};
