@@ -12,6 +12,7 @@ import { demoBinding } from './commands/demo.js';
 import { currentsBinding } from './commands/currents.js';
 import { failuresBinding, statusBinding } from './commands/status.js';
 import { scheduleBinding } from './commands/schedule.js';
+import { forwardBinding } from './commands/forward.js';
 
 const epilogue = [
   'Environment:',
@@ -41,8 +42,9 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
       .command(failuresBinding)
       .command(currentsBinding)
       .command(scheduleBinding)
+      .command(forwardBinding)
       .command(demoBinding)
-      .demandCommand(1, 'name a command: sync, plan, backfill, status, failures, migrate, currents, schedule or demo')
+      .demandCommand(1, 'name a command: sync, plan, backfill, status, failures, migrate, currents, forward, schedule or demo')
       .strict()
       .epilogue(epilogue)
       .wrap(Math.min(110, process.stdout.columns ?? 110))

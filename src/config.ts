@@ -70,6 +70,8 @@ export const environment = [
   ['BRAZE_BRIDGE_STATE_SCHEMA', 'braze_bridge', 'default for --state-schema'],
   ['BRAZE_BRIDGE_EMBEDDED_DIR', '.braze-bridge/pg', 'data folder of the embedded PostgreSQL'],
   ['LOG_LEVEL', 'info', 'debug | info | warn | error | silent'],
+  ['MOVABLE_INK_ENDPOINT', 'https://collector.movableink-dmz.com/behavioral/<key>', 'forward movable-ink: the behavioural URL including the key (a secret)'],
+  ['MOVABLE_INK_AUTH', 'user:password', 'forward movable-ink: the Basic credential, user:password or already base64 (a secret)'],
   ['BRAZE_BRIDGE_NOTIFY_URL', 'https://hooks.slack.com/services/…', 'default for --notify-url (a secret: never logged)'],
   ['AWS_REGION', 'us-east-1', 'Currents bucket region (credentials: the standard AWS chain, e.g. AWS_ACCESS_KEY_ID / AWS_PROFILE)'],
   ['AWS_ENDPOINT_URL_S3', 'http://127.0.0.1:9000', 'an S3-compatible endpoint (path-style addressing is then used); or --s3-endpoint'],
@@ -224,4 +226,22 @@ export function loadCurrentsConfig(flags: CurrentsFlags, env: NodeJS.ProcessEnv 
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
+}
+
+/** Movable Ink credentials; only `forward` without --dry-run needs them. */
+export function movableInkSettings(env: NodeJS.ProcessEnv = process.env): { endpoint: string; auth: string } {
+  const endpoint = env.MOVABLE_INK_ENDPOINT?.trim();
+  const auth = env.MOVABLE_INK_AUTH?.trim();
+  const missing = [
+    !endpoint && 'MOVABLE_INK_ENDPOINT is not set (https://collector.movableink-dmz.com/behavioral/<key>)',
+    !auth && 'MOVABLE_INK_AUTH is not set (user:password, or its base64)',
+  ].filter((p): p is string => Boolean(p));
+  if (missing.length > 0) throw new ConfigError([...missing, 'or use --dry-run to see what would be sent']);
+  return { endpoint: endpoint!, auth: auth! };
+}
+
+/** Secrets of the forward command, for the logger to scrub. */
+export function movableInkSecrets(env: NodeJS.ProcessEnv = process.env): string[] {
+  const auth = env.MOVABLE_INK_AUTH?.trim();
+  return [env.MOVABLE_INK_ENDPOINT?.trim(), auth, auth?.includes(':') ? Buffer.from(auth).toString('base64') : undefined].filter((s): s is string => Boolean(s));
 }

@@ -62,3 +62,9 @@ export function postJson(url: URL, headers: Record<string, string>, body: string
     req.end(body);
   });
 }
+
+/** One line for a failed request: the timeout, or the socket error code. */
+export function describeNetworkError(error: unknown): string {
+  if (error instanceof NetworkError) return error.code === 'ETIMEDOUT' ? error.message : `${error.code} (${error.message})`;
+  return String(error);
+}

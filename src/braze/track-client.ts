@@ -7,7 +7,8 @@
  */
 import { AbortError, BrazeHttpError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { NetworkError, postJson, type PostResult } from '../http-post.js';
+import { describeNetworkError, postJson, type PostResult } from '../http-post.js';
+import { withRetries, type Attempt, type RetryStats } from '../http-retry.js';
 import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from './rate-limiter.js';
 
 export interface TrackClientOptions {
@@ -35,13 +36,7 @@ export interface TrackResult {
   failed: Map<number, string>;
 }
 
-export interface TrackStats {
-  requests: number;
-  retries: number;
-  rateLimited: number;
-}
-
-type Attempt = { kind: 'done'; result: TrackResult } | { kind: 'retry'; reason: string; waitMs?: number; rateLimited?: boolean };
+export type TrackStats = RetryStats;
 
 export class TrackClient {
   readonly stats: TrackStats = { requests: 0, retries: 0, rateLimited: 0 };
@@ -64,32 +59,14 @@ export class TrackClient {
   }
 
   /** Send `attributes` (JSON objects as text, at most the batch size) and report which Braze rejected. */
-  async track(attributes: readonly string[]): Promise<TrackResult> {
+  track(attributes: readonly string[]): Promise<TrackResult> {
     const body = `{"attributes":[${attributes.join(',')}]}`;
-    const started = this.o.clock();
-    let last = '';
-    for (let attempt = 1; ; attempt++) {
-      const outcome = await this.attempt(body, attributes.length);
-      if (outcome.kind === 'done') return outcome.result;
-      last = outcome.reason;
-      if (outcome.rateLimited) this.stats.rateLimited++;
-      const elapsed = this.o.clock() - started;
-      // 429s are the server pacing us, not failing: they get a longer leash than errors.
-      const limit = outcome.rateLimited ? this.o.maxAttempts * 3 : this.o.maxAttempts;
-      if (attempt >= limit || elapsed >= this.o.maxRetryTimeMs) {
-        throw new AbortError(
-          `Braze did not accept a batch after ${attempt} attempts in ${Math.round(elapsed / 1000)}s (last: ${last}); stopping so that the unconfirmed members are sent by the next run`,
-        );
-      }
-      const backoff = Math.min(this.o.maxBackoffMs, this.o.backoffMs * 2 ** (attempt - 1)) * this.o.random();
-      const wait = outcome.waitMs ?? backoff;
-      this.stats.retries++;
-      this.o.log.debug('retrying batch', { attempt, reason: last, waitMs: Math.round(wait) });
-      await this.o.sleep(wait);
-    }
+    return withRetries(this.o, this.stats, () => this.attempt(body, attributes.length), (attempts, seconds, last) =>
+      new AbortError(`Braze did not accept a batch after ${attempts} attempts in ${seconds}s (last: ${last}); stopping so that the unconfirmed members are sent by the next run`),
+    );
   }
 
-  private async attempt(body: string, count: number): Promise<Attempt> {
+  private async attempt(body: string, count: number): Promise<Attempt<TrackResult>> {
     await this.options.rateLimiter.acquire();
     this.stats.requests++;
     let response: PostResult;
@@ -172,9 +149,4 @@ function itemErrors(parsed: { errors?: unknown }, count: number, log: Logger): M
 
 function retryAfterHeader(headers: PostResult['headers'], now: number): number | undefined {
   return headers.get('retry-after') ? retryAfterMs(headers, now) : undefined;
-}
-
-function describeNetworkError(error: unknown): string {
-  if (error instanceof NetworkError) return error.code === 'ETIMEDOUT' ? error.message : `${error.code} (${error.message})`;
-  return String(error);
 }

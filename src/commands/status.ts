@@ -4,6 +4,7 @@ import { createAppLogger, openMigrated } from '../app.js';
 import { loadConfig, type Config, type Flags } from '../config.js';
 import { escapeIdentifier } from '../db/pool.js';
 import { stateOptions } from './shared-options.js';
+import { ConfigError } from '../errors.js';
 
 export interface RunRow {
   id: number;
@@ -101,13 +102,42 @@ export const statusBinding: CommandModule = {
   },
 };
 
+/** Events a destination rejected for good, newest first, with the answer. */
+export async function rejectedEvents(config: Readonly<Config>, destination: string, limit = 1000) {
+  const open = await openMigrated(config, createAppLogger(config));
+  try {
+    const { rows } = await open.db.query<{ event_table: string; event_id: string; http_status: number | null; response: string | null; handled_at: Date }>(
+      `SELECT event_table, event_id, http_status, response, handled_at FROM ${escapeIdentifier(config.stateSchema)}.forward_events
+        WHERE destination = $1 AND status = 'rejected' ORDER BY handled_at DESC, event_id LIMIT $2`,
+      [destination, limit],
+    );
+    return rows.map((r) => ({ table: r.event_table, id: r.event_id, status: r.http_status, response: r.response, at: r.handled_at.toISOString() }));
+  } finally {
+    await open.close();
+  }
+}
+
 export const failuresBinding: CommandModule = {
-  command: 'failures <audience>',
-  describe: 'the members that failed in the last run of an audience, and why',
-  builder: (y) => stateOptions(y).positional('audience', { type: 'string' }).option('limit', { type: 'number', describe: 'at most this many [default: 1000]' }),
+  command: 'failures [audience]',
+  describe: 'the members that failed in the last run of an audience, or the events a --destination rejected',
+  builder: (y) =>
+    stateOptions(y)
+      .positional('audience', { type: 'string' })
+      .option('destination', { type: 'string', describe: 'list the events this forwarding destination rejected (e.g. movable-ink)' })
+      .option('limit', { type: 'number', describe: 'at most this many [default: 1000]' }),
   handler: async (args) => {
-    const a = args as unknown as Flags & { audience: string; limit?: number };
+    const a = args as unknown as Flags & { audience?: string; destination?: string; limit?: number };
     const config = loadConfig(a);
+    if (a.destination) {
+      const rows = await rejectedEvents(config, a.destination, a.limit ?? 1000);
+      if (config.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      else {
+        process.stdout.write(`${rows.length} event(s) rejected by ${a.destination}\n`);
+        for (const r of rows) process.stdout.write(`${r.at}\t${r.table}\t${r.id}\t${r.status}\t${r.response ?? ''}\n`);
+      }
+      return;
+    }
+    if (!a.audience) throw new ConfigError(['name an audience, or --destination']);
     const result = await failuresCommand(config, a.audience, a.limit ?? 1000);
     if (config.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     else if (!result.run) process.stdout.write(`no finished run of ${a.audience} yet\n`);

@@ -1,0 +1,77 @@
+/** `forward movable-ink`: relay ingested Currents events to Movable Ink's Customer Data API. */
+import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import type { CommandModule } from 'yargs';
+import { openDatabase, openMigrated, withShutdown } from '../app.js';
+import { afterRun } from '../after-run.js';
+import { loadConfig, movableInkSecrets, movableInkSettings, type Config, type Flags } from '../config.js';
+import { ConfigError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { RateLimiter } from '../braze/rate-limiter.js';
+import { loadForwardConfig } from '../forward/forward-config.js';
+import { forwardEvents, type ForwardSummary } from '../forward/forward-events.js';
+import { MovableInkClient } from '../forward/movable-ink-client.js';
+import { stateOptions } from './shared-options.js';
+
+export async function forwardCommand(config: Readonly<Config>, configFile: string, stop?: AbortSignal): Promise<ForwardSummary> {
+  const forward = loadForwardConfig(configFile);
+  const log = createLogger({ level: config.logLevel, secrets: [config.brazeApiKey, config.notifyUrl, ...movableInkSecrets()].filter((s): s is string => Boolean(s)) });
+  const client = config.dryRun
+    ? undefined
+    : new MovableInkClient({ ...movableInkSettings(), rateLimiter: new RateLimiter({ limit: forward.ratePerSecond, windowMs: 1000, reserve: forward.concurrency }), log });
+  // A dry run changes nothing, not even the state schema.
+  const open = config.dryRun ? await openDatabase(config, log) : await openMigrated(config, log);
+  const out = config.dryRun && config.out ? createWriteStream(config.out) : undefined;
+  try {
+    const summary = await forwardEvents(open.db, log, { config: forward, stateSchema: config.stateSchema, client, dryRun: config.dryRun, out, stop, args: { config: configFile } });
+    if (!config.dryRun) {
+      const handled = summary.events.sent + summary.events.rejected;
+      await afterRun(open.db, config.stateSchema, log, config, {
+        job: 'forward',
+        text: `braze-bridge forward ${forward.destination}: ${summary.status}${summary.error ? `: ${summary.error}` : ''}, ${summary.events.sent} sent, ${summary.events.rejected} rejected, ${summary.events.leftPending} left pending`,
+        bad: summary.status === 'aborted' || summary.status === 'interrupted',
+        failedRatio: handled === 0 ? 0 : summary.events.rejected / handled,
+        summary,
+      });
+    }
+    return summary;
+  } finally {
+    if (out) {
+      out.end();
+      await finished(out);
+    }
+    await open.close();
+  }
+}
+
+export function formatForward(s: ForwardSummary): string {
+  const out = [
+    `braze-bridge forward ${s.destination}: ${s.status} in ${(s.durationMs / 1000).toFixed(1)} s${s.status === 'planned' ? ' (dry run: nothing sent, no state changed)' : ''}`,
+    `  events pending ${s.events.pending}: sent ${s.events.sent}, rejected ${s.events.rejected}, left pending ${s.events.leftPending}`,
+    `  requests ${s.requests}, retries ${s.retries}, 429s ${s.rateLimited}`,
+  ];
+  for (const [event, n] of Object.entries(s.perEvent).sort()) out.push(`  ${event}: ${n}`);
+  for (const r of s.skippedRules) out.push(`  skipped ${r}`);
+  if (s.error) out.push(`  ${s.error}`);
+  if (s.events.rejected > 0) out.push(`  rejected events are listed by: braze-bridge failures --destination ${s.destination}`);
+  return out.join('\n');
+}
+
+export const forwardBinding: CommandModule = {
+  command: 'forward <destination>',
+  describe: 'relay ingested Currents events to a partner (movable-ink)',
+  builder: (y) =>
+    stateOptions(y)
+      .positional('destination', { type: 'string', choices: ['movable-ink'] })
+      .option('config', { type: 'string', demandOption: true, describe: 'the mapping of Braze events to partner events, e.g. jobs/movable-ink.json' })
+      .option('dry-run', { type: 'boolean', describe: 'build the payloads only: nothing sent, no state changed' })
+      .option('out', { type: 'string', describe: 'with --dry-run: write the exact payloads as NDJSON here' }),
+  handler: async (args) => {
+    const a = args as unknown as Flags & { config: string; destination: string };
+    const config = loadConfig(a);
+    if (config.out && !config.dryRun) throw new ConfigError(['--out goes with --dry-run']);
+    const summary = await withShutdown(config, createLogger({ level: config.logLevel }), (stop) => forwardCommand(config, a.config, stop));
+    process.stdout.write(`${config.json ? JSON.stringify(summary, null, 2) : formatForward(summary)}\n`);
+    process.exitCode = summary.exitCode;
+  },
+};

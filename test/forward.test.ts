@@ -1,0 +1,222 @@
+import { createServer, type Server } from 'node:http';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ingest } from '../src/currents/ingest.js';
+import { openSource } from '../src/currents/source.js';
+import { parseForwardConfig, snakeCase } from '../src/forward/forward-config.js';
+import { forwardEvents } from '../src/forward/forward-events.js';
+import { MovableInkClient } from '../src/forward/movable-ink-client.js';
+import { RateLimiter } from '../src/braze/rate-limiter.js';
+import { silentLogger } from '../src/log.js';
+import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import { currentsKey, customEvent, encodeAvro, purchase } from './helpers/avro.js';
+import { cli, startCli } from './helpers/cli.js';
+
+let t: TestDatabase;
+let collector: Collector;
+const T0 = 1_790_000_000;
+
+/** A stand-in for Movable Ink's collector: checks Basic auth and payload shape, injects faults. */
+class Collector {
+  readonly received: Array<Record<string, unknown>> = [];
+  fault?: (body: Record<string, unknown>, n: number) => { status: number; headers?: Record<string, string>; delayMs?: number } | undefined;
+  private n = 0;
+  private server?: Server;
+  latencyMs = 0;
+  async start(): Promise<string> {
+    this.server = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (c) => (raw += c));
+      req.on('end', async () => {
+        const n = ++this.n;
+        if (req.headers.authorization !== `Basic ${Buffer.from('mi-user:mi-pass').toString('base64')}`) return res.writeHead(401).end('unauthorized');
+        const body = JSON.parse(raw) as Record<string, unknown>;
+        const shapeOk =
+          ['track', 'identify'].includes(body.type as string) && typeof body.timestamp === 'number' && (body.user_id !== undefined || body.anonymous_id !== undefined) && (body.type !== 'track' || typeof body.event === 'string');
+        if (!shapeOk) return res.writeHead(400).end('bad payload');
+        const f = this.fault?.(body, n);
+        if (this.latencyMs) await new Promise((r) => setTimeout(r, this.latencyMs));
+        if (f?.delayMs) await new Promise((r) => setTimeout(r, f.delayMs));
+        if (f) return res.writeHead(f.status, f.headers).end(`fault ${f.status}`);
+        this.received.push(body);
+        res.writeHead(202).end('{"status":"ok"}');
+      });
+    });
+    await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
+    return `http://127.0.0.1:${(this.server!.address() as { port: number }).port}/behavioral/test-key`;
+  }
+  reset() {
+    this.received.length = 0;
+    this.fault = undefined;
+    this.n = 0;
+    this.latencyMs = 0;
+  }
+  stop() {
+    this.server?.closeAllConnections();
+    return new Promise((r) => this.server!.close(r));
+  }
+}
+
+let endpoint: string;
+const config = parseForwardConfig({
+  since: '2026-01-01T00:00:00Z',
+  events: [
+    { event_type: 'users.behaviors.CustomEvent', name: 'Product Viewed', properties: ['sku', 'category', 'price'] },
+    { event_type: 'users.behaviors.CustomEvent', name: 'Account Created', identify: true },
+    { event_type: 'users.behaviors.CustomEvent', name: 'Wishlist Added', event: 'wishlist', properties: 'all' },
+    { event_type: 'users.behaviors.Purchase', properties: ['product_id', 'price', 'currency', 'quantity'] },
+  ],
+  concurrency: 4,
+});
+
+const client = (o: Partial<ConstructorParameters<typeof MovableInkClient>[0]> = {}) =>
+  new MovableInkClient({ endpoint, auth: 'mi-user:mi-pass', rateLimiter: new RateLimiter({ limit: 1000, windowMs: 1000 }), backoffMs: 5, timeoutMs: 2000, ...o });
+const run = (c = client(), dryRun = false) => forwardEvents(t.db, silentLogger, { config, stateSchema: 'braze_bridge', client: dryRun ? undefined : c, dryRun });
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  collector = new Collector();
+  endpoint = await collector.start();
+  const dir = mkdtempSync(join(tmpdir(), 'bb-forward-'));
+  const put = async (key: string, bytes: Buffer) => {
+    mkdirSync(join(dir, dirname(key)), { recursive: true });
+    writeFileSync(join(dir, key), bytes);
+  };
+  const ce = (id: string, user: string, ext: string | null, dt: number, name: string, properties: object) => ({ id, user_id: user, external_user_id: ext, time: T0 + dt, name, properties: JSON.stringify(properties) });
+  await put(
+    currentsKey('users.behaviors.CustomEvent', '2026-09-21-00', 'a'),
+    await encodeAvro(customEvent, [
+      ce('c1', 'u1', null, 10, 'Product Viewed', { sku: 'A-1', category: 'shoes', price: 59.9, email: 'ada@example.com' }),
+      ce('c2', 'u1', 'ext-1', 20, 'Account Created', { plan: 'free' }),
+      ce('c3', 'u1', null, 30, 'Product Viewed', { sku: 'B-2', category: 'bags' }),
+      ce('c4', 'u2', 'ext-2', 5, 'Product Viewed', { sku: 'C-3' }),
+      ce('c5', 'u2', 'ext-2', 6, 'Newsletter Opened', { issue: 7 }),
+      ce('c6', 'u3', null, 7, 'Wishlist Added', { sku: 'D-4', phone: '+491701234567', customer_email: 'x@example.com' }),
+    ]),
+  );
+  await put(
+    currentsKey('users.behaviors.Purchase', '2026-09-21-00', 'a'),
+    await encodeAvro(purchase, [{ id: 'p1', user_id: 'u2', time: T0 + 8, product_id: 'sku-9', price: 19.5, currency: 'EUR', properties: '{"quantity": 2}' }]),
+  );
+  const summary = await ingest(t.db, silentLogger, { source: openSource(`file://${dir}`), stateSchema: 'braze_bridge', targetSchema: 'braze_currents', concurrency: 2 });
+  expect(summary.rows).toBe(7);
+});
+afterAll(async () => {
+  await collector?.stop();
+  await t?.drop();
+});
+beforeEach(() => collector.reset());
+
+const handled = async () => (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_bridge.forward_events`)).rows[0]!.n;
+
+describe('forwarding to Movable Ink', () => {
+  it('names events in snake_case by default', () => {
+    expect(snakeCase('Product Viewed')).toBe('product_viewed');
+    expect(snakeCase('Purchase')).toBe('purchase');
+    expect(() => parseForwardConfig({ events: [{ event_type: 'users.behaviors.CustomEvent' }] })).toThrow(/custom events need the Braze event "name"/);
+  });
+
+  it('a dry run builds the payloads and changes nothing', async () => {
+    const summary = await run(undefined, true);
+    expect(summary).toMatchObject({ status: 'planned', events: { pending: 6 } });
+    expect(collector.received).toHaveLength(0);
+    expect(await handled()).toBe(0);
+  });
+
+  it('sends each event once, in time order per user, with stitched identities and only the named properties', async () => {
+    const summary = await run();
+    expect(summary).toMatchObject({ status: 'succeeded', exitCode: 0, events: { pending: 6, sent: 6, rejected: 0, leftPending: 0 } });
+    const byUser = (id: string) => collector.received.filter((b) => b.user_id === id || b.anonymous_id === id);
+    expect(byUser('u1').concat(byUser('ext-1')).map((b) => b.timestamp)).toEqual(expect.arrayContaining([(T0 + 10) * 1000, (T0 + 20) * 1000, (T0 + 30) * 1000]));
+    const u1 = collector.received.filter((b) => b.anonymous_id === 'u1' || b.user_id === 'ext-1');
+    expect(u1).toEqual([
+      { type: 'track', event: 'product_viewed', anonymous_id: 'u1', timestamp: (T0 + 10) * 1000, properties: { sku: 'A-1', category: 'shoes', price: 59.9 } },
+      { type: 'identify', user_id: 'ext-1', anonymous_id: 'u1', timestamp: (T0 + 20) * 1000 },
+      // No external id on the event itself: the identity learned before is carried.
+      { type: 'track', event: 'product_viewed', user_id: 'ext-1', timestamp: (T0 + 30) * 1000, properties: { sku: 'B-2', category: 'bags' } },
+    ]);
+    const u2 = collector.received.filter((b) => b.user_id === 'ext-2');
+    expect(u2).toEqual([
+      { type: 'track', event: 'product_viewed', user_id: 'ext-2', timestamp: (T0 + 5) * 1000, properties: { sku: 'C-3' } },
+      { type: 'track', event: 'purchase', user_id: 'ext-2', timestamp: (T0 + 8) * 1000, properties: { product_id: 'sku-9', price: 19.5, currency: 'EUR', quantity: 2 } },
+    ]);
+    // "all" never passes personal data it was not told about.
+    expect(collector.received.find((b) => b.event === 'wishlist')).toMatchObject({ anonymous_id: 'u3', properties: { sku: 'D-4' } });
+    expect(JSON.stringify(collector.received)).not.toMatch(/ada@example\.com|\+49170|x@example\.com/);
+    expect(await handled()).toBe(6);
+    const identities = await t.db.query(`SELECT braze_user_id, external_user_id FROM braze_bridge.forward_identities ORDER BY 1`);
+    expect(identities.rows).toEqual([
+      { braze_user_id: 'u1', external_user_id: 'ext-1' },
+      { braze_user_id: 'u2', external_user_id: 'ext-2' },
+    ]);
+
+    const again = await run();
+    expect(again.events).toEqual({ pending: 0, sent: 0, rejected: 0, leftPending: 0 });
+  });
+
+  it('retries 429 (honouring Retry-After) and 5xx, records a 400 as rejected and never retries it, aborts on 401', async () => {
+    await t.db.query(`TRUNCATE braze_bridge.forward_events, braze_bridge.forward_identities`);
+    collector.fault = (body, n) => {
+      if (n === 1) return { status: 429, headers: { 'retry-after': '0.05' } };
+      if (n === 2) return { status: 503 };
+      if (body.event === 'purchase') return { status: 400 };
+      return undefined;
+    };
+    const summary = await run();
+    expect(summary).toMatchObject({ status: 'partial', exitCode: 1, events: { sent: 5, rejected: 1 }, rateLimited: 1, retries: 2 });
+    const rejected = await t.db.query(`SELECT event_table, event_id, http_status, response FROM braze_bridge.forward_events WHERE status = 'rejected'`);
+    expect(rejected.rows).toEqual([{ event_table: 'users_behaviors_purchase', event_id: 'p1', http_status: 400, response: 'fault 400' }]);
+    const listed = await cli(['failures', '--destination', 'movable-ink', '--json'], { DATABASE_URL: t.url });
+    expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ id: 'p1', status: 400 })]);
+    collector.reset();
+    expect((await run()).events.pending).toBe(0); // never sent again
+
+    await t.db.query(`TRUNCATE braze_bridge.forward_events`);
+    const denied = await run(new MovableInkClient({ endpoint, auth: 'bWktdXNlcjp3cm9uZw==', rateLimiter: new RateLimiter({ limit: 100, windowMs: 1000 }) }));
+    expect(denied).toMatchObject({ status: 'aborted', exitCode: 4, error: expect.stringMatching(/Movable Ink answered 401: check MOVABLE_INK_AUTH/) });
+    expect(await handled()).toBe(0);
+  });
+
+  it('exhausted retries leave the event pending (exit 4); the next run sends it', async () => {
+    await t.db.query(`TRUNCATE braze_bridge.forward_events`);
+    collector.fault = (body) => (body.event === 'wishlist' ? { status: 502 } : undefined);
+    const summary = await run(client({ maxAttempts: 3 }));
+    expect(summary).toMatchObject({ status: 'aborted', exitCode: 4, error: expect.stringMatching(/after 3 attempts/) });
+    expect(summary.events.leftPending).toBeGreaterThanOrEqual(1);
+    collector.reset();
+    const next = await run();
+    expect(next.events.sent).toBe(6 - summary.events.sent);
+    expect(await handled()).toBe(6);
+  });
+
+  it('kill -9 in the middle, then a re-run: no event skipped, at most the in-flight ones sent twice', async () => {
+    await t.db.query(`TRUNCATE braze_bridge.forward_events, braze_bridge.forward_identities`);
+    // Many users so the kill lands in the middle.
+    await t.db.query(`INSERT INTO braze_currents.users_behaviors_customevent (id, user_id, external_user_id, "time", name, properties, source_key, occurred_at)
+      SELECT 'bulk-' || i, 'bu' || (i % 200), NULL, ${T0} + i, 'Product Viewed', jsonb_build_object('sku', 'S' || i), 'bulk', to_timestamp(${T0} + i) FROM generate_series(1, 1200) i`);
+    const file = join(mkdtempSync(join(tmpdir(), 'bb-mi-')), 'movable-ink.json');
+    writeFileSync(file, JSON.stringify({ since: '2026-01-01T00:00:00Z', concurrency: 4, rate_limit_per_second: 2000, events: [{ event_type: 'users.behaviors.CustomEvent', name: 'Product Viewed', properties: ['sku'] }] }));
+    const env = { DATABASE_URL: t.url, MOVABLE_INK_ENDPOINT: endpoint, MOVABLE_INK_AUTH: 'mi-user:mi-pass' };
+
+    const dry = await cli(['forward', 'movable-ink', '--config', file, '--dry-run', '--out', `${file}.ndjson`, '--json'], env);
+    expect(dry.code).toBe(0);
+    expect(readFileSync(`${file}.ndjson`, 'utf8').trim().split('\n')).toHaveLength(1203);
+
+    collector.latencyMs = 3;
+    const { child, done } = startCli(['forward', 'movable-ink', '--config', file], env);
+    while (collector.received.length < 300) await new Promise((r) => setTimeout(r, 5));
+    child.kill('SIGKILL');
+    await done;
+    const rerun = await cli(['forward', 'movable-ink', '--config', file, '--json'], env);
+    expect(rerun.code).toBe(0);
+    expect(rerun.stderr).not.toContain('mi-pass');
+    const ids = collector.received.map((b) => (b.properties as { sku?: string }).sku ?? `t${b.timestamp}`);
+    const counts = new Map<string, number>();
+    for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+    expect(counts.size).toBe(1203); // every event arrived
+    expect([...counts.values()].filter((n) => n > 1).length).toBeLessThanOrEqual(4 * 25); // at most unrecorded in-flight ones twice
+    expect(Math.max(...counts.values())).toBeLessThanOrEqual(2);
+  });
+});
