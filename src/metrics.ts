@@ -61,6 +61,12 @@ export async function renderMetrics(db: Queryable, schema: string, now = Date.no
   add('braze_bridge_currents_lag_seconds', 'Seconds since the end of the newest date= hour loaded, by event type.', 'gauge',
     lag.rows.map((r) => ({ labels: { event_type: r.event_type }, value: Math.max(0, (now - r.newest.getTime() - 3_600_000) / 1000) })));
 
+  const forwarded = await db.query<{ destination: string; status: string; n: string }>(
+    `SELECT destination, status, count(*) AS n FROM ${s}.forward_events GROUP BY 1, 2 ORDER BY 1, 2`,
+  );
+  add('braze_bridge_forward_events', 'Events handled per forwarding destination: sent (accepted) or rejected for good.', 'gauge',
+    forwarded.rows.map((r) => ({ labels: { destination: r.destination, status: r.status }, value: Number(r.n) })));
+
   const lines: string[] = [];
   for (const m of metrics) {
     lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
