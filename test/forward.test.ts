@@ -179,6 +179,13 @@ describe('forwarding to Movable Ink', () => {
     expect(await handled()).toBe(0);
   });
 
+  it('a response slower than the timeout is retried', async () => {
+    await t.db.query(`TRUNCATE braze_bridge.forward_events`);
+    collector.fault = (_body, n) => (n === 1 ? { status: 202, delayMs: 400 } : undefined);
+    const summary = await run(client({ timeoutMs: 150 }));
+    expect(summary).toMatchObject({ status: 'succeeded', events: { sent: 6 }, retries: 1 });
+  });
+
   it('exhausted retries leave the event pending (exit 4); the next run sends it', async () => {
     await t.db.query(`TRUNCATE braze_bridge.forward_events`);
     collector.fault = (body) => (body.event === 'wishlist' ? { status: 502 } : undefined);

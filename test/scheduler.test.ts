@@ -1,12 +1,11 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BrazeSandbox } from '../src/sandbox/braze-sandbox.js';
+import { describe, expect, it } from 'vitest';
 import { audienceJobs, nextCron } from '../src/schedule/audience-jobs.js';
 import { runScheduler, type ScheduledJob } from '../src/schedule/scheduler.js';
 import { silentLogger } from '../src/log.js';
-import { createTestDatabase, type TestDatabase } from './helpers/database.js';
-import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
+import { useDatabaseAndSandbox } from './helpers/fixture.js';
+import { audienceDir, run, testClient } from './helpers/audiences.js';
 
 const at = (hhmm: string) => Date.UTC(2026, 10, 22, Number(hhmm.slice(0, 2)), Number(hhmm.slice(3, 5)));
 const hhmm = (t: number) => new Date(t).toISOString().slice(11, 16);
@@ -51,18 +50,7 @@ describe('scheduler', () => {
     expect(starts).toEqual(['10:05', '10:20']);
   });
 
-  let t: TestDatabase;
-  let sandbox: BrazeSandbox;
-  beforeAll(async () => {
-    t = await createTestDatabase();
-    sandbox = new BrazeSandbox({ apiKey: TEST_KEY });
-    await sandbox.start();
-    await t.db.query(`CREATE TABLE people AS SELECT 'p' || i AS id, i AS score FROM generate_series(1, 20) i`);
-  });
-  afterAll(async () => {
-    await sandbox?.stop();
-    await t?.drop();
-  });
+  const f = useDatabaseAndSandbox((t) => t.db.query(`CREATE TABLE people AS SELECT 'p' || i AS id, i AS score FROM generate_series(1, 20) i`).then(() => {}));
 
   it('runs audiences on their @schedule with real syncs, and picks up a file added while running', async () => {
     const dir = audienceDir({
@@ -77,7 +65,7 @@ describe('scheduler', () => {
       inProgress++;
       const started = hhmm(now);
       try {
-        const summary = await run(t.db, dir, { names: [audience.name], client: testClient(sandbox.url) });
+        const summary = await run(f.t.db, dir, { names: [audience.name], client: testClient(f.sandbox.url) });
         runs.push([audience.name, started, summary.exitCode]);
       } finally {
         inProgress--;
@@ -105,6 +93,6 @@ describe('scheduler', () => {
     expect(byAudience('india_afternoon')).toEqual(['10:30:0']);
     expect(byAudience('half_hourly')).toEqual(['10:30:0', '11:00:0']);
     expect(byAudience('unscheduled')).toEqual([]);
-    expect(sandbox.profile({ external_id: 'p3' })).toEqual({ score: 3, s2: 3, s4: 3 });
+    expect(f.sandbox.profile({ external_id: 'p3' })).toEqual({ score: 3, s2: 3, s4: 3 });
   });
 });

@@ -1,31 +1,19 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BrazeSandbox } from '../src/sandbox/braze-sandbox.js';
-import { createTestDatabase, type TestDatabase } from './helpers/database.js';
-import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { useDatabaseAndSandbox } from './helpers/fixture.js';
+import { audienceDir, run, testClient } from './helpers/audiences.js';
 
-let t: TestDatabase;
-let sandbox: BrazeSandbox;
-
-beforeAll(async () => {
-  t = await createTestDatabase();
-  sandbox = new BrazeSandbox({ apiKey: TEST_KEY });
-  await sandbox.start();
-});
-afterAll(async () => {
-  await sandbox?.stop();
-  await t?.drop();
-});
+const f = useDatabaseAndSandbox();
 
 async function reset(rows: number) {
-  await t.db.query(`DROP TABLE IF EXISTS people; CREATE TABLE people (id text PRIMARY KEY, tier text, score int, active boolean)`);
-  await t.db.query(`INSERT INTO people SELECT 'p' || i, 'silver', i, true FROM generate_series(1, $1::int) i`, [rows]);
-  await t.db.query(`TRUNCATE braze_bridge.snapshots, braze_bridge.runs CASCADE`);
-  sandbox.reset();
+  await f.t.db.query(`DROP TABLE IF EXISTS people; CREATE TABLE people (id text PRIMARY KEY, tier text, score int, active boolean)`);
+  await f.t.db.query(`INSERT INTO people SELECT 'p' || i, 'silver', i, true FROM generate_series(1, $1::int) i`, [rows]);
+  await f.t.db.query(`TRUNCATE braze_bridge.snapshots, braze_bridge.runs CASCADE`);
+  f.sandbox.reset();
 }
 
-const sentSince = (n: number) => sandbox.requests.slice(n).flatMap((r) => r.attributes);
+const sentSince = (n: number) => f.sandbox.requests.slice(n).flatMap((r) => r.attributes);
 const QUERY = `SELECT id AS external_id, tier, score FROM people WHERE active`;
 
 describe('deltas', () => {
@@ -33,13 +21,13 @@ describe('deltas', () => {
 
   it('sends new members in full, then only changed attributes, then unsets exited members', async () => {
     const dir = audienceDir({ aud: QUERY });
-    const first = await run(t.db, dir, { client: testClient(sandbox.url) });
+    const first = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(first.audiences[0]!.counts).toMatchObject({ new: 10, changed: 0, exited: 0, updates: 20 });
 
-    await t.db.query(`UPDATE people SET tier = 'gold' WHERE id = 'p1'; UPDATE people SET active = false WHERE id = 'p2'`);
-    await t.db.query(`INSERT INTO people VALUES ('p99', NULL, 5, true)`);
-    const mark = sandbox.requests.length;
-    const second = await run(t.db, dir, { client: testClient(sandbox.url) });
+    await f.t.db.query(`UPDATE people SET tier = 'gold' WHERE id = 'p1'; UPDATE people SET active = false WHERE id = 'p2'`);
+    await f.t.db.query(`INSERT INTO people VALUES ('p99', NULL, 5, true)`);
+    const mark = f.sandbox.requests.length;
+    const second = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(second.audiences[0]!.counts).toMatchObject({ new: 1, changed: 1, exited: 1, unchanged: 8, updates: 4 });
     expect(sentSince(mark)).toEqual(
       expect.arrayContaining([
@@ -49,8 +37,8 @@ describe('deltas', () => {
       ]),
     );
     expect(sentSince(mark)).toHaveLength(3);
-    expect(sandbox.profile({ external_id: 'p2' })).toEqual({});
-    const { rows } = await t.db.query(`SELECT count(*)::int AS n FROM braze_bridge.snapshots WHERE audience = 'aud'`);
+    expect(f.sandbox.profile({ external_id: 'p2' })).toEqual({});
+    const { rows } = await f.t.db.query(`SELECT count(*)::int AS n FROM braze_bridge.snapshots WHERE audience = 'aud'`);
     expect(rows[0]).toEqual({ n: 10 });
   });
 
@@ -59,46 +47,46 @@ describe('deltas', () => {
       kept: `-- @on_exit keep\n${QUERY}`,
       flagged: `-- @on_exit {"in_audience": false, "tier": null}\n-- @update_existing_only false\nSELECT id AS external_id, tier, true AS in_audience FROM people WHERE active`,
     });
-    await run(t.db, dir, { client: testClient(sandbox.url) });
-    await t.db.query(`UPDATE people SET active = false WHERE id = 'p3'`);
-    const mark = sandbox.requests.length;
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    await f.t.db.query(`UPDATE people SET active = false WHERE id = 'p3'`);
+    const mark = f.sandbox.requests.length;
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.audiences.map((a) => [a.audience, a.counts.exited])).toEqual([
       ['flagged', 1],
       ['kept', 1],
     ]);
     expect(sentSince(mark)).toEqual([{ external_id: 'p3', _update_existing_only: false, in_audience: false, tier: null }]);
-    expect(sandbox.profile({ external_id: 'p3' })).toEqual({ score: 3, in_audience: false });
+    expect(f.sandbox.profile({ external_id: 'p3' })).toEqual({ score: 3, in_audience: false });
     // Both exits are recorded: if p3 comes back it is new again, and is sent in full.
-    await t.db.query(`UPDATE people SET active = true WHERE id = 'p3'`);
-    const again = await run(t.db, dir, { client: testClient(sandbox.url) });
+    await f.t.db.query(`UPDATE people SET active = true WHERE id = 'p3'`);
+    const again = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(again.audiences.map((a) => a.counts.new)).toEqual([1, 1]);
   });
 
   it('identifies by user_alias, email and braze_id', async () => {
-    await t.db.query(`CREATE TABLE IF NOT EXISTS leads (name text, label text, mail text, bid text)`);
-    await t.db.query(`TRUNCATE leads; INSERT INTO leads VALUES ('n1', 'crm', 'a@example.com', 'b1')`);
+    await f.t.db.query(`CREATE TABLE IF NOT EXISTS leads (name text, label text, mail text, bid text)`);
+    await f.t.db.query(`TRUNCATE leads; INSERT INTO leads VALUES ('n1', 'crm', 'a@example.com', 'b1')`);
     const dir = audienceDir({
       alias: `-- @update_existing_only false\nSELECT name AS alias_name, label AS alias_label, 'x' AS source FROM leads`,
       by_email: `SELECT mail AS email, 'y' AS source2 FROM leads`,
       by_braze: `SELECT bid AS braze_id, mail AS email FROM leads`,
     });
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.exitCode).toBe(0);
-    expect(sandbox.profile({ user_alias: { alias_name: 'n1', alias_label: 'crm' } })).toEqual({ source: 'x' });
-    expect(sandbox.profile({ email: 'a@example.com' })).toEqual({ source2: 'y' });
-    expect(sandbox.profile({ braze_id: 'b1' })).toEqual({ email: 'a@example.com' });
+    expect(f.sandbox.profile({ user_alias: { alias_name: 'n1', alias_label: 'crm' } })).toEqual({ source: 'x' });
+    expect(f.sandbox.profile({ email: 'a@example.com' })).toEqual({ source2: 'y' });
+    expect(f.sandbox.profile({ braze_id: 'b1' })).toEqual({ email: 'a@example.com' });
   });
 
   it('changing @identifier exits the old keys and enters the new ones', async () => {
-    await t.db.query(`ALTER TABLE people ADD COLUMN mail text; UPDATE people SET mail = id || '@example.com'`);
+    await f.t.db.query(`ALTER TABLE people ADD COLUMN mail text; UPDATE people SET mail = id || '@example.com'`);
     const dir = audienceDir({ aud: `SELECT id AS external_id, mail AS email, tier FROM people WHERE active` });
-    await run(t.db, dir, { client: testClient(sandbox.url), names: ['aud'] });
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url), names: ['aud'] });
     const dir2 = audienceDir({ aud: `-- @identifier email\nSELECT id AS external_id_text, mail AS email, tier FROM people WHERE active` });
-    const summary = await run(t.db, dir2, { client: testClient(sandbox.url), force: true });
+    const summary = await run(f.t.db, dir2, { client: testClient(f.sandbox.url), force: true });
     expect(summary.audiences[0]!.counts).toMatchObject({ new: 10, exited: 10 });
-    expect(sandbox.profile({ external_id: 'p1' })).toEqual({});
-    expect(sandbox.profile({ email: 'p1@example.com' })).toEqual({ external_id_text: 'p1', tier: 'silver' });
+    expect(f.sandbox.profile({ external_id: 'p1' })).toEqual({});
+    expect(f.sandbox.profile({ email: 'p1@example.com' })).toEqual({ external_id_text: 'p1', tier: 'silver' });
   });
 });
 
@@ -107,47 +95,47 @@ describe('guardrail, dry run and backfill', () => {
 
   it('stops before sending when too many existing members would change, unless --force', async () => {
     const dir = audienceDir({ aud: QUERY });
-    await run(t.db, dir, { client: testClient(sandbox.url) }); // the first run is exempt
-    await t.db.query(`UPDATE people SET active = false WHERE score <= 11`); // 11 of 20 exit
-    const mark = sandbox.requests.length;
-    const stopped = await run(t.db, dir, { client: testClient(sandbox.url) });
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url) }); // the first run is exempt
+    await f.t.db.query(`UPDATE people SET active = false WHERE score <= 11`); // 11 of 20 exit
+    const mark = f.sandbox.requests.length;
+    const stopped = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(stopped.exitCode).toBe(4);
     expect(stopped.audiences[0]!.error).toMatch(/55\.0% of 20 existing members.*--max-change-ratio 0\.5.*--force/);
-    expect(sandbox.requests.length).toBe(mark);
-    const { rows } = await t.db.query(`SELECT status FROM braze_bridge.runs ORDER BY id DESC LIMIT 1`);
+    expect(f.sandbox.requests.length).toBe(mark);
+    const { rows } = await f.t.db.query(`SELECT status FROM braze_bridge.runs ORDER BY id DESC LIMIT 1`);
     expect(rows[0]).toEqual({ status: 'aborted' });
-    const forced = await run(t.db, dir, { client: testClient(sandbox.url), force: true });
+    const forced = await run(f.t.db, dir, { client: testClient(f.sandbox.url), force: true });
     expect(forced.exitCode).toBe(0);
     expect(forced.audiences[0]!.counts.exited).toBe(11);
   });
 
   it('plan counts per attribute, writes the exact bodies, and changes nothing', async () => {
     const dir = audienceDir({ aud: QUERY });
-    await run(t.db, dir, { client: testClient(sandbox.url) });
-    await t.db.query(`UPDATE people SET tier = 'gold' WHERE score <= 3; UPDATE people SET active = false WHERE id = 'p20'`);
-    const snapshotBefore = await t.db.query(`SELECT * FROM braze_bridge.snapshots ORDER BY member_key`);
-    const runsBefore = await t.db.query(`SELECT count(*)::int AS n FROM braze_bridge.runs`);
-    const mark = sandbox.requests.length;
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    await f.t.db.query(`UPDATE people SET tier = 'gold' WHERE score <= 3; UPDATE people SET active = false WHERE id = 'p20'`);
+    const snapshotBefore = await f.t.db.query(`SELECT * FROM braze_bridge.snapshots ORDER BY member_key`);
+    const runsBefore = await f.t.db.query(`SELECT count(*)::int AS n FROM braze_bridge.runs`);
+    const mark = f.sandbox.requests.length;
     const out = join(dir, 'plan.ndjson');
-    const plan = await run(t.db, dir, { mode: 'plan', outFile: out, batchSize: 2 });
+    const plan = await run(f.t.db, dir, { mode: 'plan', outFile: out, batchSize: 2 });
     expect(plan.audiences[0]!.status).toBe('planned');
     expect(plan.audiences[0]!.counts).toMatchObject({ new: 0, changed: 3, exited: 1, unchanged: 16, updates: 5, perAttribute: { tier: 4, score: 1 } });
     const bodies = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(bodies.map((b) => b.attributes.length)).toEqual([2, 2]);
     expect(bodies.flatMap((b) => b.attributes)).toContainEqual({ external_id: 'p20', _update_existing_only: true, tier: null, score: null });
-    expect(sandbox.requests.length).toBe(mark);
-    expect((await t.db.query(`SELECT * FROM braze_bridge.snapshots ORDER BY member_key`)).rows).toEqual(snapshotBefore.rows);
-    expect((await t.db.query(`SELECT count(*)::int AS n FROM braze_bridge.runs`)).rows).toEqual(runsBefore.rows);
+    expect(f.sandbox.requests.length).toBe(mark);
+    expect((await f.t.db.query(`SELECT * FROM braze_bridge.snapshots ORDER BY member_key`)).rows).toEqual(snapshotBefore.rows);
+    expect((await f.t.db.query(`SELECT count(*)::int AS n FROM braze_bridge.runs`)).rows).toEqual(runsBefore.rows);
   });
 
   it('backfill resends every member in full and records that as the snapshot', async () => {
     const dir = audienceDir({ aud: QUERY });
-    await run(t.db, dir, { client: testClient(sandbox.url) });
-    sandbox.profiles.clear(); // e.g. the profiles were wiped on the Braze side
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url), mode: 'backfill' });
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    f.sandbox.profiles.clear(); // e.g. the profiles were wiped on the Braze side
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url), mode: 'backfill' });
     expect(summary.audiences[0]!.counts).toMatchObject({ unchanged: 20, updates: 40 });
-    expect(sandbox.profiles.size).toBe(20);
-    const after = await run(t.db, dir, { client: testClient(sandbox.url) });
+    expect(f.sandbox.profiles.size).toBe(20);
+    const after = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(after.audiences[0]!.counts.updates).toBe(0);
   });
 });

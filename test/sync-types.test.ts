@@ -1,16 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { createDatabase } from '../src/db/pool.js';
-import { BrazeSandbox } from '../src/sandbox/braze-sandbox.js';
-import { createTestDatabase, type TestDatabase } from './helpers/database.js';
-import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
+import { useDatabaseAndSandbox } from './helpers/fixture.js';
+import { audienceDir, run, testClient } from './helpers/audiences.js';
 
-let t: TestDatabase;
-let sandbox: BrazeSandbox;
-
-beforeAll(async () => {
-  t = await createTestDatabase();
-  sandbox = new BrazeSandbox({ apiKey: TEST_KEY });
-  await sandbox.start();
+const f = useDatabaseAndSandbox(async (t) => {
   await t.db.query(`
     CREATE TYPE mood AS ENUM ('happy', 'sad');
     CREATE DOMAIN short_text AS text;
@@ -26,21 +19,16 @@ beforeAll(async () => {
   `);
 });
 
-afterAll(async () => {
-  await sandbox?.stop();
-  await t?.drop();
-});
-
 const ALL_COLUMNS = `SELECT id AS external_id, b, i2, i4, i8, n, n_wide, r, d, t, vc, c, u, m, st, dt, ts, tstz, arr, varr, j, jb FROM typed`;
 
 describe('type mapping', () => {
   it('sends every supported type as the exact Braze JSON value', async () => {
     // The session time zone must not leak into what is sent.
-    await t.db.query(`ALTER DATABASE ${t.name} SET timezone TO 'America/Los_Angeles'`);
+    await f.t.db.query(`ALTER DATABASE ${f.t.name} SET timezone TO 'America/Los_Angeles'`);
     const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.exitCode).toBe(0);
-    expect(sandbox.profile({ external_id: '1' })).toEqual({
+    expect(f.sandbox.profile({ external_id: '1' })).toEqual({
       b: true,
       i2: 7,
       i4: -42,
@@ -64,7 +52,7 @@ describe('type mapping', () => {
       jb: { k: [1, 2], nested: { when: { $time: '2024-01-01' } } },
     });
     // NULL columns are not sent to a new member; a JSON null counts as NULL.
-    expect(sandbox.profile({ external_id: '2' })).toEqual({
+    expect(f.sandbox.profile({ external_id: '2' })).toEqual({
       b: false,
       i4: 0,
       i8: -1,
@@ -81,62 +69,62 @@ describe('type mapping', () => {
 
   it('finds no change on a second run: no false changes from formatting, key order or time zones', async () => {
     const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
-    const before = sandbox.counts.requests;
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    const before = f.sandbox.counts.requests;
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.audiences[0]!.counts).toMatchObject({ members: 2, new: 0, changed: 0, unchanged: 2, updates: 0 });
-    expect(sandbox.counts.requests).toBe(before);
+    expect(f.sandbox.counts.requests).toBe(before);
   });
 
   it('a session time zone change is no change at all', async () => {
-    const tokyo = createDatabase({ connectionString: `${t.url}?options=${encodeURIComponent('-c timezone=Asia/Tokyo')}`, max: 4 });
+    const tokyo = createDatabase({ connectionString: `${f.t.url}?options=${encodeURIComponent('-c timezone=Asia/Tokyo')}`, max: 4 });
     onTestFinished(() => tokyo.end());
     const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
-    const requests = sandbox.counts.requests;
-    const summary = await run(tokyo, dir, { client: testClient(sandbox.url) });
+    const requests = f.sandbox.counts.requests;
+    const summary = await run(tokyo, dir, { client: testClient(f.sandbox.url) });
     expect(summary.audiences[0]!.counts).toMatchObject({ changed: 0, unchanged: 2, updates: 0 });
-    expect(sandbox.counts.requests).toBe(requests);
+    expect(f.sandbox.counts.requests).toBe(requests);
   });
 
   it('a new column signature with equal values sends nothing and records the new row hashes', async () => {
-    const hashes = async () => (await t.db.query(`SELECT member_key, row_hash FROM braze_bridge.snapshots WHERE audience = 'typed' ORDER BY 1`)).rows;
+    const hashes = async () => (await f.t.db.query(`SELECT member_key, row_hash FROM braze_bridge.snapshots WHERE audience = 'typed' ORDER BY 1`)).rows;
     const before = await hashes();
     // i4 becomes bigint and t becomes varchar: every row is re-examined, none has changed.
     const recast = ALL_COLUMNS.replace(' i4,', ' i4::bigint AS i4,').replace(' t,', ' t::varchar AS t,');
     const dir = audienceDir({ typed: `-- @identifier external_id\n${recast}` });
-    const requests = sandbox.counts.requests;
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    const requests = f.sandbox.counts.requests;
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.audiences[0]!.counts).toMatchObject({ changed: 0, unchanged: 2, updates: 0 });
-    expect(sandbox.counts.requests).toBe(requests);
+    expect(f.sandbox.counts.requests).toBe(requests);
     const after = await hashes();
     expect(after).not.toEqual(before);
-    await run(t.db, dir, { client: testClient(sandbox.url) });
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(await hashes()).toEqual(after);
-    expect(sandbox.counts.requests).toBe(requests);
+    expect(f.sandbox.counts.requests).toBe(requests);
   });
 
   it('sends a value that became NULL as null, and only that attribute', async () => {
-    await t.db.query(`UPDATE typed SET t = NULL, n = 12.500 WHERE id = 1`); // 12.500 = 12.50: no change
+    await f.t.db.query(`UPDATE typed SET t = NULL, n = 12.500 WHERE id = 1`); // 12.500 = 12.50: no change
     const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
-    const start = sandbox.requests.length;
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    const start = f.sandbox.requests.length;
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.audiences[0]!.counts).toMatchObject({ changed: 1, updates: 1 });
-    const sent = sandbox.requests.slice(start).flatMap((r) => r.attributes);
+    const sent = f.sandbox.requests.slice(start).flatMap((r) => r.attributes);
     expect(sent).toEqual([{ external_id: '1', _update_existing_only: true, t: null }]);
-    expect(sandbox.profile({ external_id: '1' })).not.toHaveProperty('t');
+    expect(f.sandbox.profile({ external_id: '1' })).not.toHaveProperty('t');
   });
 
   it('names the column and type it cannot send, and sends nothing for that audience', async () => {
     const dir = audienceDir({ bad: `SELECT id AS external_id, interval '1 day' AS wait FROM typed` });
-    const before = sandbox.counts.requests;
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    const before = f.sandbox.counts.requests;
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.exitCode).toBe(2);
     expect(summary.audiences[0]!.error).toMatch(/bad\.sql: column "wait" has type interval.*cast it/);
-    expect(sandbox.counts.requests).toBe(before);
+    expect(f.sandbox.counts.requests).toBe(before);
   });
 
   it('fails members Braze would reject, records why, and sends the rest', async () => {
-    await t.db.query(`CREATE TABLE edge (id text, big bigint, s text, f double precision, o jsonb, tags text[])`);
-    await t.db.query(`INSERT INTO edge VALUES
+    await f.t.db.query(`CREATE TABLE edge (id text, big bigint, s text, f double precision, o jsonb, tags text[])`);
+    await f.t.db.query(`INSERT INTO edge VALUES
       ('ok', 1, 'fine', 1.5, '{"a":1}', ARRAY['a']),
       ('big', 9007199254740993, 'x', 1, NULL, NULL),
       ('long', 1, repeat('x', 256), 1, NULL, NULL),
@@ -146,13 +134,13 @@ describe('type mapping', () => {
       ('dup', 1, 'x', 1, NULL, NULL), ('dup', 2, 'y', 1, NULL, NULL),
       (NULL, 1, 'x', 1, NULL, NULL), ('', 1, 'x', 1, NULL, NULL)`);
     const dir = audienceDir({ edge: `SELECT id AS external_id, big, s, f, o, tags FROM edge` });
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     const a = summary.audiences[0]!;
     expect(a.exitCode).toBe(1);
     expect(a.counts).toMatchObject({ new: 1, failed: 8 }); // 6 invalid members + 2 rows without an id
-    expect(sandbox.profile({ external_id: 'ok' })).toEqual({ big: 1, s: 'fine', f: 1.5, o: { a: 1 }, tags: ['a'] });
-    for (const id of ['big', 'long', 'nan', 'arr', 'nulltag', 'dup']) expect(sandbox.profile({ external_id: id })).toBeUndefined();
-    const { rows } = await t.db.query<{ member_key: string | null; reason: string }>(
+    expect(f.sandbox.profile({ external_id: 'ok' })).toEqual({ big: 1, s: 'fine', f: 1.5, o: { a: 1 }, tags: ['a'] });
+    for (const id of ['big', 'long', 'nan', 'arr', 'nulltag', 'dup']) expect(f.sandbox.profile({ external_id: id })).toBeUndefined();
+    const { rows } = await f.t.db.query<{ member_key: string | null; reason: string }>(
       `SELECT member_key, reason FROM braze_bridge.member_failures WHERE run_id = $1 ORDER BY member_key NULLS LAST`,
       [a.runId],
     );

@@ -1,8 +1,8 @@
 /** `currents ingest` and `currents status`. */
 import type { Argv, CommandModule } from 'yargs';
-import { stateOptions } from './shared-options.js';
+import { currentsSourceOptions, stateOptions } from './shared-options.js';
 import { createAppLogger, openMigrated, withShutdown } from '../app.js';
-import { afterRun } from '../after-run.js';
+import { afterRun, type RunOutcome } from '../after-run.js';
 import { ConfigError } from '../errors.js';
 import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config.js';
 import { ingest, type IngestSummary } from '../currents/ingest.js';
@@ -38,20 +38,25 @@ export async function ingestCommand(config: Readonly<CurrentsConfig>, stop?: Abo
           }
         : undefined,
     });
-    await afterRun(open.db, config.stateSchema, log, config, {
-      job: 'ingest',
-      text:
-        summary.status === 'interrupted'
-          ? `braze-bridge currents ingest from ${summary.source}: interrupted by a signal (${summary.files.loaded} files loaded)`
-          : `braze-bridge currents ingest from ${summary.source}: ${summary.files.failed} file(s) failed${summary.failures[0] ? `, e.g. ${summary.failures[0].key}: ${summary.failures[0].error}` : ''}`,
-      bad: summary.status === 'interrupted',
-      failedRatio: summary.files.failed / Math.max(1, summary.files.loaded + summary.files.failed),
-      summary,
-    });
+    await afterRun(open.db, config.stateSchema, log, config, ingestOutcome(summary));
     return summary;
   } finally {
     await open.close();
   }
+}
+
+/** The notification and its trigger for an ingest run. */
+export function ingestOutcome(summary: IngestSummary): RunOutcome {
+  return {
+    job: 'ingest',
+    text:
+      summary.status === 'interrupted'
+        ? `braze-bridge currents ingest from ${summary.source}: interrupted by a signal (${summary.files.loaded} files loaded)`
+        : `braze-bridge currents ingest from ${summary.source}: ${summary.files.failed} file(s) failed${summary.failures[0] ? `, e.g. ${summary.failures[0].key}: ${summary.failures[0].error}` : ''}`,
+    bad: summary.status === 'interrupted',
+    failedRatio: summary.files.failed / Math.max(1, summary.files.loaded + summary.files.failed),
+    summary,
+  };
 }
 
 export function formatIngest(s: IngestSummary): string {
@@ -77,19 +82,17 @@ export async function statusCommand(config: Readonly<CurrentsConfig>): Promise<C
   }
 }
 
-const common = (y: Argv) => stateOptions(y).option('source', { type: 'string', describe: 's3://bucket/prefix or file:///path (a local copy of the bucket)' });
+const common = (y: Argv) => currentsSourceOptions(stateOptions(y));
 
 const ingestBinding: CommandModule = {
   command: 'ingest',
   describe: 'load new Currents files into PostgreSQL, exactly once each',
   builder: (y) =>
     common(y)
-      .option('target-schema', { type: 'string', describe: 'schema for the event tables [default: braze_currents]' })
       .option('event-types', { type: 'string', describe: 'comma-separated event types to load, e.g. users.messages.email.Send' })
       .option('since', { type: 'string', describe: 'first date= hour to load, YYYY-MM-DD[-HH] (UTC)' })
       .option('until', { type: 'string', describe: 'last date= hour to load, YYYY-MM-DD[-HH] (UTC)' })
       .option('retry-failed', { type: 'boolean', describe: 'try files that failed before again' })
-      .option('s3-endpoint', { type: 'string', describe: 'an S3-compatible endpoint (path-style); or AWS_ENDPOINT_URL_S3' })
       .option('concurrency', { type: 'number', describe: 'files loaded at once [default: 4]' }),
   handler: async (args) => {
     const config = loadCurrentsConfig(args as CurrentsFlags);

@@ -12,7 +12,8 @@ import { ingest } from '../currents/ingest.js';
 import { openSource } from '../currents/source.js';
 import { audienceJobs, everyMinutesJob } from '../schedule/audience-jobs.js';
 import { runScheduler, sleepUnlessStopped, type ScheduledJob } from '../schedule/scheduler.js';
-import { audienceOptions } from './shared-options.js';
+import { audienceOptions, currentsSourceOptions } from './shared-options.js';
+import { ingestOutcome } from './currents.js';
 import { syncOutcome } from './sync.js';
 
 export async function scheduleCommand(config: Readonly<CurrentsConfig & { currentsEvery?: number }>, stop: AbortSignal): Promise<{ exitCode: number }> {
@@ -39,13 +40,7 @@ export async function scheduleCommand(config: Readonly<CurrentsConfig & { curren
         everyMinutesJob('currents', config.currentsEvery, async () => {
           const summary = await ingest(open.db, log, { source, stateSchema: config.stateSchema, targetSchema: config.targetSchema, concurrency: config.concurrency, stop });
           log.info('ingest finished', { loaded: summary.files.loaded, failed: summary.files.failed, rows: summary.rows });
-          await afterRun(open.db, config.stateSchema, log, config, {
-            job: 'ingest',
-            text: `braze-bridge currents ingest from ${summary.source}: ${summary.status}, ${summary.files.failed} file(s) failed`,
-            bad: summary.status === 'interrupted',
-            failedRatio: summary.files.failed / Math.max(1, summary.files.loaded + summary.files.failed),
-            summary,
-          });
+          await afterRun(open.db, config.stateSchema, log, config, ingestOutcome(summary));
         }, Date.now()),
       );
     }
@@ -60,11 +55,7 @@ export const scheduleBinding: CommandModule = {
   command: 'schedule',
   describe: 'long-running: run each audience on its @schedule, and Currents ingestion every --currents-every minutes',
   builder: (y) =>
-    audienceOptions(y)
-      .option('currents-every', { type: 'number', describe: 'run Currents ingestion every N minutes (needs --source)' })
-      .option('source', { type: 'string', describe: 'Currents source for --currents-every: s3://bucket/prefix or file:///path' })
-      .option('s3-endpoint', { type: 'string', describe: 'an S3-compatible endpoint (path-style); or AWS_ENDPOINT_URL_S3' })
-      .option('target-schema', { type: 'string', describe: 'schema for the event tables [default: braze_currents]' }),
+    currentsSourceOptions(audienceOptions(y)).option('currents-every', { type: 'number', describe: 'run Currents ingestion every N minutes (needs --source)' }),
   handler: async (args) => {
     const a = args as CurrentsFlags & { currentsEvery?: number };
     const config = { ...loadCurrentsConfig(a), currentsEvery: a.currentsEvery };

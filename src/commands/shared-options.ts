@@ -27,3 +27,11 @@ export function audienceOptions(y: Argv): Argv {
     .option('max-change-ratio', { type: 'number', describe: 'stop before sending if more than this share of existing members change or exit [default: 0.5]' })
     .option('force', { type: 'boolean', describe: 'send even when --max-change-ratio is exceeded' });
 }
+
+/** Where Currents files come from (ingest and schedule). */
+export function currentsSourceOptions(y: Argv): Argv {
+  return y
+    .option('source', { type: 'string', describe: 's3://bucket/prefix or file:///path (a local copy of the bucket)' })
+    .option('s3-endpoint', { type: 'string', describe: 'an S3-compatible endpoint (path-style); or AWS_ENDPOINT_URL_S3' })
+    .option('target-schema', { type: 'string', describe: 'schema for the event tables [default: braze_currents]' });
+}

@@ -1,0 +1,28 @@
+/** A test file's own database and Braze sandbox, started before its tests and removed after. */
+import { afterAll, beforeAll } from 'vitest';
+import { BrazeSandbox } from '../../src/sandbox/braze-sandbox.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
+import { TEST_KEY } from './audiences.js';
+
+export function useDatabaseAndSandbox(setup?: (t: TestDatabase) => Promise<void>): { readonly t: TestDatabase; readonly sandbox: BrazeSandbox } {
+  let t: TestDatabase | undefined;
+  let sandbox: BrazeSandbox | undefined;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    sandbox = new BrazeSandbox({ apiKey: TEST_KEY });
+    await sandbox.start();
+    await setup?.(t);
+  });
+  afterAll(async () => {
+    await sandbox?.stop();
+    await t?.drop();
+  });
+  return {
+    get t() {
+      return t!;
+    },
+    get sandbox() {
+      return sandbox!;
+    },
+  };
+}
