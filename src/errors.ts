@@ -51,11 +51,6 @@ export class AudienceError extends AppError {
   }
 }
 
-/** Another process holds the advisory lock for this audience. */
-export class LockedError extends AppError {
-  override readonly exitCode = ExitCode.locked;
-}
-
 /** The run stopped before sending more (guardrail, auth failure, retries exhausted). */
 export class AbortError extends AppError {
   override readonly exitCode = ExitCode.aborted;

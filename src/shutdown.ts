@@ -50,6 +50,3 @@ export function installShutdown(log: Logger, timeoutMs: number, exit: (code: num
     },
   };
 }
-
-/** A signal that never fires, for library callers that do not handle signals. */
-export const never: AbortSignal = new AbortController().signal;

@@ -35,9 +35,6 @@ export interface Audience {
   timezone?: string;
 }
 
-/** Kinds of member change, as counted in summaries. */
-export type DeltaKind = 'new' | 'changed' | 'exited' | 'unchanged';
-
 /** The counts of one audience's run, as shown in summaries and kept in the run history. */
 export interface AudienceCounts {
   members: number;

@@ -12,7 +12,7 @@ import { startEmbeddedPostgres } from '../db/embedded.js';
 import { createDatabase } from '../db/pool.js';
 import { loadConfig } from '../config.js';
 import { migrate } from '../db/migrate.js';
-import { runAudiences, type RunSummary } from '../audience/run-audiences.js';
+import { combineExitCodes, runAudiences, type RunSummary } from '../audience/run-audiences.js';
 import { formatSummary } from '../audience/format-summary.js';
 import { packageRoot } from '../package-root.js';
 import { BrazeSandbox } from '../sandbox/braze-sandbox.js';
@@ -79,6 +79,6 @@ export const demoBinding: CommandModule = {
   builder: (y: Argv) => y,
   handler: async () => {
     const summaries = await demoCommand();
-    process.exitCode = Math.max(...summaries.map((s) => s.exitCode));
+    process.exitCode = combineExitCodes(summaries.map((s) => s.exitCode));
   },
 };
