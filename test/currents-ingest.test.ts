@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -159,6 +159,19 @@ describe('Currents ingestion from S3', () => {
     expect(summary).toMatchObject({ source: `file://${dir}`, discovered: { listed: 2, currents: 1, ignored: 1 }, files: { loaded: 1 }, rows: 10 });
     const again = await ingest(t.db, silentLogger, { source: openSource(`file://${dir}`), stateSchema: 'braze_bridge', targetSchema: 'braze_currents', concurrency: 1 });
     expect(again.files).toMatchObject({ loaded: 0, alreadyLoaded: 1 });
+
+    // Listed, then deleted before it was read: failed for good, not pending forever.
+    const gone = currentsKey(SEND, '2026-11-04-08', 'gone');
+    mkdirSync(join(dir, dirname(gone)), { recursive: true });
+    writeFileSync(join(dir, gone), await encodeAvro(emailSendV1, emailSends(1, 71_000)));
+    const source = openSource(`file://${dir}`);
+    const deleting = { ...source, name: source.name, list: source.list.bind(source), open: async (key: string) => {
+      if (key === gone) rmSync(join(dir, gone));
+      return source.open(key);
+    } };
+    const third = await ingest(t.db, silentLogger, { source: deleting, stateSchema: 'braze_bridge', targetSchema: 'braze_currents', concurrency: 1 });
+    expect(third.files).toMatchObject({ loaded: 0, failed: 1, leftPending: 0 });
+    expect(third.failures[0]!.error).toMatch(/the file no longer exists/);
   });
 
   it('flags hours with no file between the oldest and newest hour loaded', async () => {

@@ -14,7 +14,7 @@ import { AvroDecodeError, openAvroFile } from './decode-avro.js';
 import { ensureEventTable, SchemaMismatchError } from './ensure-event-table.js';
 import { mapSchema, type EventColumn } from './map-schema.js';
 import { parseKey, tableName } from './parse-key.js';
-import { TransientSourceError, type CurrentsSource } from './source.js';
+import { MissingObjectError, TransientSourceError, type CurrentsSource } from './source.js';
 
 export interface IngestOptions {
   source: CurrentsSource;
@@ -256,7 +256,7 @@ async function ensureSchema(db: Database, schema: string): Promise<void> {
 
 /** A failure that is the file's fault (its bytes, schema or values), not the environment's. */
 function isFileError(error: unknown): boolean {
-  if (error instanceof AvroDecodeError || error instanceof SchemaMismatchError) return true;
+  if (error instanceof AvroDecodeError || error instanceof SchemaMismatchError || error instanceof MissingObjectError) return true;
   const db = error instanceof LoadError ? error.cause : error;
   // Data exceptions and integrity violations: values PostgreSQL will not take.
   return db instanceof DatabaseError && (/^22/.test(db.code ?? '') || db.code === '23502');

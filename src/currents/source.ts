@@ -8,7 +8,7 @@ import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { AbortError, ConfigError } from '../errors.js';
+import { AbortError, AppError, ConfigError } from '../errors.js';
 
 export interface SourceObject {
   key: string;
@@ -97,7 +97,7 @@ export function s3Error(error: unknown, doing: string): Error {
   if (['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken', 'CredentialsProviderError', 'AllAccessDisabled'].includes(code)) {
     return new AbortError(`${doing}: access refused (${code}); check the AWS credentials and that they may list and read this bucket`, { cause: error });
   }
-  if (code === 'NoSuchKey') return new TransientSourceError(`${doing}: the object disappeared (NoSuchKey)`, { cause: error });
+  if (code === 'NoSuchKey') return new MissingObjectError(`${doing}: the object no longer exists (NoSuchKey)`, { cause: error });
   return new TransientSourceError(`${doing}: ${code}${e?.message && e.message !== code ? ` (${e.message.slice(0, 200)})` : ''}`, { cause: error });
 }
 
@@ -107,6 +107,9 @@ export class TransientSourceError extends AbortError {
     return true;
   }
 }
+
+/** The object was listed once but is gone: it can never be loaded, so the file is failed. */
+export class MissingObjectError extends AppError {}
 
 class FileSource implements CurrentsSource {
   readonly name: string;
@@ -140,6 +143,11 @@ class FileSource implements CurrentsSource {
   async open(key: string): Promise<Readable> {
     const path = resolve(this.root, key);
     if (!path.startsWith(this.root + sep)) throw new ConfigError([`key ${key} is outside ${this.root}`]);
+    try {
+      await stat(path);
+    } catch {
+      throw new MissingObjectError(`reading ${this.name}/${key}: the file no longer exists`);
+    }
     return createReadStream(path);
   }
 }
