@@ -1,9 +1,27 @@
 /** Flags shared by several commands, declared once for yargs. */
 import type { Argv } from 'yargs';
+import { environment } from '../config.js';
+
+/** Shown under every --help: the environment variables and the exit codes. */
+export const epilogue = [
+  'Environment:',
+  ...environment.map(([name, example, what]) => `  ${name.padEnd(26)} ${what}\n  ${''.padEnd(26)} e.g. ${name}=${example}`),
+  '',
+  'Exit codes:',
+  '  0  success',
+  '  1  finished, but some members failed (they are retried next run)',
+  '  2  bad configuration or audience file',
+  '  3  another run of the same audience holds the lock',
+  '  4  aborted: authentication refused, guardrail tripped, retries exhausted',
+  '  130 / 143  stopped by SIGINT / SIGTERM after finishing in-flight work',
+  '',
+  'Audience file format and examples: README.md',
+].join('\n');
 
 /** Where the state lives, and how to print the result: every command takes these. */
 export function stateOptions(y: Argv): Argv {
   return y
+    .epilogue(epilogue)
     .option('state-schema', { type: 'string', describe: 'schema for braze-bridge state [default: braze_bridge]' })
     .option('database-url', { type: 'string', describe: 'overrides DATABASE_URL' })
     .option('json', { type: 'boolean', describe: 'print the result as JSON on stdout' })
