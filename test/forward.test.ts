@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,7 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ingest } from '../src/currents/ingest.js';
 import { openSource } from '../src/currents/source.js';
 import { parseForwardConfig, snakeCase } from '../src/forward/forward-config.js';
-import { forwardEvents } from '../src/forward/forward-events.js';
+import { buildPayload, forwardEvents } from '../src/forward/forward-events.js';
 import { MovableInkClient } from '../src/forward/movable-ink-client.js';
 import { RateLimiter } from '../src/braze/rate-limiter.js';
 import { silentLogger } from '../src/log.js';
@@ -116,6 +117,13 @@ describe('forwarding to Movable Ink', () => {
     expect(snakeCase('Product Viewed')).toBe('product_viewed');
     expect(snakeCase('Purchase')).toBe('purchase');
     expect(() => parseForwardConfig({ events: [{ event_type: 'users.behaviors.CustomEvent' }] })).toThrow(/custom events need the Braze event "name"/);
+  });
+
+  it('identifies anonymous users by the MD5 of an email property when asked, and lists every config problem', () => {
+    const md5 = parseForwardConfig({ anonymous_id: { email_md5_of: 'customer_email' }, events: [{ event_type: 'users.behaviors.CustomEvent', name: 'X', properties: ['sku'] }] });
+    const payload = buildPayload(md5, md5.rules[0]!, { user_id: 'u9', time_ms: '1000', timezone: null, props: { sku: 'A' }, email: ' Ada@Example.com ' }, null);
+    expect(payload).toEqual({ type: 'track', event: 'x', anonymous_id: createHash('md5').update('ada@example.com').digest('hex'), timestamp: 1000, properties: { sku: 'A' } });
+    expect(() => parseForwardConfig({ colour: 1, events: [{ event_type: 'bad type!' }], concurrency: 0 })).toThrow(/3 configuration problems.*unknown key "colour".*event_type must be.*concurrency must be/);
   });
 
   it('a dry run builds the payloads and changes nothing', async () => {
