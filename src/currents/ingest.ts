@@ -304,24 +304,26 @@ async function loadRows(conn: Connection, schema: string, table: string, columns
     throw new LoadError(`loading ${key} failed`, { cause: error });
   }
   const hasTime = columns.some((c) => c.name === 'time' && c.pgType === 'bigint');
-  const insert = (ordered: boolean) =>
+  const insert = (dedupe: boolean) =>
     conn.query(
       `INSERT INTO ${escapeIdentifier(schema)}.${escapeIdentifier(table)} (${names.join(', ')}, occurred_at, source_key)
-       SELECT ${names.join(', ')}, ${hasTime ? 'to_timestamp("time")' : 'NULL'}, $1 FROM bb_stage${ordered ? ' ORDER BY id' : ''}
-       ON CONFLICT (id) DO NOTHING`,
+       SELECT ${names.join(', ')}, ${hasTime ? 'to_timestamp("time")' : 'NULL'}, $1 FROM bb_stage${dedupe ? ' ORDER BY id ON CONFLICT (id) DO NOTHING' : ''}`,
       [key],
     );
-  // ON CONFLICT DO NOTHING also skips an id repeated inside the file. Two files loading the
-  // same ids at once can deadlock on them; rare, so the retry (in id order, which cannot
-  // deadlock) costs a sort only when it happens.
+  // Most files hold only new events: a plain INSERT is about twice as fast as ON CONFLICT.
+  // When an id is already there (Currents delivers at least once) or repeats in the file, or a
+  // concurrent load of the same ids deadlocks, redo it with ON CONFLICT DO NOTHING in id
+  // order, which skips them and cannot deadlock with another load doing the same.
   await conn.query('SAVEPOINT insert_events');
   let inserted;
-  try {
-    inserted = await insert(false);
-  } catch (error) {
-    if (!(error instanceof DatabaseError && error.code === '40P01')) throw error;
-    await conn.query('ROLLBACK TO SAVEPOINT insert_events');
-    inserted = await insert(true);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      inserted = await insert(attempt > 0);
+      break;
+    } catch (error) {
+      if (!(error instanceof DatabaseError && (error.code === '23505' || error.code === '40P01')) || attempt >= 3) throw error;
+      await conn.query('ROLLBACK TO SAVEPOINT insert_events');
+    }
   }
   await conn.query('DROP TABLE bb_stage');
   return { records: count, inserted: inserted.rowCount ?? 0 };
