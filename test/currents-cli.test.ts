@@ -72,6 +72,9 @@ describe('currents ingest as a process', () => {
     expect(summary.files).toMatchObject({ loaded: 24 - loadedBefore, alreadyLoaded: loadedBefore, failed: 0 });
     expect(summary.duplicates).toBe(0);
     expect(await eventCount()).toBe(24 * 4000);
+    // The killed run is not left "running" forever: its run lock was free, so it is abandoned.
+    const runs = await t.db.query(`SELECT status FROM braze_bridge.runs WHERE job = 'ingest' AND args->>'source' = 's3://crash' ORDER BY id`);
+    expect(runs.rows).toEqual([{ status: 'abandoned' }, { status: 'succeeded' }]);
   });
 
   it('two processes at once split the files and load each exactly once', async () => {

@@ -233,5 +233,7 @@ describe('forwarding to Movable Ink', () => {
     expect(counts.size).toBe(1203); // every event arrived
     expect([...counts.values()].filter((n) => n > 1).length).toBeLessThanOrEqual(4 * 25); // at most unrecorded in-flight ones twice
     expect(Math.max(...counts.values())).toBeLessThanOrEqual(2);
+    const runs = await t.db.query(`SELECT status FROM braze_bridge.runs WHERE job = 'forward' ORDER BY id`);
+    expect(runs.rows.slice(-2)).toEqual([{ status: 'abandoned' }, { status: 'succeeded' }]);
   });
 });

@@ -7,7 +7,7 @@
 import pLimit from 'p-limit';
 import { AppError, ExitCode, messageOf } from '../errors.js';
 import { copyFrom, DatabaseError, escapeIdentifier, type Connection, type Database } from '../db/pool.js';
-import { finishRun, startRun } from '../db/runs.js';
+import { finishRun, startRun, sweepAbandonedRuns, withRunLock } from '../db/runs.js';
 import { lockKey } from '../db/migrate.js';
 import type { Logger } from '../log.js';
 import { AvroDecodeError, openAvroFile } from './decode-avro.js';
@@ -64,9 +64,15 @@ const REGISTER_CHUNK = 1000;
 
 export async function ingest(db: Database, log: Logger, options: IngestOptions): Promise<IngestSummary> {
   const started = Date.now();
+  const source = options.source;
+  await sweepAbandonedRuns(db, options.stateSchema, 'ingest');
+  const runId = await startRun(db, options.stateSchema, { job: 'ingest', args: { source: source.name, ...options.args } });
+  return withRunLock(db, options.stateSchema, runId, () => ingestRun(db, log, options, runId, started));
+}
+
+async function ingestRun(db: Database, log: Logger, options: IngestOptions, runId: number, started: number): Promise<IngestSummary> {
   const s = escapeIdentifier(options.stateSchema);
   const source = options.source;
-  const runId = await startRun(db, options.stateSchema, { job: 'ingest', args: { source: source.name, ...options.args } });
   const runLog = log.child({ run: runId });
   const summary: IngestSummary = {
     runId,

@@ -10,7 +10,7 @@ import type { Writable } from 'node:stream';
 import pLimit from 'p-limit';
 import { AbortError, ExitCode, messageOf } from '../errors.js';
 import { escapeIdentifier, type Database } from '../db/pool.js';
-import { finishRun, startRun } from '../db/runs.js';
+import { finishRun, startRun, sweepAbandonedRuns, withRunLock } from '../db/runs.js';
 import type { Logger } from '../log.js';
 import { PII, type ForwardConfig, type ForwardRule } from './forward-config.js';
 import type { MovableInkClient } from './movable-ink-client.js';
@@ -79,7 +79,14 @@ export async function forwardEvents(db: Database, log: Logger, o: ForwardOptions
     durationMs: 0,
   };
   const { sql, params, rules } = await pendingQuery(db, o.stateSchema, config, summary);
-  if (!o.dryRun) summary.runId = await startRun(db, o.stateSchema, { job: 'forward', audience: config.destination, args: { ...o.args, destination: config.destination } });
+  if (o.dryRun) return relay(db, log, o, summary, sql, params, rules, started);
+  await sweepAbandonedRuns(db, o.stateSchema, 'forward');
+  summary.runId = await startRun(db, o.stateSchema, { job: 'forward', audience: config.destination, args: { ...o.args, destination: config.destination } });
+  return withRunLock(db, o.stateSchema, summary.runId, () => relay(db, log, o, summary, sql, params, rules, started));
+}
+
+async function relay(db: Database, log: Logger, o: ForwardOptions, summary: ForwardSummary, sql: string, params: unknown[], rules: ForwardRule[], started: number): Promise<ForwardSummary> {
+  const { config } = o;
   const runLog = log.child({ run: summary.runId, destination: config.destination });
   let abort: unknown;
   try {
