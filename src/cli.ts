@@ -17,6 +17,13 @@ import { forwardBinding } from './commands/forward.js';
 
 
 export async function main(argv = hideBin(process.argv)): Promise<void> {
+  // A reader that goes away (`| head`, a closed log pipe) must not kill a run half-way: the
+  // work and its state matter more than the lines nobody reads any more.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+    });
+  }
   try {
     await yargs(argv)
       .scriptName('braze-bridge')
