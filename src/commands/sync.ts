@@ -30,6 +30,14 @@ export async function syncCommand(config: Readonly<Config>, mode: SyncMode, name
         args: { names, batchSize: config.batchSize, concurrency: config.concurrency, rateLimit: config.rateLimit, maxChangeRatio: config.maxChangeRatio, force: config.force },
       },
     );
+    if (config.embedded) {
+      // A newcomer running against the empty embedded database: say where their data should be.
+      for (const a of summary.audiences) {
+        if (a.error && /relation ".*" does not exist/.test(a.error)) {
+          a.error += ' (this is the embedded database, which holds no data of yours: set DATABASE_URL; `npm start` runs the demo in its own database)';
+        }
+      }
+    }
     if (!planning) await afterRun(open.db, config.stateSchema, log, config, syncOutcome(summary));
     return summary;
   } finally {
