@@ -89,6 +89,26 @@ describe('delivery', () => {
     }
   });
 
+  it('when the server answers 429 with only X-RateLimit-Reset, waits for that reset and delivers everything', async () => {
+    const strict = new BrazeSandbox({ apiKey: TEST_KEY, rateLimit: { limit: 2, windowMs: 1000 } });
+    await strict.start();
+    try {
+      // Our own limit is far above the server's and the header pause is disabled (reserve 0):
+      // only the 429s and their reset times keep this run in line.
+      const client = testClient(strict.url, { rateLimiter: new RateLimiter({ limit: 100, windowMs: 1000, reserve: 0 }), maxAttempts: 10 });
+      // Start just after a server window opens, so the three requests land in one window.
+      await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 20));
+      const started = Date.now();
+      const summary = await run(t.db, dir, { client, batchSize: 50, concurrency: 3 });
+      expect(summary.audiences[0]!.counts).toMatchObject({ new: 150, failed: 0 });
+      expect(summary.audiences[0]!.counts.rateLimited).toBeGreaterThan(0);
+      expect(strict.profiles.size).toBe(150);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(700); // the third waited for the next window
+    } finally {
+      await strict.stop();
+    }
+  });
+
   it('aborts the whole run at once on 401 and names the likely cause; nothing advances', async () => {
     const client = testClient(sandbox.url, { apiKey: 'wrong-key-000000000000' });
     const two = audienceDir({ a1: `SELECT id AS external_id, tier FROM people`, a2: `SELECT id AS external_id, tier FROM people` });
