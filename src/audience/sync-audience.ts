@@ -98,11 +98,8 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
     }
     let runId: number | undefined;
     try {
-      // Joins and aggregates over a million members spill to disk at the 4 MB default, and so
-      // does the materialised result at temp_buffers' 8 MB (settable only before the session's
-      // first temporary table, hence the catch on a reused connection).
+      // Joins and aggregates over a million members spill to disk at the 4 MB default.
       await conn.query(`SET work_mem = '256MB'`);
-      await conn.query(`SET temp_buffers = '512MB'`).catch(() => {});
       if (!planning) {
         const abandoned = await abandonStaleRuns(conn, deps.schema, options.mode, audience.name);
         if (abandoned > 0) log.warn('an earlier run stopped without finishing; this run sends what it left unconfirmed', { abandoned });

@@ -138,9 +138,6 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
     let done = 0;
     const worker = () =>
       db.withConnection(async (conn) => {
-        // Staging tables are temporary: keep a file's rows in memory rather than in temp files
-        // (8 MB by default). Only settable before the session first touches a temp table.
-        await conn.query(`SET temp_buffers = '64MB'`).catch(() => {});
         for (;;) {
           if (options.stop?.aborted) return;
           await conn.query('BEGIN');

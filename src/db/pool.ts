@@ -49,6 +49,13 @@ export function createDatabase(options: DatabaseOptions): Database {
   });
   // A connection that dies while idle must not crash the process; the next query reports it.
   pool.on('error', () => {});
+  // Every session keeps its temporary tables (a materialised audience, a Currents file being
+  // staged) in memory rather than temp files: 8 MB by default. A ceiling, allocated only as
+  // used, and settable only before the session's first temporary table, hence here, on
+  // connect, before anything else is queued on the client.
+  pool.on('connect', (client) => {
+    client.query(`SET temp_buffers = '512MB'`).catch(() => {});
+  });
 
   const wrap = (client: pg.PoolClient): Connection => ({
     raw: client,
