@@ -44,18 +44,16 @@ export function createDatabase(options: DatabaseOptions): Database {
     connectionString: options.connectionString,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'braze-bridge',
+    // Every session keeps its temporary tables (a materialised audience, a Currents file being
+    // staged) in memory rather than temp files: 8 MB by default. A ceiling, allocated only as
+    // used, and settable only before a session's first temporary table, hence at startup.
+    // (An `options` parameter in DATABASE_URL takes precedence.)
+    options: '-c temp_buffers=512MB',
     // Idle connections of a pool that outlives a run must not keep a CronJob pod alive.
     idleTimeoutMillis: 10_000,
   });
   // A connection that dies while idle must not crash the process; the next query reports it.
   pool.on('error', () => {});
-  // Every session keeps its temporary tables (a materialised audience, a Currents file being
-  // staged) in memory rather than temp files: 8 MB by default. A ceiling, allocated only as
-  // used, and settable only before the session's first temporary table, hence here, on
-  // connect, before anything else is queued on the client.
-  pool.on('connect', (client) => {
-    client.query(`SET temp_buffers = '512MB'`).catch(() => {});
-  });
 
   const wrap = (client: pg.PoolClient): Connection => ({
     raw: client,
