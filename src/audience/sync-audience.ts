@@ -4,7 +4,6 @@
  * requests. The snapshot advances per batch, only for the members Braze accepted, so a run
  * killed at any moment is resumed by the next one sending exactly what was not confirmed.
  */
-import pLimit from 'p-limit';
 import type { Writable } from 'node:stream';
 import { AbortError, AppError, AudienceError, BrazeHttpError, ExitCode, messageOf } from '../errors.js';
 import { lockKey } from '../db/migrate.js';
@@ -14,6 +13,7 @@ import type { Logger } from '../log.js';
 import type { TrackClient } from '../braze/track-client.js';
 import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
 import { advanceSnapshot } from './advance-snapshot.js';
+import { createDispatcher } from '../dispatch.js';
 import { buildMemberSql, resolveTypes, type MemberSql } from './build-member-sql.js';
 
 export type SyncMode = 'sync' | 'backfill' | 'plan';
@@ -397,23 +397,15 @@ async function writeBodies(conn: Connection, audience: Audience, options: SyncOp
 async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, options: SyncOptions, runId: number | null, counts: AudienceCounts, log: Logger) {
   const client = deps.client!;
   const before = { requestsBefore: client.stats.requests, retriesBefore: client.stats.retries, rateLimitedBefore: client.stats.rateLimited };
-  const limit = pLimit(options.concurrency);
-  const inFlight = new Set<Promise<void>>();
-  let abort: unknown;
+  const dispatcher = createDispatcher(options.concurrency);
   const sentPerAttribute: Record<string, number> = {};
   let updates = 0;
   let done = 0;
   const total = counts.new + counts.changed + counts.exited + (options.mode === 'backfill' ? counts.unchanged : 0);
 
   const sendBatch = async (batch: DeltaRow[]) => {
-    if (abort) return;
-    let failed: Map<number, string>;
-    try {
-      ({ failed } = await client.track(batch.map((r) => attributeJson(audience, r))));
-    } catch (error) {
-      abort ??= error;
-      return;
-    }
+    if (dispatcher.error) return;
+    const { failed } = await client.track(batch.map((r) => attributeJson(audience, r)));
     const confirmed = batch.filter((_, i) => !failed.has(i));
     const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
     const advanced = confirmed.map((r) => ({ identifier: r.identifier, memberKey: r.member_key, attrs: r.kind === 'exited' ? null : r.new_attrs, rowHash: r.row_hash }));
@@ -441,20 +433,15 @@ async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, opt
 
   try {
     for await (const batch of batches(conn, options.batchSize)) {
-      if (abort || deps.stop?.aborted) break;
-      const p = limit(() => sendBatch(batch)).catch((error: unknown) => {
-        abort ??= error;
-      });
-      inFlight.add(p);
-      void p.finally(() => inFlight.delete(p));
-      if (inFlight.size >= options.concurrency) await Promise.race(inFlight);
+      if (dispatcher.error || deps.stop?.aborted) break;
+      await dispatcher.submit(() => sendBatch(batch));
     }
   } finally {
-    await Promise.all(inFlight);
+    await dispatcher.drain();
   }
   counts.updates = updates;
   counts.perAttribute = sentPerAttribute;
-  return { ...before, abort, stopped: Boolean(deps.stop?.aborted) };
+  return { ...before, abort: dispatcher.error, stopped: Boolean(deps.stop?.aborted) };
 }
 
 /** Failures that would repeat for every audience: stop the whole run. */

@@ -7,9 +7,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
-import pLimit from 'p-limit';
 import { AbortError, ExitCode, messageOf } from '../errors.js';
 import { escapeIdentifier, type Database } from '../db/pool.js';
+import { createDispatcher } from '../dispatch.js';
 import { finishRun, startRun, sweepAbandonedRuns, withRunLock } from '../db/runs.js';
 import type { Logger } from '../log.js';
 import { PII, type ForwardConfig, type ForwardRule } from './forward-config.js';
@@ -92,31 +92,29 @@ async function relay(db: Database, log: Logger, o: ForwardOptions, summary: Forw
   try {
     if (rules.length > 0) {
       await db.withConnection(async (conn) => {
-        const limit = pLimit(config.concurrency);
-        const inFlight = new Set<Promise<void>>();
+        // Users in parallel; each user's events one at a time, in order, inside one task.
+        const dispatcher = createDispatcher(config.concurrency, config.concurrency * 2);
+        const stopped = () => Boolean(dispatcher.error || o.stop?.aborted);
         let group: Row[] = [];
-        const dispatch = async (events: Row[]) => {
-          const p = limit(() => forwardUser(db, o, rules, events, summary, runLog)).catch((error: unknown) => {
-            abort ??= error;
-          });
-          inFlight.add(p);
-          void p.finally(() => inFlight.delete(p));
-          if (inFlight.size >= config.concurrency * 2) await Promise.race(inFlight);
-        };
-        for await (const rows of conn.cursor<Row>(sql, params, 1000)) {
-          for (const row of rows) {
-            summary.events.pending++;
-            if (group.length > 0 && group[0]!.user_id !== row.user_id) {
-              if (abort || o.stop?.aborted) break;
-              await dispatch(group);
-              group = [];
+        try {
+          for await (const rows of conn.cursor<Row>(sql, params, 1000)) {
+            for (const row of rows) {
+              summary.events.pending++;
+              if (group.length > 0 && group[0]!.user_id !== row.user_id) {
+                if (stopped()) break;
+                const events = group;
+                await dispatcher.submit(() => forwardUser(db, o, rules, events, summary, runLog));
+                group = [];
+              }
+              group.push(row);
             }
-            group.push(row);
+            if (stopped()) break;
           }
-          if (abort || o.stop?.aborted) break;
+          if (group.length > 0 && !stopped()) await dispatcher.submit(() => forwardUser(db, o, rules, group, summary, runLog));
+        } finally {
+          await dispatcher.drain();
+          abort ??= dispatcher.error;
         }
-        if (group.length > 0 && !abort && !o.stop?.aborted) await dispatch(group);
-        await Promise.all(inFlight);
       });
     }
   } catch (error) {
