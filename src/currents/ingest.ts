@@ -4,7 +4,6 @@
  * file's rows and its manifest row's move to 'loaded' commit together. A crash at any moment
  * leaves each file fully loaded or not at all, and any number of processes split the work.
  */
-import pLimit from 'p-limit';
 import { AppError, ExitCode, messageOf } from '../errors.js';
 import { copyFrom, DatabaseError, escapeIdentifier, type Connection, type Database } from '../db/pool.js';
 import { finishRun, startRun, sweepAbandonedRuns, withRunLock } from '../db/runs.js';
@@ -133,8 +132,9 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
     summary.files.alreadyLoaded = byStatus.loaded ?? 0;
     const total = byStatus.pending ?? 0;
 
-    // 2. Load: workers claim pending files until none is left for this run.
-    const tried = new Set<string>();
+    // 2. Load: workers claim pending files until none is left for this run. A file left
+    // pending by a read error is not claimed again in the same run.
+    const unreadable = new Set<string>();
     let done = 0;
     const worker = () =>
       db.withConnection(async (conn) => {
@@ -147,7 +147,7 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
               `SELECT key, etag, event_type FROM ${s}.currents_files
                 WHERE status = 'pending' AND ${filter} AND NOT (key = ANY($5::text[]))
                 ORDER BY hour, key LIMIT 1 FOR UPDATE SKIP LOCKED`,
-              [...filterArgs, [...tried]],
+              [...filterArgs, [...unreadable]],
             );
             const file = claim.rows[0];
             if (!file) {
@@ -155,8 +155,7 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
               committed = true;
               return;
             }
-            tried.add(file.key);
-            await processFile(db, conn, options, runId, file, summary, runLog);
+            if ((await processFile(db, conn, options, runId, file, summary, runLog)) === 'pending') unreadable.add(file.key);
             await conn.query('COMMIT');
             committed = true;
             done++;
@@ -166,8 +165,7 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
           }
         }
       });
-    const limit = pLimit(options.concurrency);
-    await Promise.all(Array.from({ length: options.concurrency }, () => limit(worker)));
+    await Promise.all(Array.from({ length: options.concurrency }, worker));
 
     // Files still pending that nobody is loading (another process's claims are locked, and
     // skipped): this run could not load them, typically because S3 did not answer.
@@ -199,7 +197,7 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
  * mark the file loaded. A bad file rolls back to the savepoint and is marked failed with
  * the claim still held, so no other process picks it up in between.
  */
-async function processFile(db: Database, conn: Connection, options: IngestOptions, runId: number, file: FileRow, summary: IngestSummary, log: Logger): Promise<void> {
+async function processFile(db: Database, conn: Connection, options: IngestOptions, runId: number, file: FileRow, summary: IngestSummary, log: Logger): Promise<'loaded' | 'failed' | 'pending'> {
   const s = escapeIdentifier(options.stateSchema);
   const where = `source = $1 AND key = $2 AND etag = $3`;
   const pk = [options.source.name, file.key, file.etag];
@@ -225,6 +223,7 @@ async function processFile(db: Database, conn: Connection, options: IngestOption
     perType.rows += result.inserted;
     perType.duplicates += result.records - result.inserted;
     log.info('loaded file', { key: file.key, rows: result.inserted, duplicates: result.records - result.inserted });
+    return 'loaded';
   } catch (error) {
     await conn.query('ROLLBACK TO SAVEPOINT file');
     const recordIndex = error instanceof AvroDecodeError ? (error.recordIndex ?? null) : null;
@@ -233,7 +232,7 @@ async function processFile(db: Database, conn: Connection, options: IngestOption
       // The file may be fine; the network was not. Leave it pending for the next run.
       await conn.query(`UPDATE ${s}.currents_files SET attempts = attempts + 1, error = $4 WHERE ${where}`, [...pk, message]);
       log.warn('could not read file; it stays pending', { key: file.key, error: message });
-      return;
+      return 'pending';
     }
     if (!isFileError(error)) throw error;
     await conn.query(`UPDATE ${s}.currents_files SET status = 'failed', error = $4, record_index = $5, attempts = attempts + 1, run_id = $6 WHERE ${where}`, [
@@ -246,6 +245,7 @@ async function processFile(db: Database, conn: Connection, options: IngestOption
     perType.failed++;
     summary.failures.push({ key: file.key, error: message, recordIndex });
     log.error('file failed', { key: file.key, error: message, record: recordIndex ?? undefined });
+    return 'failed';
   }
 }
 
