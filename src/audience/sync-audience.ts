@@ -151,7 +151,7 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       }
       // Members whose change needs no request: recorded now, no proof to wait for.
       await applyWithoutSending(conn, deps.schema, audience.name, runId ?? null);
-      const sent = await deliver(conn, deps, audience, options, runId ?? null, counts, runLog);
+      const sent = await deliver(conn, deps, audience, options, runId ?? null, counts, plan.sendable, runLog);
       counts.requests = deps.client.stats.requests - sent.requestsBefore;
       counts.retries = deps.client.stats.retries - sent.retriesBefore;
       counts.rateLimited = deps.client.stats.rateLimited - sent.rateLimitedBefore;
@@ -192,9 +192,9 @@ async function describe(db: Database, audience: Audience) {
 const DROP_TEMP = 'DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_cand, pg_temp.bb_dups, pg_temp.bb_delta';
 
 /**
- * Run the audience query once, read-only, into pg_temp.bb_current: the key, an MD5 of the
- * whole row (with the column signature), and the row's own columns. This costs little more
- * than the query itself; JSON is built later, and only for rows whose hash changed.
+ * Run the audience query once, read-only, into pg_temp.bb_current: the key, a hash of the
+ * row's attribute values (seeded with the column signature), and the row's own columns. JSON
+ * is built later, and only for rows whose hash differs from the snapshot's.
  */
 async function materialiseCurrent(conn: Connection, audience: Audience, member: MemberSql): Promise<void> {
   await conn.query(DROP_TEMP);
@@ -290,8 +290,13 @@ async function computeDeltas(conn: Connection, snapshots: string, audience: Audi
 
 async function summarise(conn: Connection, snapshots: string, name: string, identifier: IdentifierKind) {
   const counts = emptyCounts();
-  const kinds = await conn.query<{ kind: string; n: string }>('SELECT kind, count(*) AS n FROM pg_temp.bb_delta GROUP BY kind');
+  const kinds = await conn.query<{ kind: string; n: string; sendable: string }>(
+    `SELECT kind, count(*) AS n, count(*) FILTER (WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload <> '{}'::jsonb) AS sendable
+       FROM pg_temp.bb_delta GROUP BY kind`,
+  );
   const byKind = Object.fromEntries(kinds.rows.map((k) => [k.kind, Number(k.n)])) as Record<string, number | undefined>;
+  /** Members a sync sends a request for (exits that send nothing and empty payloads excluded). */
+  const sendable = kinds.rows.reduce((n, k) => n + Number(k.sendable), 0);
   const rows = await conn.query<{ nulls: string; keyed: string; dup_keys: string; dup_rows: string }>(
     `SELECT (SELECT count(*) FROM pg_temp.bb_current WHERE "__bb_key" IS NULL) AS nulls,
             (SELECT count(*) FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS keyed,
@@ -323,7 +328,7 @@ async function summarise(conn: Connection, snapshots: string, name: string, iden
   const failures: MemberFailure[] = failed.rows.map((f) => ({ memberKey: f.member_key, reason: f.reason }));
   if (nulls > 0) failures.push({ memberKey: null, reason: `${nulls} row(s) with a NULL or empty ${identifier} were skipped` });
   const existing = await conn.query<{ n: string }>(`SELECT count(*) AS n FROM ${snapshots} AS sn WHERE sn.audience = $1`, [name]);
-  return { counts, failures, existing: Number(existing.rows[0]!.n) };
+  return { counts, failures, sendable, existing: Number(existing.rows[0]!.n) };
 }
 
 /**
@@ -394,14 +399,13 @@ async function writeBodies(conn: Connection, audience: Audience, options: SyncOp
  * batches read ahead, so memory stays bounded whatever the audience size. Each member is in
  * exactly one batch, so it is never in two in-flight requests.
  */
-async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, options: SyncOptions, runId: number | null, counts: AudienceCounts, log: Logger) {
+async function deliver(conn: Connection, deps: SyncDeps, audience: Audience, options: SyncOptions, runId: number | null, counts: AudienceCounts, total: number, log: Logger) {
   const client = deps.client!;
   const before = { requestsBefore: client.stats.requests, retriesBefore: client.stats.retries, rateLimitedBefore: client.stats.rateLimited };
   const dispatcher = createDispatcher(options.concurrency);
   const sentPerAttribute: Record<string, number> = {};
   let updates = 0;
   let done = 0;
-  const total = counts.new + counts.changed + counts.exited + (options.mode === 'backfill' ? counts.unchanged : 0);
 
   const sendBatch = async (batch: DeltaRow[]) => {
     if (dispatcher.error) return;
@@ -449,8 +453,15 @@ function isFatal(error: unknown): boolean {
   return error instanceof BrazeHttpError && (error.status === 401 || error.status === 403 || error.status === 404 || error.status === 400);
 }
 
+/**
+ * PostgreSQL errors while the audience's rows are turned into attributes are the audience's
+ * (bad values, a query that no longer plans): exit 2. Anything else (a lost connection, a
+ * deadlock, a full disk) is not the file's fault and keeps its own class: exit 4.
+ */
 function asAudienceError(error: unknown, audience: Audience): unknown {
-  if (error instanceof DatabaseError) return new AudienceError(audience.file, `query failed: ${error.message}`, undefined, { cause: error });
+  if (error instanceof DatabaseError && /^(22|42)/.test(error.code ?? '')) {
+    return new AudienceError(audience.file, `query failed: ${error.message}`, undefined, { cause: error });
+  }
   return error;
 }
 
