@@ -1,6 +1,6 @@
 /** `currents ingest` and `currents status`. */
 import type { Argv, CommandModule } from 'yargs';
-import { currentsSourceOptions, stateOptions } from './shared-options.js';
+import { currentsSourceOptions, runOptions, stateOptions } from './shared-options.js';
 import { createAppLogger, openMigrated, withShutdown } from '../app.js';
 import { afterRun, type RunOutcome } from '../after-run.js';
 import { ConfigError } from '../errors.js';
@@ -88,7 +88,7 @@ const ingestBinding: CommandModule = {
   command: 'ingest',
   describe: 'load new Currents files into PostgreSQL, exactly once each',
   builder: (y) =>
-    common(y)
+    runOptions(common(y))
       .option('event-types', { type: 'string', describe: 'comma-separated event types to load, e.g. users.messages.email.Send' })
       .option('since', { type: 'string', describe: 'first date= hour to load, YYYY-MM-DD[-HH] (UTC)' })
       .option('until', { type: 'string', describe: 'last date= hour to load, YYYY-MM-DD[-HH] (UTC)' })

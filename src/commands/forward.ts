@@ -11,7 +11,7 @@ import { RateLimiter } from '../braze/rate-limiter.js';
 import { loadForwardConfig } from '../forward/forward-config.js';
 import { forwardEvents, type ForwardSummary } from '../forward/forward-events.js';
 import { MovableInkClient } from '../forward/movable-ink-client.js';
-import { stateOptions } from './shared-options.js';
+import { runOptions, stateOptions } from './shared-options.js';
 
 export async function forwardCommand(config: Readonly<Config>, configFile: string, stop?: AbortSignal): Promise<ForwardSummary> {
   const forward = loadForwardConfig(configFile);
@@ -61,7 +61,7 @@ export const forwardBinding: CommandModule = {
   command: 'forward <destination>',
   describe: 'relay ingested Currents events to a partner (movable-ink)',
   builder: (y) =>
-    stateOptions(y)
+    runOptions(stateOptions(y))
       .positional('destination', { type: 'string', choices: ['movable-ink'] })
       .option('config', { type: 'string', demandOption: true, describe: 'the mapping of Braze events to partner events, e.g. jobs/movable-ink.json' })
       .option('dry-run', { type: 'boolean', describe: 'build the payloads only: nothing sent, no state changed' })

@@ -12,7 +12,7 @@ import { ingest } from '../currents/ingest.js';
 import { openSource } from '../currents/source.js';
 import { audienceJobs, everyMinutesJob } from '../schedule/audience-jobs.js';
 import { runScheduler, sleepUnlessStopped, type ScheduledJob } from '../schedule/scheduler.js';
-import { audienceOptions, currentsSourceOptions } from './shared-options.js';
+import { audienceOptions, currentsSourceOptions, runOptions } from './shared-options.js';
 import { ingestOutcome } from './currents.js';
 import { syncOutcome } from './sync.js';
 
@@ -55,7 +55,7 @@ export const scheduleBinding: CommandModule = {
   command: 'schedule',
   describe: 'long-running: run each audience on its @schedule, and Currents ingestion every --currents-every minutes',
   builder: (y) =>
-    currentsSourceOptions(audienceOptions(y)).option('currents-every', { type: 'number', describe: 'run Currents ingestion every N minutes (needs --source)' }),
+    runOptions(currentsSourceOptions(audienceOptions(y))).option('currents-every', { type: 'number', describe: 'run Currents ingestion every N minutes (needs --source)' }),
   handler: async (args) => {
     const a = args as CurrentsFlags & { currentsEvery?: number };
     const config = { ...loadCurrentsConfig(a), currentsEvery: a.currentsEvery };

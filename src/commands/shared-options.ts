@@ -24,7 +24,12 @@ export function stateOptions(y: Argv): Argv {
     .epilogue(epilogue)
     .option('state-schema', { type: 'string', describe: 'schema for braze-bridge state [default: braze_bridge]' })
     .option('database-url', { type: 'string', describe: 'overrides DATABASE_URL' })
-    .option('json', { type: 'boolean', describe: 'print the result as JSON on stdout' })
+    .option('json', { type: 'boolean', describe: 'print the result as JSON on stdout' });
+}
+
+/** What a run does when it ends or is stopped: only commands that record runs take these. */
+export function runOptions(y: Argv): Argv {
+  return y
     .option('metrics-file', { type: 'string', describe: 'write Prometheus metrics here at the end of each run (atomically)' })
     .option('notify-url', { type: 'string', describe: 'POST the run summary here when a run fails, aborts or has too many failed members' })
     .option('notify-failed-ratio', { type: 'number', describe: 'notify when failed members exceed this share [default: 0.05]' })

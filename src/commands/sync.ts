@@ -6,7 +6,7 @@ import { loadConfig, type Config, type Flags } from '../config.js';
 import { formatSummary, summaryJson } from '../audience/format-summary.js';
 import { runAudiences, type RunSummary } from '../audience/run-audiences.js';
 import type { SyncMode } from '../audience/sync-audience.js';
-import { audienceOptions } from './shared-options.js';
+import { audienceOptions, runOptions } from './shared-options.js';
 
 /** Run audiences in `mode` and return the summary; the CLI prints it and sets the exit code. */
 export async function syncCommand(config: Readonly<Config>, mode: SyncMode, names: readonly string[] = [], stop?: AbortSignal): Promise<RunSummary> {
@@ -92,9 +92,9 @@ function binding(mode: SyncMode, describe: string, extra: (y: Argv) => Argv = (y
 const withOut = (y: Argv) => y.option('out', { type: 'string', describe: 'write the exact request bodies as NDJSON to this file (with plan / --dry-run)' });
 
 export const syncBinding = binding('sync', 'send what changed in each audience to Braze', (y) =>
-  withOut(y).option('dry-run', { type: 'boolean', describe: 'plan only: nothing sent, no state changed' }),
+  runOptions(withOut(y)).option('dry-run', { type: 'boolean', describe: 'plan only: nothing sent, no state changed' }),
 );
 export const planBinding = binding('plan', 'dry run: what a sync would send, per audience and attribute', withOut);
 export const backfillBinding = binding('backfill', "resend every member's full attribute set, then record it as the snapshot", (y) =>
-  withOut(y).option('dry-run', { type: 'boolean', describe: 'plan the backfill only' }),
+  runOptions(withOut(y)).option('dry-run', { type: 'boolean', describe: 'plan the backfill only' }),
 );
