@@ -44,8 +44,8 @@ export async function openDatabase(config: Config, log: Logger, options: { datab
   };
 }
 
-export async function openMigrated(config: Config, log: Logger): Promise<OpenDatabase> {
-  const open = await openDatabase(config, log);
+export async function openMigrated(config: Config, log: Logger, options: { poolSize?: number } = {}): Promise<OpenDatabase> {
+  const open = await openDatabase(config, log, options);
   try {
     await migrate(open.db, config.stateSchema, log);
     return open;

@@ -20,7 +20,9 @@ export async function forwardCommand(config: Readonly<Config>, configFile: strin
     ? undefined
     : new MovableInkClient({ ...movableInkSettings(), rateLimiter: new RateLimiter({ limit: forward.ratePerSecond, windowMs: 1000, reserve: forward.concurrency }), log });
   // A dry run changes nothing, not even the state schema.
-  const open = config.dryRun ? await openDatabase(config, log) : await openMigrated(config, log);
+  // Connections: the cursor, the run lock, and one per user being relayed (its bookkeeping).
+  const pool = { poolSize: forward.concurrency + 3 };
+  const open = config.dryRun ? await openDatabase(config, log, pool) : await openMigrated(config, log, pool);
   const out = config.dryRun && config.out ? createWriteStream(config.out) : undefined;
   try {
     const summary = await forwardEvents(open.db, log, { config: forward, stateSchema: config.stateSchema, client, dryRun: config.dryRun, out, stop, args: { config: configFile } });

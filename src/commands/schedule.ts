@@ -20,7 +20,9 @@ export async function scheduleCommand(config: Readonly<CurrentsConfig & { curren
   const log = createAppLogger(config).child({ component: 'scheduler' });
   if (config.currentsEvery && !config.source) throw new ConfigError(['--currents-every needs --source s3://bucket/prefix']);
   const client = createTrackClient(config, log);
-  const open = await openMigrated(config, log);
+  // An audience sync (its connection and batch writes) and an ingest (its run lock, workers and
+  // DDL) can run at the same time on this one pool.
+  const open = await openMigrated(config, log, { poolSize: 2 * config.concurrency + 6 });
   try {
     const runAudience = async (audience: { name: string }) => {
       const summary = await runAudiences(
