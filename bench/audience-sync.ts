@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { createDatabase, type Database } from '../src/db/pool.js';
 import { migrate } from '../src/db/migrate.js';
-import { BrazeSandbox } from '../src/sandbox/braze-sandbox.js';
+import { BrazeSandbox } from '../src/braze/sandbox.js';
 import { runAudiences } from '../src/audience/run-audiences.js';
 import { silentLogger } from '../src/log.js';
 

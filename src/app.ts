@@ -2,14 +2,14 @@
  * The composition root: builds the database, the Braze client and the logger from a Config,
  * by hand, in one place. Commands call these and close what they open in `finally`.
  */
-import { requireBraze, type Config } from './config.js';
+import { requireBraze, type Config } from './config/load-config.js';
 import { startEmbeddedPostgres } from './db/embedded.js';
 import { migrate } from './db/migrate.js';
 import { createDatabase, type Database } from './db/pool.js';
 import { createLogger, type Logger } from './log.js';
-import { RateLimiter } from './braze/rate-limiter.js';
+import { RateLimiter } from './http/rate-limiter.js';
 import { TrackClient } from './braze/track-client.js';
-import { installShutdown } from './shutdown.js';
+import { installShutdown } from './run/shutdown.js';
 
 export const EMBEDDED_DATABASE = 'braze_bridge';
 

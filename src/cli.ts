@@ -7,7 +7,7 @@ import { hideBin } from 'yargs/helpers';
 import { ExitCode, exitCodeOf, messageOf } from './errors.js';
 import { backfillBinding, planBinding, syncBinding } from './commands/sync.js';
 import { migrateBinding } from './commands/migrate.js';
-import { epilogue } from './commands/shared-options.js';
+import { epilogue } from './commands/options.js';
 import { demoBinding } from './commands/demo.js';
 import { currentsBinding } from './commands/currents.js';
 import { failuresBinding, statusBinding } from './commands/status.js';

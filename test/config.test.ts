@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig, requireBraze } from '../src/config.js';
+import { loadConfig, requireBraze } from '../src/config/load-config.js';
 import { ConfigError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
 import { Writable } from 'node:stream';

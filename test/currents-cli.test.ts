@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openAvroFile } from '../src/currents/decode-avro.js';
+import { openAvroFile } from '../src/currents/avro/decode-avro.js';
 import { tableName } from '../src/currents/parse-key.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { S3_ENV, startS3, type TestS3 } from './helpers/s3.js';

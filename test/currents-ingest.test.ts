@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingest } from '../src/currents/ingest.js';
-import { openSource } from '../src/currents/source.js';
+import { openSource } from '../src/currents/source/open-source.js';
 import { currentsStatus } from '../src/currents/status.js';
 import { silentLogger } from '../src/log.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';

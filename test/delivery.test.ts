@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BrazeSandbox } from '../src/sandbox/braze-sandbox.js';
-import { RateLimiter } from '../src/braze/rate-limiter.js';
+import { BrazeSandbox } from '../src/braze/sandbox.js';
+import { RateLimiter } from '../src/http/rate-limiter.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseAudience, findAudienceFiles } from '../src/audience/load-audiences.js';
+import { parseAudience, findAudienceFiles } from '../src/audience/load-audience.js';
 import { AudienceError, ConfigError } from '../src/errors.js';
 import { audienceDir } from './helpers/audiences.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RateLimiter, retryAfterMs } from '../src/braze/rate-limiter.js';
+import { RateLimiter, retryAfterMs } from '../src/http/rate-limiter.js';
 
 /** A clock that only moves when somebody sleeps. */
 function fakeTime() {

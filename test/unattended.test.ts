@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BrazeSandbox } from '../src/sandbox/braze-sandbox.js';
+import { BrazeSandbox } from '../src/braze/sandbox.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { audienceDir, TEST_KEY } from './helpers/audiences.js';
 import { cli, startCli } from './helpers/cli.js';

@@ -6,7 +6,7 @@ import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { AppError, ExitCode, messageOf } from '../errors.js';
 import { emptyCounts } from '../types.js';
-import { findAudienceFiles, loadAudience } from './load-audiences.js';
+import { findAudienceFiles, loadAudience } from './load-audience.js';
 import { syncAudience, type AudienceResult, type SyncDeps, type SyncOptions } from './sync-audience.js';
 
 export interface RunSummary {

@@ -8,13 +8,13 @@ import type { Writable } from 'node:stream';
 import { AbortError, AppError, AudienceError, BrazeHttpError, ExitCode, messageOf } from '../errors.js';
 import { lockKey } from '../db/migrate.js';
 import { DatabaseError, escapeIdentifier, type Connection, type Database } from '../db/pool.js';
-import { abandonStaleRuns, finishRun, recordFailures, startRun, type MemberFailure, type RunStatus } from '../db/runs.js';
+import { abandonStaleRuns, finishRun, recordFailures, startRun, type MemberFailure, type RunStatus } from '../run/run-store.js';
 import type { Logger } from '../log.js';
 import type { TrackClient } from '../braze/track-client.js';
 import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
-import { advanceSnapshot } from './advance-snapshot.js';
-import { createDispatcher } from '../dispatch.js';
-import { buildMemberSql, resolveTypes, type MemberSql } from './build-member-sql.js';
+import { advanceSnapshot } from './snapshot-store.js';
+import { createDispatcher } from '../run/dispatcher.js';
+import { buildMemberSql, resolveTypes, type MemberSql } from './member-sql.js';
 
 export type SyncMode = 'sync' | 'backfill' | 'plan';
 

@@ -7,9 +7,9 @@
  */
 import { AbortError, BrazeHttpError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { describeNetworkError, postJson, type PostResult } from '../http-post.js';
-import { withRetries, type Attempt, type RetryStats } from '../http-retry.js';
-import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from './rate-limiter.js';
+import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
+import { withRetries, type Attempt, type RetryStats } from '../http/with-retries.js';
+import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from '../http/rate-limiter.js';
 
 export interface TrackClientOptions {
   /** e.g. https://rest.iad-01.braze.com */

@@ -1,12 +1,12 @@
 /** `currents ingest` and `currents status`. */
 import type { Argv, CommandModule } from 'yargs';
-import { currentsSourceOptions, runOptions, stateOptions } from './shared-options.js';
+import { currentsSourceOptions, runOptions, stateOptions } from './options.js';
 import { createAppLogger, openMigrated, withShutdown } from '../app.js';
-import { afterRun, type RunOutcome } from '../after-run.js';
+import { afterRun, type RunOutcome } from '../run/after-run.js';
 import { ConfigError } from '../errors.js';
-import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config.js';
+import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config/load-config.js';
 import { ingest, type IngestSummary } from '../currents/ingest.js';
-import { openSource } from '../currents/source.js';
+import { openSource } from '../currents/source/open-source.js';
 import { currentsStatus, formatStatus, type CurrentsStatus } from '../currents/status.js';
 
 export async function ingestCommand(config: Readonly<CurrentsConfig>, stop?: AbortSignal): Promise<IngestSummary> {

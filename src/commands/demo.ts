@@ -10,12 +10,12 @@ import type { Argv, CommandModule } from 'yargs';
 import { createAppLogger, createTrackClient } from '../app.js';
 import { startEmbeddedPostgres } from '../db/embedded.js';
 import { createDatabase } from '../db/pool.js';
-import { loadConfig } from '../config.js';
+import { loadConfig } from '../config/load-config.js';
 import { migrate } from '../db/migrate.js';
 import { combineExitCodes, runAudiences, type RunSummary } from '../audience/run-audiences.js';
 import { formatSummary } from '../audience/format-summary.js';
-import { packageRoot } from '../package-root.js';
-import { BrazeSandbox } from '../sandbox/braze-sandbox.js';
+import { packageRoot } from '../config/package-root.js';
+import { BrazeSandbox } from '../braze/sandbox.js';
 
 const DEMO_DATABASE = 'braze_bridge_demo';
 

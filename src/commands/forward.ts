@@ -3,15 +3,15 @@ import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import type { CommandModule } from 'yargs';
 import { openDatabase, openMigrated, withShutdown } from '../app.js';
-import { afterRun } from '../after-run.js';
-import { loadConfig, movableInkSecrets, movableInkSettings, type Config, type Flags } from '../config.js';
+import { afterRun } from '../run/after-run.js';
+import { loadConfig, movableInkSecrets, movableInkSettings, type Config, type Flags } from '../config/load-config.js';
 import { ConfigError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { RateLimiter } from '../braze/rate-limiter.js';
-import { loadForwardConfig } from '../forward/forward-config.js';
-import { forwardEvents, type ForwardSummary } from '../forward/forward-events.js';
+import { RateLimiter } from '../http/rate-limiter.js';
+import { loadForwardConfig } from '../forward/config.js';
+import { forwardEvents, type ForwardSummary } from '../forward/relay.js';
 import { MovableInkClient } from '../forward/movable-ink-client.js';
-import { runOptions, stateOptions } from './shared-options.js';
+import { runOptions, stateOptions } from './options.js';
 
 export async function forwardCommand(config: Readonly<Config>, configFile: string, stop?: AbortSignal): Promise<ForwardSummary> {
   const forward = loadForwardConfig(configFile);

@@ -1,8 +1,8 @@
 /** `migrate`: create or upgrade the state schema (sync also does it). */
 import type { CommandModule } from 'yargs';
-import { stateOptions } from './shared-options.js';
+import { stateOptions } from './options.js';
 import { createAppLogger, openDatabase } from '../app.js';
-import { loadConfig, type Config } from '../config.js';
+import { loadConfig, type Config } from '../config/load-config.js';
 import { migrate } from '../db/migrate.js';
 
 export async function migrateCommand(config: Readonly<Config>): Promise<{ applied: string[]; current: number }> {

@@ -4,15 +4,15 @@
  */
 import type { CommandModule } from 'yargs';
 import { createAppLogger, createTrackClient, openMigrated, withShutdown } from '../app.js';
-import { afterRun } from '../after-run.js';
-import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config.js';
+import { afterRun } from '../run/after-run.js';
+import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config/load-config.js';
 import { ConfigError, ExitCode } from '../errors.js';
 import { runAudiences } from '../audience/run-audiences.js';
 import { ingest } from '../currents/ingest.js';
-import { openSource } from '../currents/source.js';
+import { openSource } from '../currents/source/open-source.js';
 import { audienceJobs, everyMinutesJob } from '../schedule/audience-jobs.js';
 import { runScheduler, sleepUnlessStopped, type ScheduledJob } from '../schedule/scheduler.js';
-import { audienceOptions, currentsSourceOptions, runOptions } from './shared-options.js';
+import { audienceOptions, currentsSourceOptions, runOptions } from './options.js';
 import { ingestOutcome } from './currents.js';
 import { syncOutcome } from './sync.js';
 

@@ -1,9 +1,9 @@
 /** `status` (the run history) and `failures` (who failed in an audience's last run, and why). */
 import type { CommandModule } from 'yargs';
 import { createAppLogger, openMigrated } from '../app.js';
-import { loadConfig, type Config, type Flags } from '../config.js';
+import { loadConfig, type Config, type Flags } from '../config/load-config.js';
 import { escapeIdentifier } from '../db/pool.js';
-import { stateOptions } from './shared-options.js';
+import { stateOptions } from './options.js';
 import { ConfigError } from '../errors.js';
 
 export interface RunRow {

@@ -1,12 +1,12 @@
 /** `sync`, `plan` and `backfill`: one engine, three modes. */
 import type { Argv, CommandModule } from 'yargs';
 import { createAppLogger, createTrackClient, openDatabase, openMigrated, withShutdown } from '../app.js';
-import { afterRun, type RunOutcome } from '../after-run.js';
-import { loadConfig, type Config, type Flags } from '../config.js';
+import { afterRun, type RunOutcome } from '../run/after-run.js';
+import { loadConfig, type Config, type Flags } from '../config/load-config.js';
 import { formatSummary, summaryJson } from '../audience/format-summary.js';
 import { runAudiences, type RunSummary } from '../audience/run-audiences.js';
 import type { SyncMode } from '../audience/sync-audience.js';
-import { audienceOptions, runOptions } from './shared-options.js';
+import { audienceOptions, runOptions } from './options.js';
 
 /** Run audiences in `mode` and return the summary; the CLI prints it and sets the exit code. */
 export async function syncCommand(config: Readonly<Config>, mode: SyncMode, names: readonly string[] = [], stop?: AbortSignal): Promise<RunSummary> {

@@ -6,14 +6,14 @@
  */
 import { AppError, ExitCode, messageOf } from '../errors.js';
 import { copyFrom, DatabaseError, escapeIdentifier, type Connection, type Database } from '../db/pool.js';
-import { finishRun, startRun, sweepAbandonedRuns, withRunLock } from '../db/runs.js';
+import { finishRun, startRun, sweepAbandonedRuns, withRunLock } from '../run/run-store.js';
 import { lockKey } from '../db/migrate.js';
 import type { Logger } from '../log.js';
-import { AvroDecodeError, openAvroFile } from './decode-avro.js';
-import { ensureEventTable, SchemaMismatchError } from './ensure-event-table.js';
+import { AvroDecodeError, openAvroFile } from './avro/decode-avro.js';
+import { ensureEventTable, SchemaMismatchError } from './event-tables.js';
 import { mapSchema, type EventColumn } from './map-schema.js';
 import { parseKey, tableName } from './parse-key.js';
-import { MissingObjectError, TransientSourceError, type CurrentsSource } from './source.js';
+import { MissingObjectError, TransientSourceError, type CurrentsSource } from './source/open-source.js';
 
 export interface IngestOptions {
   source: CurrentsSource;

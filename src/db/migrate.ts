@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { packageRoot } from '../package-root.js';
+import { packageRoot } from '../config/package-root.js';
 import { escapeIdentifier, type Database } from './pool.js';
 
 export interface Migration {

@@ -4,10 +4,10 @@
  * attempts within about 30 minutes; never retry other 4xx or 3xx; 90 s per request.
  */
 import { AbortError, ConfigError } from '../errors.js';
-import { describeNetworkError, postJson, type PostResult } from '../http-post.js';
-import { withRetries, isRetryableStatus, type Attempt, type RetryStats } from '../http-retry.js';
+import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
+import { withRetries, isRetryableStatus, type Attempt, type RetryStats } from '../http/with-retries.js';
 import { silentLogger, type Logger } from '../log.js';
-import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from '../braze/rate-limiter.js';
+import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from '../http/rate-limiter.js';
 
 export interface MovableInkOptions {
   /** The full behavioural URL including the key: https://collector.movableink-dmz.com/behavioral/<key> */

@@ -1,6 +1,6 @@
 /** Scheduled jobs from audience files (`@schedule`, `@timezone`) and from --currents-every. */
 import { CronExpressionParser } from 'cron-parser';
-import { findAudienceFiles, loadAudience } from '../audience/load-audiences.js';
+import { findAudienceFiles, loadAudience } from '../audience/load-audience.js';
 import type { Logger } from '../log.js';
 import type { Audience } from '../types.js';
 import type { ScheduledJob } from './scheduler.js';

@@ -2,7 +2,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RateLimiter } from '../../src/braze/rate-limiter.js';
+import { RateLimiter } from '../../src/http/rate-limiter.js';
 import { TrackClient } from '../../src/braze/track-client.js';
 import { runAudiences, type RunSummary } from '../../src/audience/run-audiences.js';
 import type { SyncMode } from '../../src/audience/sync-audience.js';

@@ -4,7 +4,7 @@
  */
 import avro from 'avsc';
 import snappy from 'snappyjs';
-import { crc32 } from '../../src/currents/decode-avro.js';
+import { crc32 } from '../../src/currents/avro/decode-avro.js';
 
 const nullable = (type: string | object) => ['null', type];
 

@@ -1,6 +1,6 @@
 /** A test file's own database and Braze sandbox, started before its tests and removed after. */
 import { afterAll, beforeAll } from 'vitest';
-import { BrazeSandbox } from '../../src/sandbox/braze-sandbox.js';
+import { BrazeSandbox } from '../../src/braze/sandbox.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { TEST_KEY } from './audiences.js';
 

@@ -8,7 +8,7 @@ import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { AbortError, AppError, ConfigError } from '../errors.js';
+import { AbortError, AppError, ConfigError } from '../../errors.js';
 
 export interface SourceObject {
   key: string;

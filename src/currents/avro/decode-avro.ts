@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { inflateRaw } from 'node:zlib';
 import avro from 'avsc';
 import snappy from 'snappyjs';
-import { AppError } from '../errors.js';
+import { AppError } from '../../errors.js';
 
 const inflate = promisify(inflateRaw);
 const MAGIC = Buffer.from('Obj\x01', 'latin1');

@@ -4,8 +4,8 @@
  * frozen. Secrets (the API key, the database password) live only here and in the clients.
  */
 import { isAbsolute, resolve } from 'node:path';
-import { ConfigError } from './errors.js';
-import type { LogLevel } from './log.js';
+import { ConfigError } from '../errors.js';
+import type { LogLevel } from '../log.js';
 
 export interface Config {
   /** A libpq URL; undefined with `usePgEnv` (PG* variables) or `embedded`. */

@@ -3,8 +3,8 @@
  * attempts and total time; a server-given wait (Retry-After, rate-limit reset) is honoured
  * exactly instead. 429s are the server pacing us, not failing, so they get a longer leash.
  */
-import type { Logger } from './log.js';
-import type { Clock, Sleep } from './braze/rate-limiter.js';
+import type { Logger } from '../log.js';
+import type { Clock, Sleep } from './rate-limiter.js';
 
 export interface RetryPolicy {
   maxAttempts: number;

@@ -1,6 +1,6 @@
 /** The run history and per-member failures, shared by every job. */
-import { lockKey } from './migrate.js';
-import { escapeIdentifier, type Database, type Queryable } from './pool.js';
+import { lockKey } from '../db/migrate.js';
+import { escapeIdentifier, type Database, type Queryable } from '../db/pool.js';
 
 export type RunStatus = 'running' | 'succeeded' | 'partial' | 'failed' | 'aborted' | 'interrupted' | 'abandoned';
 

@@ -4,7 +4,7 @@
  * recorded, for at most --shutdown-timeout; a second signal, or the timeout, exits at once.
  * Either way the state stays consistent, because it only ever advances on proof.
  */
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 
 export interface Shutdown {
   /** Aborted on the first signal. */

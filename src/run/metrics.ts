@@ -4,7 +4,7 @@
  * the run history, so one file describes every job and audience, not only the last run.
  */
 import { renameSync, writeFileSync } from 'node:fs';
-import { escapeIdentifier, type Queryable } from './db/pool.js';
+import { escapeIdentifier, type Queryable } from '../db/pool.js';
 
 interface Metric {
   name: string;

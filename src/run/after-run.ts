@@ -3,9 +3,9 @@
  * metrics file, and post to the notify webhook when the run needs a person. A failure here is
  * logged, never allowed to change the run's own exit code.
  */
-import { escapeIdentifier, type Queryable } from './db/pool.js';
-import { postJson } from './http-post.js';
-import type { Logger } from './log.js';
+import { escapeIdentifier, type Queryable } from '../db/pool.js';
+import { postJson } from '../http/post-json.js';
+import type { Logger } from '../log.js';
 import { writeMetricsFile } from './metrics.js';
 
 export interface AfterRunOptions {

@@ -9,10 +9,10 @@ import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { AbortError, ExitCode, messageOf } from '../errors.js';
 import { escapeIdentifier, type Database } from '../db/pool.js';
-import { createDispatcher } from '../dispatch.js';
-import { finishRun, startRun, sweepAbandonedRuns, withRunLock } from '../db/runs.js';
+import { createDispatcher } from '../run/dispatcher.js';
+import { finishRun, startRun, sweepAbandonedRuns, withRunLock } from '../run/run-store.js';
 import type { Logger } from '../log.js';
-import { PII, type ForwardConfig, type ForwardRule } from './forward-config.js';
+import { PII, type ForwardConfig, type ForwardRule } from './config.js';
 import type { MovableInkClient } from './movable-ink-client.js';
 
 export interface ForwardOptions {

@@ -1,6 +1,6 @@
 /** Flags shared by several commands, declared once for yargs. */
 import type { Argv } from 'yargs';
-import { environment } from '../config.js';
+import { environment } from '../config/load-config.js';
 
 /** Shown under every --help: the environment variables and the exit codes. */
 export const epilogue = [
