@@ -4,7 +4,7 @@
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { ExitCode, exitCodeOf, messageOf } from './errors.js';
+import { ExitCode, exitCodeFor, messageOf } from './errors.js';
 import { backfillBinding, planBinding, syncBinding } from './commands/sync.js';
 import { migrateBinding } from './commands/migrate.js';
 import { epilogue } from './commands/options.js';
@@ -53,7 +53,7 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
       return;
     }
     process.stderr.write(`braze-bridge: ${messageOf(error)}\n`);
-    process.exitCode = exitCodeOf(error);
+    process.exitCode = exitCodeFor(error);
   }
 }
 

@@ -4,7 +4,7 @@
  */
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import { AppError, ExitCode, messageOf } from '../errors.js';
+import { AppError, combineExitCodes, ExitCode, messageOf } from '../errors.js';
 import { emptyCounts } from '../types.js';
 import { findAudienceFiles, loadAudience } from './load-audience.js';
 import { syncAudience, type AudienceResult, type SyncDeps, type SyncOptions } from './sync-audience.js';
@@ -14,13 +14,6 @@ export interface RunSummary {
   audiences: AudienceResult[];
   exitCode: ExitCode;
   durationMs: number;
-}
-
-/** Which exit code wins when audiences end differently: the one that needs attention most. */
-const precedence: ExitCode[] = [ExitCode.aborted, ExitCode.config, ExitCode.locked, ExitCode.partial, ExitCode.ok];
-
-export function combineExitCodes(codes: ExitCode[]): ExitCode {
-  return precedence.find((c) => codes.includes(c)) ?? ExitCode.ok;
 }
 
 export async function runAudiences(

@@ -5,10 +5,10 @@
  * killed at any moment is resumed by the next one sending exactly what was not confirmed.
  */
 import type { Writable } from 'node:stream';
-import { AbortError, AppError, AudienceError, BrazeHttpError, ExitCode, messageOf } from '../errors.js';
-import { lockKey } from '../db/migrate.js';
-import { DatabaseError, escapeIdentifier, type Connection, type Database } from '../db/pool.js';
-import { abandonStaleRuns, finishRun, recordFailures, startRun, type MemberFailure, type RunStatus } from '../run/run-store.js';
+import { AbortError, AppError, AudienceError, BrazeHttpError, DatabaseError, ExitCode, messageOf, type RunStatus } from '../errors.js';
+import { lockKey } from '../db/locks.js';
+import { escapeIdentifier, type Connection, type Database } from '../db/pool.js';
+import { abandonStaleRuns, finishRun, recordFailures, startRun, type MemberFailure } from '../run/run-store.js';
 import type { Logger } from '../log.js';
 import type { TrackClient } from '../braze/track-client.js';
 import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';

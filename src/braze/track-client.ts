@@ -9,7 +9,8 @@ import { AbortError, BrazeHttpError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
 import { withRetries, type Attempt, type RetryStats } from '../http/with-retries.js';
-import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from '../http/rate-limiter.js';
+import { realClock, realSleep, type Clock, type Sleep } from '../http/clock.js';
+import { RateLimiter, retryAfterMs } from '../http/rate-limiter.js';
 
 export interface TrackClientOptions {
   /** e.g. https://rest.iad-01.braze.com */
@@ -96,23 +97,17 @@ export class TrackClient {
     if (status === 408 || status >= 500) return { kind: 'retry', reason: `${status} ${message}`, waitMs: retryAfterHeader(response.headers, this.o.clock()) };
     if (status === 401) {
       throw new BrazeHttpError(
-        `Braze answered 401 Unauthorized: the API key is wrong, or BRAZE_REST_ENDPOINT (${this.url.host}) is not your workspace's instance`,
-        401,
-        false,
-      );
+        `Braze answered 401 Unauthorized: the API key is wrong, or BRAZE_REST_ENDPOINT (${this.url.host}) is not your workspace's instance`, 401);
     }
     if (status === 403) {
-      throw new BrazeHttpError(`Braze answered 403 Forbidden: the API key lacks the users.track permission, or the account is inactive`, 403, false);
+      throw new BrazeHttpError(`Braze answered 403 Forbidden: the API key lacks the users.track permission, or the account is inactive`, 403);
     }
     if (status === 400 && /max input length/i.test(message)) {
       throw new BrazeHttpError(
-        `Braze answered 400 "${message}": this workspace accepts fewer objects per request; lower --batch-size (50 for MAU CY 24-25 contracts)`,
-        400,
-        false,
-      );
+        `Braze answered 400 "${message}": this workspace accepts fewer objects per request; lower --batch-size (50 for MAU CY 24-25 contracts)`, 400);
     }
     if (status === 404) {
-      throw new BrazeHttpError(`Braze answered 404 for ${this.url}: check BRAZE_REST_ENDPOINT (e.g. https://rest.iad-01.braze.com)`, 404, false);
+      throw new BrazeHttpError(`Braze answered 404 for ${this.url}: check BRAZE_REST_ENDPOINT (e.g. https://rest.iad-01.braze.com)`, 404);
     }
     return { kind: 'done', result: allFailed(count, `Braze rejected the batch: ${status} ${message}`) };
   }

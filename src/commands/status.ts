@@ -5,39 +5,13 @@ import { loadConfig, type Config, type Flags } from '../config/load-config.js';
 import { escapeIdentifier } from '../db/pool.js';
 import { stateOptions } from './options.js';
 import { ConfigError } from '../errors.js';
-
-export interface RunRow {
-  id: number;
-  job: string;
-  audience: string | null;
-  status: string;
-  startedAt: string;
-  durationMs: number | null;
-  counts: Record<string, unknown>;
-  error: string | null;
-}
+import { lastRunFailures, listRuns, type RunRow } from '../run/run-store.js';
 
 /** The last run of every audience and job, or the last `runs` runs of one audience. */
 export async function statusCommand(config: Readonly<Config>, audience?: string, runs = 1): Promise<RunRow[]> {
   const open = await openMigrated(config, createAppLogger(config));
   try {
-    const s = escapeIdentifier(config.stateSchema);
-    const { rows } = await open.db.query<{ id: string; job: string; audience: string | null; status: string; started_at: Date; finished_at: Date | null; counts: Record<string, unknown>; error: string | null }>(
-      audience
-        ? `SELECT * FROM ${s}.runs WHERE audience = $1 ORDER BY id DESC LIMIT $2`
-        : `SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY job, audience ORDER BY id DESC) AS n FROM ${s}.runs) r WHERE n <= $1 ORDER BY job, audience, id DESC`,
-      audience ? [audience, runs] : [runs],
-    );
-    return rows.map((r) => ({
-      id: Number(r.id),
-      job: r.job,
-      audience: r.audience,
-      status: r.status,
-      startedAt: r.started_at.toISOString(),
-      durationMs: r.finished_at ? r.finished_at.getTime() - r.started_at.getTime() : null,
-      counts: r.counts,
-      error: r.error,
-    }));
+    return await listRuns(open.db, config.stateSchema, { audience, perAudience: runs });
   } finally {
     await open.close();
   }
@@ -70,21 +44,7 @@ export function formatRuns(rows: RunRow[]): string {
 export async function failuresCommand(config: Readonly<Config>, audience: string, limit = 1000) {
   const open = await openMigrated(config, createAppLogger(config));
   try {
-    const s = escapeIdentifier(config.stateSchema);
-    const run = await open.db.query<{ id: string; status: string; started_at: Date }>(
-      `SELECT id, status, started_at FROM ${s}.runs WHERE audience = $1 AND job IN ('sync', 'backfill') AND status <> 'running' ORDER BY id DESC LIMIT 1`,
-      [audience],
-    );
-    if (!run.rows[0]) return { audience, run: null, failures: [] as Array<{ member: string | null; reason: string }> };
-    const { rows } = await open.db.query<{ member_key: string | null; reason: string }>(
-      `SELECT member_key, reason FROM ${s}.member_failures WHERE run_id = $1 ORDER BY member_key NULLS LAST LIMIT $2`,
-      [run.rows[0].id, limit],
-    );
-    return {
-      audience,
-      run: { id: Number(run.rows[0].id), status: run.rows[0].status, startedAt: run.rows[0].started_at.toISOString() },
-      failures: rows.map((r) => ({ member: r.member_key, reason: r.reason })),
-    };
+    return await lastRunFailures(open.db, config.stateSchema, audience, limit);
   } finally {
     await open.close();
   }

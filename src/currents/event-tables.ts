@@ -4,12 +4,10 @@
  * lock, so concurrent ingesters never race on CREATE or ALTER; a column whose type would
  * change is an error for that file, never a silent cast.
  */
-import { AppError } from '../errors.js';
-import { lockKey } from '../db/migrate.js';
+import { SchemaMismatchError } from '../errors.js';
+import { lockKey } from '../db/locks.js';
 import { escapeIdentifier, type Database } from '../db/pool.js';
 import type { EventColumn } from './map-schema.js';
-
-export class SchemaMismatchError extends AppError {}
 
 /** Per process: tables whose columns are known to cover a schema, to skip the catalog. */
 const known = new Map<string, Map<string, string>>();

@@ -4,16 +4,17 @@
  * file's rows and its manifest row's move to 'loaded' commit together. A crash at any moment
  * leaves each file fully loaded or not at all, and any number of processes split the work.
  */
-import { AppError, ExitCode, messageOf } from '../errors.js';
-import { copyFrom, DatabaseError, escapeIdentifier, type Connection, type Database } from '../db/pool.js';
-import { finishRun, startRun, sweepAbandonedRuns, withRunLock } from '../run/run-store.js';
-import { lockKey } from '../db/migrate.js';
+import { AppError, AvroDecodeError, DatabaseError, ExitCode, messageOf, MissingObjectError, SchemaMismatchError, TransientSourceError } from '../errors.js';
+import { copyFrom, escapeIdentifier, type Connection, type Database } from '../db/pool.js';
+import { finishRun, startRun } from '../run/run-store.js';
+import { sweepAbandonedRuns, withRunLock } from '../run/run-lock.js';
+import { lockKey } from '../db/locks.js';
 import type { Logger } from '../log.js';
-import { AvroDecodeError, openAvroFile } from './avro/decode-avro.js';
-import { ensureEventTable, SchemaMismatchError } from './event-tables.js';
+import { openAvroFile } from './avro/decode-avro.js';
+import { ensureEventTable } from './event-tables.js';
 import { mapSchema, type EventColumn } from './map-schema.js';
 import { parseKey, tableName } from './parse-key.js';
-import { MissingObjectError, TransientSourceError, type CurrentsSource } from './source/open-source.js';
+import type { CurrentsSource } from './source/open-source.js';
 
 export interface IngestOptions {
   source: CurrentsSource;

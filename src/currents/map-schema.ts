@@ -7,7 +7,7 @@
  * kept as a JSON string rather than dropped.
  */
 import type avro from 'avsc';
-import { AvroDecodeError } from './avro/decode-avro.js';
+import { AvroDecodeError } from '../errors.js';
 
 export type PgType = 'text' | 'bigint' | 'double precision' | 'boolean' | 'bytea' | 'jsonb';
 

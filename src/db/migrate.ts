@@ -5,6 +5,7 @@
  * than written to by code that does not know its shape.
  */
 import { createHash } from 'node:crypto';
+import { lock, lockKey, unlock } from './locks.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
@@ -30,11 +31,6 @@ export function loadMigrations(dir = join(packageRoot(), 'sql', 'migrations')): 
     });
 }
 
-/** A lock key per state schema, so two schemas in one database migrate independently. */
-export function lockKey(schema: string, purpose: string): number {
-  return createHash('sha256').update(`braze-bridge:${purpose}:${schema}`).digest().readInt32BE(0);
-}
-
 export interface MigrateResult {
   applied: string[];
   current: number;
@@ -43,7 +39,7 @@ export interface MigrateResult {
 export async function migrate(db: Database, schema: string, log: Logger = silentLogger, migrations = loadMigrations()): Promise<MigrateResult> {
   const s = escapeIdentifier(schema);
   return db.withConnection(async (conn) => {
-    await conn.query('SELECT pg_advisory_lock($1, 0)', [lockKey(schema, 'migrate')]);
+    await lock(conn, lockKey(schema, 'migrate'), 0);
     try {
       await conn.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
       await conn.query(
@@ -80,7 +76,7 @@ export async function migrate(db: Database, schema: string, log: Logger = silent
       }
       return { applied, current: Math.max(0, ...migrations.map((m) => m.id)) };
     } finally {
-      await conn.query('SELECT pg_advisory_unlock($1, 0)', [lockKey(schema, 'migrate')]).catch(() => {});
+      await unlock(conn, lockKey(schema, 'migrate'), 0);
     }
   });
 }

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import Cursor from 'pg-cursor';
 import { from as copyFromStdin } from 'pg-copy-streams';
-import { AppError, ConfigError } from '../errors.js';
+import { AppError, ConfigError, DatabaseError } from '../errors.js';
 
 /** The narrow interface the rest of the code talks to. */
 export interface Queryable {
@@ -153,22 +153,6 @@ export async function copyFrom(conn: Connection, sql: string, chunks: AsyncItera
 /** Quote an identifier once, the way PostgreSQL would. */
 export function escapeIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
-}
-
-/** An error reported by PostgreSQL, with its SQLSTATE and the 1-based character position. */
-export class DatabaseError extends AppError {
-  constructor(
-    message: string,
-    readonly code: string | undefined,
-    readonly position: number | undefined,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-  override get retryable(): boolean {
-    // Serialization failures, deadlocks, connection failures, admin shutdown: try later.
-    return /^(40001|40P01|08...|57P0[123])$/.test(this.code ?? '');
-  }
 }
 
 const connectionCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH']);

@@ -7,7 +7,8 @@ import { AbortError, ConfigError } from '../errors.js';
 import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
 import { withRetries, isRetryableStatus, type Attempt, type RetryStats } from '../http/with-retries.js';
 import { silentLogger, type Logger } from '../log.js';
-import { RateLimiter, realClock, realSleep, retryAfterMs, type Clock, type Sleep } from '../http/rate-limiter.js';
+import { realClock, realSleep, type Clock, type Sleep } from '../http/clock.js';
+import { RateLimiter, retryAfterMs } from '../http/rate-limiter.js';
 
 export interface MovableInkOptions {
   /** The full behavioural URL including the key: https://collector.movableink-dmz.com/behavioral/<key> */

@@ -5,6 +5,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import { NetworkError } from '../errors.js';
 
 export interface PostResult {
   status: number;
@@ -16,16 +17,6 @@ const agents = {
   'http:': new http.Agent({ keepAlive: true, maxSockets: 256 }),
   'https:': new https.Agent({ keepAlive: true, maxSockets: 256 }),
 };
-
-/** A network failure or timeout: the request may or may not have reached the server. */
-export class NetworkError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-  ) {
-    super(message);
-  }
-}
 
 export function postJson(url: URL, headers: Record<string, string>, body: string, timeoutMs: number): Promise<PostResult> {
   const transport = url.protocol === 'https:' ? https : http;

@@ -7,11 +7,7 @@
  * Callers acquire in FIFO order, so no batch starves.
  */
 
-export type Clock = () => number;
-export type Sleep = (ms: number) => Promise<void>;
-
-export const realClock: Clock = () => Date.now();
-export const realSleep: Sleep = (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+import { realClock, realSleep, type Clock, type Sleep } from './clock.js';
 
 export interface RateLimiterOptions {
   limit: number;

@@ -4,7 +4,7 @@
  * exactly instead. 429s are the server pacing us, not failing, so they get a longer leash.
  */
 import type { Logger } from '../log.js';
-import type { Clock, Sleep } from './rate-limiter.js';
+import type { Clock, Sleep } from './clock.js';
 
 export interface RetryPolicy {
   maxAttempts: number;

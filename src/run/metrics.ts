@@ -5,6 +5,7 @@
  */
 import { renameSync, writeFileSync } from 'node:fs';
 import { escapeIdentifier, type Queryable } from '../db/pool.js';
+import { runMetrics } from './run-store.js';
 
 interface Metric {
   name: string;
@@ -18,25 +19,15 @@ export async function renderMetrics(db: Queryable, schema: string, now = Date.no
   const metrics: Metric[] = [];
   const add = (name: string, help: string, type: Metric['type'], samples: Metric['samples']) => metrics.push({ name, help, type, samples });
 
-  const byOutcome = await db.query<{ job: string; audience: string | null; status: string; n: string }>(
-    `SELECT job, audience, status, count(*) AS n FROM ${s}.runs WHERE status <> 'running' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
-  );
+  const runs = await runMetrics(db, schema);
   add('braze_bridge_runs_total', 'Runs by job, audience and outcome (within --keep-days).', 'counter',
-    byOutcome.rows.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '', outcome: r.status }, value: Number(r.n) })));
-
-  const last = await db.query<{ job: string; audience: string | null; status: string; counts: Record<string, unknown>; started_at: Date; finished_at: Date }>(
-    `SELECT DISTINCT ON (job, audience) job, audience, status, counts, started_at, finished_at FROM ${s}.runs
-      WHERE status <> 'running' ORDER BY job, audience, id DESC`,
-  );
-  const success = await db.query<{ job: string; audience: string | null; t: Date }>(
-    `SELECT job, audience, max(finished_at) AS t FROM ${s}.runs WHERE status IN ('succeeded', 'partial') GROUP BY 1, 2 ORDER BY 1, 2`,
-  );
+    runs.byOutcome.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '', outcome: r.status }, value: Number(r.n) })));
   add('braze_bridge_last_success_timestamp_seconds', 'When the last run that finished (succeeded or partial) ended.', 'gauge',
-    success.rows.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: r.t.getTime() / 1000 })));
+    runs.lastSuccess.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: r.t.getTime() / 1000 })));
   add('braze_bridge_last_run_duration_seconds', 'Duration of the last run.', 'gauge',
-    last.rows.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: (r.finished_at.getTime() - r.started_at.getTime()) / 1000 })));
+    runs.last.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: (r.finished_at.getTime() - r.started_at.getTime()) / 1000 })));
   const num = (v: unknown) => (typeof v === 'number' ? v : 0);
-  const audienceRuns = last.rows.filter((r) => r.job === 'sync' || r.job === 'backfill');
+  const audienceRuns = runs.last.filter((r) => r.job === 'sync' || r.job === 'backfill');
   add('braze_bridge_last_run_members', 'Members of the last run by kind.', 'gauge',
     audienceRuns.flatMap((r) => ['new', 'changed', 'exited', 'unchanged', 'failed'].map((kind) => ({ labels: { job: r.job, audience: r.audience ?? '', kind }, value: num(r.counts[kind]) }))));
   for (const [field, name, help] of [

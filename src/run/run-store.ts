@@ -1,19 +1,24 @@
-/** The run history and per-member failures, shared by every job. */
-import { lockKey } from '../db/migrate.js';
-import { escapeIdentifier, type Database, type Queryable } from '../db/pool.js';
+/**
+ * The run history: every statement on the `runs` and `member_failures` tables, for every job
+ * (sync, backfill, ingest, forward), the status and failures commands, pruning and metrics.
+ */
+import { escapeIdentifier, type Queryable } from '../db/pool.js';
+import type { RunStatus } from '../errors.js';
 
-export type RunStatus = 'running' | 'succeeded' | 'partial' | 'failed' | 'aborted' | 'interrupted' | 'abandoned';
+const runs = (schema: string) => `${escapeIdentifier(schema)}.runs`;
+const failuresTable = (schema: string) => `${escapeIdentifier(schema)}.member_failures`;
+const ABANDONED = 'the process stopped without finishing (killed or crashed)';
 
 export async function startRun(db: Queryable, schema: string, run: { job: string; audience?: string; args: object }): Promise<number> {
   const { rows } = await db.query<{ id: string }>(
-    `INSERT INTO ${escapeIdentifier(schema)}.runs (job, audience, status, args) VALUES ($1, $2, 'running', $3) RETURNING id`,
+    `INSERT INTO ${runs(schema)} (job, audience, status, args) VALUES ($1, $2, 'running', $3) RETURNING id`,
     [run.job, run.audience ?? null, JSON.stringify(run.args)],
   );
   return Number(rows[0]!.id);
 }
 
 export async function finishRun(db: Queryable, schema: string, id: number, end: { status: RunStatus; counts: object; error?: string }): Promise<void> {
-  await db.query(`UPDATE ${escapeIdentifier(schema)}.runs SET status = $2, counts = $3, error = $4, finished_at = now() WHERE id = $1`, [
+  await db.query(`UPDATE ${runs(schema)} SET status = $2, counts = $3, error = $4, finished_at = now() WHERE id = $1`, [
     id,
     end.status,
     JSON.stringify(end.counts),
@@ -22,16 +27,28 @@ export async function finishRun(db: Queryable, schema: string, id: number, end: 
 }
 
 /**
- * Runs still marked running whose lock we now hold died without finishing (kill -9, lost
- * machine): say so rather than leave them running forever.
+ * Runs of this job and audience still marked running, found by a run that now holds their
+ * lock: they died without finishing (kill -9, lost machine). Say so rather than leave them
+ * running forever.
  */
 export async function abandonStaleRuns(db: Queryable, schema: string, job: string, audience: string): Promise<number> {
   const { rowCount } = await db.query(
-    `UPDATE ${escapeIdentifier(schema)}.runs SET status = 'abandoned', finished_at = now(), error = 'the process stopped without finishing (killed or crashed)'
-      WHERE job = $1 AND audience = $2 AND status = 'running'`,
-    [job, audience],
+    `UPDATE ${runs(schema)} SET status = 'abandoned', finished_at = now(), error = $3 WHERE job = $1 AND audience = $2 AND status = 'running'`,
+    [job, audience, ABANDONED],
   );
   return rowCount ?? 0;
+}
+
+/** One run known to have no live owner. */
+export async function markAbandoned(db: Queryable, schema: string, id: number): Promise<number> {
+  const { rowCount } = await db.query(`UPDATE ${runs(schema)} SET status = 'abandoned', finished_at = now(), error = $2 WHERE id = $1 AND status = 'running'`, [id, ABANDONED]);
+  return rowCount ?? 0;
+}
+
+/** Ids of the runs of a job still marked running. */
+export async function runningRuns(db: Queryable, schema: string, job: string): Promise<number[]> {
+  const { rows } = await db.query<{ id: string }>(`SELECT id FROM ${runs(schema)} WHERE job = $1 AND status = 'running'`, [job]);
+  return rows.map((r) => Number(r.id));
 }
 
 export interface MemberFailure {
@@ -42,46 +59,78 @@ export interface MemberFailure {
 export async function recordFailures(db: Queryable, schema: string, runId: number, audience: string, failures: readonly MemberFailure[]): Promise<void> {
   if (failures.length === 0) return;
   await db.query(
-    `INSERT INTO ${escapeIdentifier(schema)}.member_failures (run_id, audience, member_key, reason)
+    `INSERT INTO ${failuresTable(schema)} (run_id, audience, member_key, reason)
      SELECT $1, $2, k, r FROM unnest($3::text[], $4::text[]) AS u(k, r)`,
     [runId, audience, failures.map((f) => f.memberKey), failures.map((f) => f.reason)],
   );
 }
 
-/**
- * Runs without an audience lock (ingest, forward) hold a session advisory lock keyed by their
- * id while they work. A run still marked running whose lock can be taken has no live owner:
- * it was killed, so say so. (Sync runs are swept under their audience lock instead.)
- */
-export async function withRunLock<T>(db: Database, schema: string, runId: number, fn: () => Promise<T>): Promise<T> {
-  return db.withConnection(async (conn) => {
-    await conn.query('SELECT pg_advisory_lock($1, $2)', [lockKey(schema, 'run'), runId % 2 ** 31]);
-    try {
-      return await fn();
-    } finally {
-      await conn.query('SELECT pg_advisory_unlock($1, $2)', [lockKey(schema, 'run'), runId % 2 ** 31]).catch(() => {});
-    }
-  });
+/** Delete finished runs (and, by cascade, their failures) older than `keepDays`. */
+export async function pruneRuns(db: Queryable, schema: string, keepDays: number): Promise<void> {
+  await db.query(`DELETE FROM ${runs(schema)} WHERE status <> 'running' AND started_at < now() - make_interval(days => $1::int)`, [keepDays]);
 }
 
-export async function sweepAbandonedRuns(db: Database, schema: string, job: string): Promise<number> {
-  const { rows } = await db.query<{ id: string }>(`SELECT id FROM ${escapeIdentifier(schema)}.runs WHERE job = $1 AND status = 'running'`, [job]);
-  let swept = 0;
-  for (const { id } of rows) {
-    await db.withConnection(async (conn) => {
-      const key = [lockKey(schema, 'run'), Number(id) % 2 ** 31];
-      const { rows: got } = await conn.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', key);
-      if (!got[0]!.ok) return; // its process is alive
-      try {
-        const { rowCount } = await conn.query(
-          `UPDATE ${escapeIdentifier(schema)}.runs SET status = 'abandoned', finished_at = now(), error = 'the process stopped without finishing (killed or crashed)' WHERE id = $1 AND status = 'running'`,
-          [id],
-        );
-        swept += rowCount ?? 0;
-      } finally {
-        await conn.query('SELECT pg_advisory_unlock($1, $2)', key);
-      }
-    });
-  }
-  return swept;
+/** A run as `status` shows it. */
+export interface RunRow {
+  id: number;
+  job: string;
+  audience: string | null;
+  status: string;
+  startedAt: string;
+  durationMs: number | null;
+  counts: Record<string, unknown>;
+  error: string | null;
+}
+
+/** The last `perAudience` runs of every job and audience, or of one audience. */
+export async function listRuns(db: Queryable, schema: string, options: { audience?: string; perAudience: number }): Promise<RunRow[]> {
+  const { rows } = await db.query<{ id: string; job: string; audience: string | null; status: string; started_at: Date; finished_at: Date | null; counts: Record<string, unknown>; error: string | null }>(
+    options.audience
+      ? `SELECT * FROM ${runs(schema)} WHERE audience = $1 ORDER BY id DESC LIMIT $2`
+      : `SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY job, audience ORDER BY id DESC) AS n FROM ${runs(schema)}) r WHERE n <= $1 ORDER BY job, audience, id DESC`,
+    options.audience ? [options.audience, options.perAudience] : [options.perAudience],
+  );
+  return rows.map((r) => ({
+    id: Number(r.id),
+    job: r.job,
+    audience: r.audience,
+    status: r.status,
+    startedAt: r.started_at.toISOString(),
+    durationMs: r.finished_at ? r.finished_at.getTime() - r.started_at.getTime() : null,
+    counts: r.counts,
+    error: r.error,
+  }));
+}
+
+/** The last finished sync or backfill of an audience and its failed members. */
+export async function lastRunFailures(db: Queryable, schema: string, audience: string, limit: number) {
+  const run = await db.query<{ id: string; status: string; started_at: Date }>(
+    `SELECT id, status, started_at FROM ${runs(schema)} WHERE audience = $1 AND job IN ('sync', 'backfill') AND status <> 'running' ORDER BY id DESC LIMIT 1`,
+    [audience],
+  );
+  if (!run.rows[0]) return { audience, run: null, failures: [] as Array<{ member: string | null; reason: string }> };
+  const { rows } = await db.query<{ member_key: string | null; reason: string }>(
+    `SELECT member_key, reason FROM ${failuresTable(schema)} WHERE run_id = $1 ORDER BY member_key NULLS LAST LIMIT $2`,
+    [run.rows[0].id, limit],
+  );
+  return {
+    audience,
+    run: { id: Number(run.rows[0].id), status: run.rows[0].status, startedAt: run.rows[0].started_at.toISOString() },
+    failures: rows.map((r) => ({ member: r.member_key, reason: r.reason })),
+  };
+}
+
+/** What the metrics file says about runs: outcomes, the last run and the last success per job and audience. */
+export async function runMetrics(db: Queryable, schema: string) {
+  const byOutcome = await db.query<{ job: string; audience: string | null; status: string; n: string }>(
+    `SELECT job, audience, status, count(*) AS n FROM ${runs(schema)} WHERE status <> 'running' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
+  );
+  const last = await db.query<{ job: string; audience: string | null; status: string; counts: Record<string, unknown>; started_at: Date; finished_at: Date }>(
+    `SELECT DISTINCT ON (job, audience) job, audience, status, counts, started_at, finished_at FROM ${runs(schema)}
+      WHERE status <> 'running' ORDER BY job, audience, id DESC`,
+  );
+  const success = await db.query<{ job: string; audience: string | null; t: Date }>(
+    `SELECT job, audience, max(finished_at) AS t FROM ${runs(schema)} WHERE status IN ('succeeded', 'partial') GROUP BY 1, 2 ORDER BY 1, 2`,
+  );
+  return { byOutcome: byOutcome.rows, last: last.rows, lastSuccess: success.rows };
 }

@@ -9,21 +9,10 @@ import { promisify } from 'node:util';
 import { inflateRaw } from 'node:zlib';
 import avro from 'avsc';
 import snappy from 'snappyjs';
-import { AppError } from '../../errors.js';
+import { AvroDecodeError } from '../../errors.js';
 
 const inflate = promisify(inflateRaw);
 const MAGIC = Buffer.from('Obj\x01', 'latin1');
-
-export class AvroDecodeError extends AppError {
-  constructor(
-    message: string,
-    /** 0-based index of the record being read when it failed, if known. */
-    readonly recordIndex?: number,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
 
 export interface AvroFile {
   /** The writer schema embedded in the file. */

@@ -8,7 +8,7 @@ import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { AbortError, AppError, ConfigError } from '../../errors.js';
+import { AbortError, ConfigError, MissingObjectError, TransientSourceError } from '../../errors.js';
 
 export interface SourceObject {
   key: string;
@@ -101,15 +101,6 @@ export function s3Error(error: unknown, doing: string): Error {
   return new TransientSourceError(`${doing}: ${code}${e?.message && e.message !== code ? ` (${e.message.slice(0, 200)})` : ''}`, { cause: error });
 }
 
-/** A failure that may go away: the file is left for the next try, not marked failed. */
-export class TransientSourceError extends AbortError {
-  override get retryable(): boolean {
-    return true;
-  }
-}
-
-/** The object was listed once but is gone: it can never be loaded, so the file is failed. */
-export class MissingObjectError extends AppError {}
 
 class FileSource implements CurrentsSource {
   readonly name: string;
