@@ -2,7 +2,7 @@
  * The composition root: builds the database, the Braze client and the logger from a Config,
  * by hand, in one place. Commands call these and close what they open in `finally`.
  */
-import { requireBraze, type Config } from './config/load-config.js';
+import { requireBraze, secretsOf, type Config } from './config/load-config.js';
 import { startEmbeddedPostgres } from './db/embedded.js';
 import { migrate } from './db/migrate.js';
 import { createDatabase, type Database } from './db/pool.js';
@@ -18,9 +18,9 @@ export interface OpenDatabase {
   close(): Promise<void>;
 }
 
-export function createAppLogger(config: Pick<Config, 'logLevel' | 'brazeApiKey' | 'databaseUrl' | 'notifyUrl'>): Logger {
-  const secrets = [config.brazeApiKey, passwordOf(config.databaseUrl), config.notifyUrl].filter((s): s is string => Boolean(s));
-  return createLogger({ level: config.logLevel, secrets });
+/** The one logger factory: every command's logger scrubs every secret the configuration holds. */
+export function createAppLogger(config: Pick<Config, 'logLevel'> & Parameters<typeof secretsOf>[0]): Logger {
+  return createLogger({ level: config.logLevel, secrets: secretsOf(config) });
 }
 
 /** Connect to the configured database, starting the embedded one when none is configured. */
@@ -65,15 +65,6 @@ export function createTrackClient(config: Config, log: Logger): TrackClient {
     maxAttempts: config.maxAttempts,
     log,
   });
-}
-
-function passwordOf(url: string | undefined): string | undefined {
-  if (!url) return undefined;
-  try {
-    return decodeURIComponent(new URL(url).password) || undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

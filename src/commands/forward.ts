@@ -2,11 +2,10 @@
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import type { CommandModule } from 'yargs';
-import { openDatabase, openMigrated, withShutdown } from '../app.js';
+import { createAppLogger, openDatabase, openMigrated, withShutdown } from '../app.js';
 import { afterRun } from '../run/after-run.js';
-import { loadConfig, movableInkSecrets, movableInkSettings, type Config, type Flags } from '../config/load-config.js';
+import { loadConfig, movableInkSettings, type Config, type Flags } from '../config/load-config.js';
 import { ConfigError } from '../errors.js';
-import { createLogger } from '../log.js';
 import { RateLimiter } from '../http/rate-limiter.js';
 import { loadForwardConfig } from '../forward/config.js';
 import { forwardEvents, type ForwardSummary } from '../forward/relay.js';
@@ -15,10 +14,10 @@ import { runOptions, stateOptions } from './options.js';
 
 export async function forwardCommand(config: Readonly<Config>, configFile: string, stop?: AbortSignal): Promise<ForwardSummary> {
   const forward = loadForwardConfig(configFile);
-  const log = createLogger({ level: config.logLevel, secrets: [config.brazeApiKey, config.notifyUrl, ...movableInkSecrets()].filter((s): s is string => Boolean(s)) });
+  const log = createAppLogger(config);
   const client = config.dryRun
     ? undefined
-    : new MovableInkClient({ ...movableInkSettings(), rateLimiter: new RateLimiter({ limit: forward.ratePerSecond, windowMs: 1000, reserve: forward.concurrency }), log });
+    : new MovableInkClient({ ...movableInkSettings(config), rateLimiter: new RateLimiter({ limit: forward.ratePerSecond, windowMs: 1000, reserve: forward.concurrency }), log });
   // A dry run changes nothing, not even the state schema.
   // Connections: the cursor, the run lock, and one per user being relayed (its bookkeeping).
   const pool = { poolSize: forward.concurrency + 3 };
@@ -72,7 +71,7 @@ export const forwardBinding: CommandModule = {
     const a = args as unknown as Flags & { config: string; destination: string };
     const config = loadConfig(a);
     if (config.out && !config.dryRun) throw new ConfigError(['--out goes with --dry-run']);
-    const summary = await withShutdown(config, createLogger({ level: config.logLevel }), (stop) => forwardCommand(config, a.config, stop));
+    const summary = await withShutdown(config, createAppLogger(config), (stop) => forwardCommand(config, a.config, stop));
     process.stdout.write(`${config.json ? JSON.stringify(summary, null, 2) : formatForward(summary)}\n`);
     process.exitCode = summary.exitCode;
   },

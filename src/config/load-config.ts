@@ -36,6 +36,12 @@ export interface Config {
   notifyUrl?: string;
   notifyFailedRatio: number;
   shutdownTimeoutMs: number;
+  /** forward movable-ink: the behavioural URL including its key (a secret). */
+  movableInkEndpoint?: string;
+  /** forward movable-ink: `user:password` or its base64 (a secret). */
+  movableInkAuth?: string;
+  /** The libpq password variable, kept only to scrub it from output. */
+  pgPassword?: string;
 }
 
 /** Flags as yargs hands them over (camel-cased); unknown flags are rejected by yargs. */
@@ -138,6 +144,9 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, c
     notifyUrl: flags.notifyUrl ?? (env.BRAZE_BRIDGE_NOTIFY_URL || undefined),
     notifyFailedRatio: num('--notify-failed-ratio', flags.notifyFailedRatio, 0.05, 0, 1, false),
     shutdownTimeoutMs: num('--shutdown-timeout', flags.shutdownTimeout, 60, 1, 3600, false) * 1000,
+    movableInkEndpoint: env.MOVABLE_INK_ENDPOINT?.trim() || undefined,
+    movableInkAuth: env.MOVABLE_INK_AUTH?.trim() || undefined,
+    pgPassword: env.PGPASSWORD || undefined,
   };
   if (config.notifyUrl && !/^https?:\/\//.test(config.notifyUrl)) problems.push('--notify-url must be an http(s) URL');
   if (problems.length > 0) throw new ConfigError(problems);
@@ -229,19 +238,38 @@ export function loadCurrentsConfig(flags: CurrentsFlags, env: NodeJS.ProcessEnv 
 }
 
 /** Movable Ink credentials; only `forward` without --dry-run needs them. */
-export function movableInkSettings(env: NodeJS.ProcessEnv = process.env): { endpoint: string; auth: string } {
-  const endpoint = env.MOVABLE_INK_ENDPOINT?.trim();
-  const auth = env.MOVABLE_INK_AUTH?.trim();
+export function movableInkSettings(config: Pick<Config, 'movableInkEndpoint' | 'movableInkAuth'>): { endpoint: string; auth: string } {
   const missing = [
-    !endpoint && 'MOVABLE_INK_ENDPOINT is not set (https://collector.movableink-dmz.com/behavioral/<key>)',
-    !auth && 'MOVABLE_INK_AUTH is not set (user:password, or its base64)',
+    !config.movableInkEndpoint && 'MOVABLE_INK_ENDPOINT is not set (https://collector.movableink-dmz.com/behavioral/<key>)',
+    !config.movableInkAuth && 'MOVABLE_INK_AUTH is not set (user:password, or its base64)',
   ].filter((p): p is string => Boolean(p));
   if (missing.length > 0) throw new ConfigError([...missing, 'or use --dry-run to see what would be sent']);
-  return { endpoint: endpoint!, auth: auth! };
+  return { endpoint: config.movableInkEndpoint!, auth: config.movableInkAuth! };
 }
 
-/** Secrets of the forward command, for the logger to scrub. */
-export function movableInkSecrets(env: NodeJS.ProcessEnv = process.env): string[] {
-  const auth = env.MOVABLE_INK_AUTH?.trim();
-  return [env.MOVABLE_INK_ENDPOINT?.trim(), auth, auth?.includes(':') ? Buffer.from(auth).toString('base64') : undefined].filter((s): s is string => Boolean(s));
+/**
+ * Every secret the configuration holds, for the logger to scrub from every line: the Braze
+ * key, the database password (in the URL or PGPASSWORD), the notify URL and the Movable Ink
+ * endpoint (its path carries the key) and credential, also in the base64 form sent on the wire.
+ */
+export function secretsOf(config: Partial<Pick<Config, 'brazeApiKey' | 'databaseUrl' | 'notifyUrl' | 'movableInkEndpoint' | 'movableInkAuth' | 'pgPassword'>>): string[] {
+  const auth = config.movableInkAuth;
+  return [
+    config.brazeApiKey,
+    passwordOf(config.databaseUrl),
+    config.pgPassword,
+    config.notifyUrl,
+    config.movableInkEndpoint,
+    auth,
+    auth?.includes(':') ? Buffer.from(auth).toString('base64') : undefined,
+  ].filter((s): s is string => Boolean(s));
+}
+
+function passwordOf(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    return decodeURIComponent(new URL(url).password) || undefined;
+  } catch {
+    return undefined;
+  }
 }
