@@ -1,0 +1,153 @@
+/**
+ * Plans one audience's run: runs its query once, read-only, into a temporary table, compares
+ * it with the snapshot in SQL and leaves the deltas in pg_temp.bb_delta for delivery to stream.
+ * Returns a typed Plan: the counts per kind, the members that cannot be sent and why, how many
+ * members need a request, and the guardrail's verdict. Nothing here sends or records anything.
+ */
+import { AudienceError, DatabaseError } from '../errors.js';
+import type { Connection, Database } from '../db/pool.js';
+import type { MemberFailure } from '../run/run-store.js';
+import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
+import { buildMemberSql, resolveTypes, type MemberSql } from './member-sql.js';
+import {
+  candidatesSql,
+  createCurrentSql,
+  DESCRIBE_PREFIX,
+  describeSql,
+  DROP_PLAN_TABLES,
+  deltaSql,
+  DUPLICATES_SQL,
+  fillCurrentSql,
+  KEY_COUNTS_SQL,
+  KIND_COUNTS_SQL,
+  PER_ATTRIBUTE_SQL,
+  UNSENDABLE_SQL,
+} from './plan-sql.js';
+import { countSnapshotMembers, snapshotSource } from './snapshot-store.js';
+
+export type SyncMode = 'sync' | 'backfill' | 'plan';
+
+export interface Plan {
+  identifier: IdentifierKind;
+  /** Planned counts; `updates` and `perAttribute` are the data points a sync would send. */
+  counts: AudienceCounts;
+  /** Members that cannot be sent (validation, duplicate keys, missing identifier), with the reason. */
+  failures: MemberFailure[];
+  /** Members that need a request. */
+  sendable: number;
+  /** Members the snapshot held before this run. */
+  existing: number;
+  /** Share of existing members that change or exit, and whether that stops a sync. */
+  guardrail: { ratio: number; limit: number; tripped: boolean };
+}
+
+export interface PlanOptions {
+  mode: SyncMode;
+  maxChangeRatio: number;
+  force: boolean;
+}
+
+/** Resolve the audience's columns and build its member SQL; validates the file before anything runs. */
+export async function describeAudience(db: Database, conn: Connection, audience: Audience): Promise<{ member: MemberSql; columns: Array<{ name: string; typeOid: number }>; types: Awaited<ReturnType<typeof resolveTypes>> }> {
+  let columns;
+  try {
+    columns = await db.describe(describeSql(audience));
+  } catch (error) {
+    throw queryError(error, audience, DESCRIBE_PREFIX.length);
+  }
+  const types = await resolveTypes(conn, columns.map((c) => c.typeOid));
+  // Expressions over the materialised row `h`; validated here, before anything runs.
+  return { member: buildMemberSql(audience, columns, types, 'h'), columns, types };
+}
+
+export async function planDeltas(db: Database, conn: Connection, schema: string, audience: Audience, options: PlanOptions): Promise<Plan> {
+  const { member, columns, types } = await describeAudience(db, conn, audience);
+  const planning = options.mode === 'plan';
+  const backfill = options.mode === 'backfill';
+  await materialiseCurrent(conn, audience, buildMemberSql(audience, columns, types, 'q'));
+  const snapshots = await snapshotSource(conn, schema, planning);
+  const candidates = candidatesSql(snapshots, audience, member.identifier, backfill);
+  await conn.query(candidates.text, candidates.values);
+  await conn.query(DUPLICATES_SQL);
+  const delta = deltaSql(snapshots, audience, member, backfill);
+  await conn.query(delta.text, delta.values);
+
+  const plan = await summarise(conn, member.identifier);
+  const existing = await countSnapshotMembers(conn, snapshots, audience.name);
+  const ratio = existing === 0 ? 0 : (plan.counts.changed + plan.counts.exited) / existing;
+  return {
+    ...plan,
+    identifier: member.identifier,
+    existing,
+    guardrail: { ratio, limit: options.maxChangeRatio, tripped: existing > 0 && ratio > options.maxChangeRatio && !options.force },
+  };
+}
+
+/** Drop the planning session's temporary tables (also done before each plan). */
+export async function dropPlanTables(conn: Connection): Promise<void> {
+  await conn.query(DROP_PLAN_TABLES);
+}
+
+/**
+ * Run the audience query once, read-only, into pg_temp.bb_current: the key, a hash of the
+ * row's attribute values (seeded with the column signature), and the row's own columns. JSON
+ * is built later, and only for rows whose hash differs from the snapshot's.
+ */
+async function materialiseCurrent(conn: Connection, audience: Audience, member: MemberSql): Promise<void> {
+  await conn.query(DROP_PLAN_TABLES);
+  const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
+  await conn.query(createCurrentSql(audience));
+  const fill = fillCurrentSql(audience, member, version);
+  // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
+  await conn.query('BEGIN READ ONLY');
+  try {
+    // Exact float text in the row hash on every server version (lossy text could hide a change).
+    await conn.query('SET LOCAL extra_float_digits = 3');
+    await conn.query(fill.text, fill.values);
+    await conn.query('COMMIT');
+  } catch (error) {
+    await conn.query('ROLLBACK').catch(() => {});
+    throw queryError(error, audience, fill.prefix.length);
+  }
+}
+
+async function summarise(conn: Connection, identifier: IdentifierKind): Promise<Pick<Plan, 'counts' | 'failures' | 'sendable'>> {
+  const counts = emptyCounts();
+  const kinds = await conn.query<{ kind: string; n: string; sendable: string }>(KIND_COUNTS_SQL);
+  const byKind = Object.fromEntries(kinds.rows.map((k) => [k.kind, Number(k.n)])) as Record<string, number | undefined>;
+  const sendable = kinds.rows.reduce((n, k) => n + Number(k.sendable), 0);
+  const r = (await conn.query<{ nulls: string; keyed: string; dup_keys: string; dup_rows: string }>(KEY_COUNTS_SQL)).rows[0]!;
+  const [nulls, dupKeys] = [Number(r.nulls), Number(r.dup_keys)];
+  const invalid = byKind.invalid ?? 0;
+  counts.members = Number(r.keyed) - Number(r.dup_rows) + dupKeys;
+  counts.new = byKind.new ?? 0;
+  counts.changed = byKind.changed ?? 0;
+  counts.exited = byKind.exited ?? 0;
+  counts.unchanged = counts.members - counts.new - counts.changed - invalid - dupKeys;
+  counts.failed = invalid + dupKeys + nulls;
+
+  for (const p of (await conn.query<{ k: string; n: string }>(PER_ATTRIBUTE_SQL)).rows) {
+    counts.perAttribute[p.k] = Number(p.n);
+    counts.updates += Number(p.n);
+  }
+  const failed = await conn.query<{ member_key: string; reason: string }>(UNSENDABLE_SQL);
+  const failures: MemberFailure[] = failed.rows.map((f) => ({ memberKey: f.member_key, reason: f.reason }));
+  if (nulls > 0) failures.push({ memberKey: null, reason: `${nulls} row(s) with a NULL or empty ${identifier} were skipped` });
+  return { counts, failures, sendable };
+}
+
+/** A PostgreSQL error in the audience query, pointed at the file's line. */
+function queryError(error: unknown, audience: Audience, prefixLength: number): unknown {
+  if (!(error instanceof DatabaseError)) return error;
+  let line: number | undefined;
+  let detail = error.message;
+  if (error.position !== undefined) {
+    const offset = error.position - 1 - prefixLength;
+    if (offset >= 0 && offset <= audience.sql.length) {
+      line = audience.sqlLine + (audience.sql.slice(0, offset).match(/\n/g)?.length ?? 0);
+      if (audience.sql[offset] === ';') detail = 'more than one statement: an audience file holds exactly one SELECT';
+    }
+  }
+  if (error.code === '25006') detail = `the query tries to write (${error.message}); audience queries run read-only`;
+  return new AudienceError(audience.file, detail, line, { cause: error });
+}
