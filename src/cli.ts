@@ -1,20 +1,26 @@
 /**
- * Thin: parse argv, call a command, map errors to exit codes in one place. Each command is a
- * library function in src/commands/.
+ * Thin: parse argv, call a command, turn the outcome into an exit code. Each command's file
+ * declares its flags and loads the library it needs only when it runs, so `--help`, `status`
+ * and `migrate` never load the AWS SDK. Errors become exit codes in one place (`exitCodeFor`);
+ * an error nobody caught, even in a callback, still exits 4 through the logger.
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ExitCode, exitCodeFor, messageOf } from './errors.js';
-import { backfillBinding, planBinding, syncBinding } from './commands/sync.js';
-import { migrateBinding } from './commands/migrate.js';
+import { createLogger } from './log.js';
+import { environmentSecrets } from './config/load-config.js';
 import { epilogue } from './commands/options.js';
-import { demoBinding } from './commands/demo.js';
-import { currentsBinding } from './commands/currents.js';
+import { syncBinding } from './commands/sync.js';
+import { planBinding } from './commands/plan.js';
+import { backfillBinding } from './commands/backfill.js';
+import { migrateBinding } from './commands/migrate.js';
 import { failuresBinding, statusBinding } from './commands/status.js';
-import { scheduleBinding } from './commands/schedule.js';
+import { currentsBinding } from './commands/currents.js';
 import { forwardBinding } from './commands/forward.js';
+import { scheduleBinding } from './commands/schedule.js';
+import { demoBinding } from './commands/demo.js';
 
-
+const commands = [syncBinding, planBinding, backfillBinding, migrateBinding, statusBinding, failuresBinding, currentsBinding, forwardBinding, scheduleBinding, demoBinding];
 
 export async function main(argv = hideBin(process.argv)): Promise<void> {
   // A reader that goes away (`| head`, a closed log pipe) must not kill a run half-way: the
@@ -24,21 +30,21 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
       if (error.code !== 'EPIPE') throw error;
     });
   }
+  // Node's default for an uncaught error is exit 1, which here means "some members failed".
+  // Anything uncaught is a run that stopped: exit 4, with one line through the logger.
+  const crash = (error: unknown) => {
+    createLogger({ level: 'error', secrets: environmentSecrets() }).error(`unexpected error: ${messageOf(error)}`, { stack: error instanceof Error ? error.stack?.split('\n').slice(1, 4).join(' | ') : undefined });
+    process.exit(ExitCode.aborted);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
+
   try {
-    await yargs(argv)
-      .scriptName('braze-bridge')
-      .usage('$0 <command> [options]')
-      .command(syncBinding)
-      .command(planBinding)
-      .command(backfillBinding)
-      .command(migrateBinding)
-      .command(statusBinding)
-      .command(failuresBinding)
-      .command(currentsBinding)
-      .command(scheduleBinding)
-      .command(forwardBinding)
-      .command(demoBinding)
-      .demandCommand(1, 'name a command: sync, plan, backfill, status, failures, migrate, currents, forward, schedule or demo')
+    let parser = yargs(argv).scriptName('braze-bridge').usage('$0 <command> [options]');
+    for (const command of commands) parser = parser.command(command);
+    await parser
+      .demandCommand(1, `name a command: ${commands.map((c) => String(c.command).split(' ')[0]).join(', ')}`)
+      .recommendCommands()
       .strict()
       .epilogue(epilogue)
       .wrap(Math.min(110, process.stdout.columns ?? 110))

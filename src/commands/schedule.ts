@@ -14,7 +14,7 @@ import { audienceJobs, everyMinutesJob } from '../schedule/audience-jobs.js';
 import { runScheduler, sleepUnlessStopped, type ScheduledJob } from '../schedule/scheduler.js';
 import { audienceOptions, currentsSourceOptions, runOptions } from './options.js';
 import { ingestOutcome } from './currents.js';
-import { syncOutcome } from './sync.js';
+import { syncOutcome } from '../audience/sync-outcome.js';
 
 export async function scheduleCommand(config: Readonly<CurrentsConfig & { currentsEvery?: number }>, stop: AbortSignal): Promise<{ exitCode: number }> {
   const log = createAppLogger(config).child({ component: 'scheduler' });

@@ -6,6 +6,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import type { LogLevel } from '../log.js';
+import { DEFAULTS } from './environment.js';
 
 export interface Config {
   /** A libpq URL; undefined with `usePgEnv` (PG* variables) or `embedded`. */
@@ -67,21 +68,6 @@ export interface Flags {
   shutdownTimeout?: number;
 }
 
-/** The environment variables braze-bridge reads, for `--help` and `.env.example`. */
-export const environment = [
-  ['DATABASE_URL', 'postgres://user:pass@host:5432/warehouse', 'the database holding the audiences and the state (libpq PG* variables also work); unset: embedded PostgreSQL'],
-  ['BRAZE_REST_ENDPOINT', 'https://rest.iad-01.braze.com', "your workspace's REST endpoint"],
-  ['BRAZE_API_KEY', '(a REST API key with users.track)', 'sent only over HTTPS, never logged'],
-  ['BRAZE_BRIDGE_AUDIENCES', 'sql/audiences', 'default for --audiences'],
-  ['BRAZE_BRIDGE_STATE_SCHEMA', 'braze_bridge', 'default for --state-schema'],
-  ['BRAZE_BRIDGE_EMBEDDED_DIR', '.braze-bridge/pg', 'data folder of the embedded PostgreSQL'],
-  ['LOG_LEVEL', 'info', 'debug | info | warn | error | silent'],
-  ['MOVABLE_INK_ENDPOINT', 'https://collector.movableink-dmz.com/behavioral/<key>', 'forward movable-ink: the behavioural URL including the key (a secret)'],
-  ['MOVABLE_INK_AUTH', 'user:password', 'forward movable-ink: the Basic credential, user:password or already base64 (a secret)'],
-  ['BRAZE_BRIDGE_NOTIFY_URL', 'https://hooks.slack.com/services/…', 'default for --notify-url (a secret: never logged)'],
-  ['AWS_REGION', 'us-east-1', 'Currents bucket region (credentials: the standard AWS chain, e.g. AWS_ACCESS_KEY_ID / AWS_PROFILE)'],
-  ['AWS_ENDPOINT_URL_S3', 'http://127.0.0.1:9000', 'an S3-compatible endpoint (path-style addressing is then used); or --s3-endpoint'],
-] as const;
 
 const SCHEMA = /^[a-z_][a-z0-9_]{0,62}$/;
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
@@ -102,7 +88,7 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, c
   const usePgEnv = !databaseUrl && Boolean(env.PGHOST || env.PGDATABASE || env.PGSERVICE || env.PGPORT || env.PGUSER);
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) problems.push('DATABASE_URL must start with postgres:// or postgresql://');
 
-  const stateSchema = flags.stateSchema ?? env.BRAZE_BRIDGE_STATE_SCHEMA ?? 'braze_bridge';
+  const stateSchema = flags.stateSchema ?? env.BRAZE_BRIDGE_STATE_SCHEMA ?? DEFAULTS.stateSchema;
   if (!SCHEMA.test(stateSchema)) problems.push(`--state-schema must be a lower-case SQL name (letters, digits, _); got "${stateSchema}"`);
 
   const brazeEndpoint = env.BRAZE_REST_ENDPOINT?.trim() || undefined;
@@ -118,32 +104,32 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, c
     }
   }
 
-  const ratio = num('--max-change-ratio', flags.maxChangeRatio, 0.5, 0, 1, false);
+  const ratio = num('--max-change-ratio', flags.maxChangeRatio, DEFAULTS.maxChangeRatio, 0, 1, false);
   const config: Config = {
     databaseUrl,
     usePgEnv,
     embedded: !databaseUrl && !usePgEnv,
-    embeddedDir: resolve(cwd, env.BRAZE_BRIDGE_EMBEDDED_DIR || '.braze-bridge/pg'),
+    embeddedDir: resolve(cwd, env.BRAZE_BRIDGE_EMBEDDED_DIR || DEFAULTS.embeddedDir),
     brazeEndpoint,
     brazeApiKey: env.BRAZE_API_KEY?.trim() || undefined,
-    audiencesDir: absolute(cwd, flags.audiences ?? env.BRAZE_BRIDGE_AUDIENCES ?? 'sql/audiences'),
+    audiencesDir: absolute(cwd, flags.audiences ?? env.BRAZE_BRIDGE_AUDIENCES ?? DEFAULTS.audiences),
     stateSchema,
-    batchSize: num('--batch-size', flags.batchSize, 75, 1, 75),
-    concurrency: num('--concurrency', flags.concurrency, 4, 1, 64),
-    rateLimit: { limit: num('--rate-limit', flags.rateLimit, 3000, 1, 1_000_000), windowMs: num('--rate-window', flags.rateWindow, 3, 0.001, 86_400, false) * 1000 },
-    requestTimeoutMs: num('--timeout', flags.timeout, 30, 1, 600, false) * 1000,
-    maxAttempts: num('--max-attempts', flags.maxAttempts, 6, 1, 20),
+    batchSize: num('--batch-size', flags.batchSize, DEFAULTS.batchSize, 1, 75),
+    concurrency: num('--concurrency', flags.concurrency, DEFAULTS.concurrency, 1, 64),
+    rateLimit: { limit: num('--rate-limit', flags.rateLimit, DEFAULTS.rateLimit, 1, 1_000_000), windowMs: num('--rate-window', flags.rateWindow, DEFAULTS.rateWindowSeconds, 0.001, 86_400, false) * 1000 },
+    requestTimeoutMs: num('--timeout', flags.timeout, DEFAULTS.timeoutSeconds, 1, 600, false) * 1000,
+    maxAttempts: num('--max-attempts', flags.maxAttempts, DEFAULTS.maxAttempts, 1, 20),
     maxChangeRatio: ratio,
     force: flags.force ?? false,
     dryRun: flags.dryRun ?? false,
     json: flags.json ?? false,
     out: flags.out ? absolute(cwd, flags.out) : undefined,
     logLevel: parseLevel(env.LOG_LEVEL, problems),
-    keepDays: num('--keep-days', flags.keepDays, 30, 1, 3650),
+    keepDays: num('--keep-days', flags.keepDays, DEFAULTS.keepDays, 1, 3650),
     metricsFile: flags.metricsFile ? absolute(cwd, flags.metricsFile) : undefined,
     notifyUrl: flags.notifyUrl ?? (env.BRAZE_BRIDGE_NOTIFY_URL || undefined),
-    notifyFailedRatio: num('--notify-failed-ratio', flags.notifyFailedRatio, 0.05, 0, 1, false),
-    shutdownTimeoutMs: num('--shutdown-timeout', flags.shutdownTimeout, 60, 1, 3600, false) * 1000,
+    notifyFailedRatio: num('--notify-failed-ratio', flags.notifyFailedRatio, DEFAULTS.notifyFailedRatio, 0, 1, false),
+    shutdownTimeoutMs: num('--shutdown-timeout', flags.shutdownTimeout, DEFAULTS.shutdownTimeoutSeconds, 1, 3600, false) * 1000,
     movableInkEndpoint: env.MOVABLE_INK_ENDPOINT?.trim() || undefined,
     movableInkAuth: env.MOVABLE_INK_AUTH?.trim() || undefined,
     pgPassword: env.PGPASSWORD || undefined,
@@ -164,7 +150,7 @@ export function requireBraze(config: Config): { endpoint: string; apiKey: string
 }
 
 function parseLevel(value: string | undefined, problems: string[]): LogLevel {
-  const v = (value ?? 'info').toLowerCase();
+  const v = (value ?? DEFAULTS.logLevel).toLowerCase();
   if (['debug', 'info', 'warn', 'error', 'silent'].includes(v)) return v as LogLevel;
   problems.push(`LOG_LEVEL must be debug, info, warn, error or silent; got "${value}"`);
   return 'info';
@@ -205,7 +191,7 @@ export function loadCurrentsConfig(flags: CurrentsFlags, env: NodeJS.ProcessEnv 
     if (error instanceof ConfigError) problems.push(...error.problems);
     else throw error;
   }
-  const targetSchema = flags.targetSchema ?? 'braze_currents';
+  const targetSchema = flags.targetSchema ?? DEFAULTS.targetSchema;
   if (!SCHEMA.test(targetSchema)) problems.push(`--target-schema must be a lower-case SQL name; got "${targetSchema}"`);
   const eventTypes = (flags.eventTypes ?? '').split(',').map((t) => t.trim()).filter(Boolean);
   for (const t of eventTypes) if (!/^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$/.test(t)) problems.push(`--event-types: "${t}" is not an event type such as users.messages.email.Send`);
@@ -263,6 +249,18 @@ export function secretsOf(config: Partial<Pick<Config, 'brazeApiKey' | 'database
     auth,
     auth?.includes(':') ? Buffer.from(auth).toString('base64') : undefined,
   ].filter((s): s is string => Boolean(s));
+}
+
+/** The secrets in the environment, for output made before (or without) a validated Config. */
+export function environmentSecrets(env: NodeJS.ProcessEnv = process.env): string[] {
+  return secretsOf({
+    brazeApiKey: env.BRAZE_API_KEY?.trim(),
+    databaseUrl: env.DATABASE_URL,
+    pgPassword: env.PGPASSWORD,
+    notifyUrl: env.BRAZE_BRIDGE_NOTIFY_URL,
+    movableInkEndpoint: env.MOVABLE_INK_ENDPOINT?.trim(),
+    movableInkAuth: env.MOVABLE_INK_AUTH?.trim(),
+  });
 }
 
 function passwordOf(url: string | undefined): string | undefined {

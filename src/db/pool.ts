@@ -54,6 +54,12 @@ export function createDatabase(options: DatabaseOptions): Database {
   });
   // A connection that dies while idle must not crash the process; the next query reports it.
   pool.on('error', () => {});
+  // Until a first connection succeeds, failing to connect is a setting to fix (exit 2); after
+  // it, the server went away mid-run (exit 4).
+  let connected = false;
+  pool.on('connect', () => {
+    connected = true;
+  });
 
   const wrap = (client: pg.PoolClient): Connection => ({
     raw: client,
@@ -72,7 +78,7 @@ export function createDatabase(options: DatabaseOptions): Database {
     try {
       client = await pool.connect();
     } catch (error) {
-      throw asDatabaseError(error);
+      throw asDatabaseError(error, connected);
     }
     let broken = false;
     try {
@@ -91,7 +97,7 @@ export function createDatabase(options: DatabaseOptions): Database {
       try {
         return await pool.query(text, values as unknown[]);
       } catch (error) {
-        throw asDatabaseError(error);
+        throw asDatabaseError(error, connected);
       }
     },
     withConnection,
@@ -155,21 +161,30 @@ export function escapeIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-const connectionCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH']);
+const networkCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
+/** SQLSTATEs that mean the login itself was refused: the user, password, database or pg_hba.conf. */
+const loginCodes = new Set(['28P01', '28000', '3D000', '42501']);
 
-/** Wrap anything `pg` throws so it carries SQLSTATE and a message that says what to do. */
-export function asDatabaseError(error: unknown): AppError {
+/**
+ * Wrap anything `pg` throws so it carries SQLSTATE and a message that says what to do.
+ * `connected` says whether this pool has ever had a connection: failing to connect or log in
+ * before that is configuration (exit 2, with the server's own reason); losing the connection
+ * after it, in the middle of a run, is transient (exit 4, the next run continues).
+ */
+export function asDatabaseError(error: unknown, connected = true): AppError {
   if (error instanceof AppError) return error;
   const e = error as { code?: string; message?: string; position?: string };
-  if (e?.code && connectionCodes.has(e.code)) {
-    return new ConfigError([`cannot connect to PostgreSQL (${e.code}): check DATABASE_URL or the PG* variables`], { cause: error });
+  const message = e?.message ?? String(error);
+  const network = (e?.code !== undefined && networkCodes.has(e.code)) || /^Connection terminated/.test(message);
+  if (!connected && network) {
+    return new ConfigError([`cannot connect to PostgreSQL (${e.code ?? message}): check DATABASE_URL or the PG* variables, and that the server is running`], { cause: error });
   }
-  if (e?.code === '28P01' || e?.code === '28000') {
-    return new ConfigError([`PostgreSQL refused the login (${e.code}): check the user and password in DATABASE_URL`], { cause: error });
+  if (!connected && e?.code && loginCodes.has(e.code)) {
+    return new ConfigError([`PostgreSQL refused the connection: ${message} (${e.code}); check the user, password and database in DATABASE_URL or the PG* variables`], { cause: error });
   }
-  if (e?.code === '3D000') {
-    return new ConfigError([`PostgreSQL: ${e.message}: create it or fix DATABASE_URL`], { cause: error });
+  if (network || /^08|^57P0[123]$/.test(e?.code ?? '')) {
+    return new DatabaseError(`lost the connection to PostgreSQL mid-run (${e.code ?? message}): this run stops; what was confirmed stays confirmed and the next run continues`, e?.code, undefined, { cause: error });
   }
   const position = e?.position ? Number(e.position) : undefined;
-  return new DatabaseError(e?.message ?? String(error), e?.code, position, { cause: error });
+  return new DatabaseError(message, e?.code, position, { cause: error });
 }

@@ -4,6 +4,7 @@
  * recorded, for at most --shutdown-timeout; a second signal, or the timeout, exits at once.
  * Either way the state stays consistent, because it only ever advances on proof.
  */
+import { ExitCode } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export interface Shutdown {
@@ -14,14 +15,14 @@ export interface Shutdown {
   dispose(): void;
 }
 
-const CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143 };
+const CODES: Record<string, number> = { SIGINT: ExitCode.sigint, SIGTERM: ExitCode.sigterm };
 
 export function installShutdown(log: Logger, timeoutMs: number, exit: (code: number) => void = (c) => process.exit(c)): Shutdown {
   const controller = new AbortController();
   let exitCode: number | undefined;
   let timer: NodeJS.Timeout | undefined;
   const onSignal = (name: NodeJS.Signals) => {
-    const code = CODES[name] ?? 143;
+    const code = CODES[name] ?? ExitCode.sigterm;
     if (controller.signal.aborted) {
       log.warn('second signal: exiting now', { signal: name });
       exit(code);
