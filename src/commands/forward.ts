@@ -1,41 +1,73 @@
-/** `forward movable-ink`: relay ingested Currents events to Movable Ink's Customer Data API. */
-import { createWriteStream } from 'node:fs';
-import { finished } from 'node:stream/promises';
+/**
+ * `forward movable-ink`: relay ingested Currents events to Movable Ink's Customer Data API.
+ *
+ * Only flags, configuration and errors are imported up front. The library (the relay, the
+ * HTTP client, app.js and with it pg) is imported when a forward actually runs, so `--help`
+ * and every other command start without loading it.
+ */
 import type { CommandModule } from 'yargs';
-import { createAppLogger, openDatabase, openMigrated, withShutdown } from '../app.js';
-import { afterRun } from '../run/after-run.js';
 import { loadConfig, movableInkSettings, type Config, type Flags } from '../config/load-config.js';
 import { ConfigError } from '../errors.js';
-import { RateLimiter } from '../http/rate-limiter.js';
-import { loadForwardConfig } from '../forward/config.js';
-import { forwardEvents, type ForwardSummary } from '../forward/relay.js';
-import { MovableInkClient } from '../forward/movable-ink-client.js';
+import type { Logger } from '../log.js';
+import type { OpenDatabase } from '../app.js';
+import type { ForwardConfig } from '../forward/config.js';
+import type { ForwardSummary } from '../forward/relay.js';
 import { runOptions, stateOptions } from './options.js';
 
+/**
+ * One forward run. However it ends, by a summary or by throwing (database gone, a bad endpoint),
+ * it prunes the history, rewrites the metrics file and notifies when needed; a dry run does none
+ * of that.
+ */
 export async function forwardCommand(config: Readonly<Config>, configFile: string, stop?: AbortSignal): Promise<ForwardSummary> {
-  const forward = loadForwardConfig(configFile);
+  const { createAppLogger, openMigrated } = await import('../app.js');
   const log = createAppLogger(config);
-  const client = config.dryRun
-    ? undefined
-    : new MovableInkClient({ ...movableInkSettings(config), rateLimiter: new RateLimiter({ limit: forward.ratePerSecond, windowMs: 1000, reserve: forward.concurrency }), log });
-  // A dry run changes nothing, not even the state schema.
-  // Connections: the cursor, the run lock, and one per user being relayed (its bookkeeping).
-  const pool = { poolSize: forward.concurrency + 3 };
-  const open = config.dryRun ? await openDatabase(config, log, pool) : await openMigrated(config, log, pool);
-  const out = config.dryRun && config.out ? createWriteStream(config.out) : undefined;
+  if (config.dryRun) return forwardDryRun(config, configFile, log, stop);
+  const { withAfterRun } = await import('../run/after-run.js');
+  const { loadForwardConfig } = await import('../forward/config.js');
+  const { forwardEvents } = await import('../forward/relay.js');
+  const { forwardOutcome } = await import('../forward/forward-outcome.js');
+  const { MovableInkClient } = await import('../forward/movable-ink-client.js');
+  const { RateLimiter } = await import('../http/rate-limiter.js');
+  let open: OpenDatabase | undefined;
   try {
-    const summary = await forwardEvents(open.db, log, { config: forward, stateSchema: config.stateSchema, client, dryRun: config.dryRun, out, stop, args: { config: configFile } });
-    if (!config.dryRun) {
-      const handled = summary.events.sent + summary.events.rejected;
-      await afterRun(open.db, config.stateSchema, log, config, {
-        job: 'forward',
-        text: `braze-bridge forward ${forward.destination}: ${summary.status}${summary.error ? `: ${summary.error}` : ''}, ${summary.events.sent} sent, ${summary.events.rejected} rejected, ${summary.events.leftPending} left pending`,
-        bad: summary.status === 'aborted' || summary.status === 'interrupted',
-        failedRatio: handled === 0 ? 0 : summary.events.rejected / handled,
-        summary,
-      });
-    }
-    return summary;
+    return await withAfterRun(
+      {
+        // Read when the run ends: absent if the database never opened, so only the notification goes out.
+        get db() {
+          return open?.db;
+        },
+        schema: config.stateSchema,
+        log,
+        options: config,
+      },
+      'forward',
+      async () => {
+        const forward = loadForwardConfig(configFile);
+        const rateLimiter = new RateLimiter({ limit: forward.ratePerSecond, windowMs: 1000, reserve: forward.concurrency });
+        const client = new MovableInkClient({ ...movableInkSettings(config), rateLimiter, log });
+        open = await openMigrated(config, log, poolFor(forward));
+        return forwardEvents(open.db, log, { config: forward, stateSchema: config.stateSchema, client, dryRun: false, stop, args: { config: configFile } });
+      },
+      forwardOutcome,
+    );
+  } finally {
+    await open?.close();
+  }
+}
+
+/** Build the payloads (to --out as NDJSON), send nothing and change nothing, not even the state schema. */
+async function forwardDryRun(config: Readonly<Config>, configFile: string, log: Logger, stop?: AbortSignal): Promise<ForwardSummary> {
+  const { createWriteStream } = await import('node:fs');
+  const { finished } = await import('node:stream/promises');
+  const { openDatabase } = await import('../app.js');
+  const { loadForwardConfig } = await import('../forward/config.js');
+  const { forwardEvents } = await import('../forward/relay.js');
+  const forward = loadForwardConfig(configFile);
+  const open = await openDatabase(config, log, poolFor(forward));
+  const out = config.out ? createWriteStream(config.out) : undefined;
+  try {
+    return await forwardEvents(open.db, log, { config: forward, stateSchema: config.stateSchema, dryRun: true, out, stop, args: { config: configFile } });
   } finally {
     if (out) {
       out.end();
@@ -43,6 +75,11 @@ export async function forwardCommand(config: Readonly<Config>, configFile: strin
     }
     await open.close();
   }
+}
+
+/** Connections: the cursor, the run lock, and one per user being relayed (its bookkeeping). */
+function poolFor(forward: ForwardConfig): { poolSize: number } {
+  return { poolSize: forward.concurrency + 3 };
 }
 
 export function formatForward(s: ForwardSummary): string {
@@ -71,6 +108,7 @@ export const forwardBinding: CommandModule = {
     const a = args as unknown as Flags & { config: string; destination: string };
     const config = loadConfig(a);
     if (config.out && !config.dryRun) throw new ConfigError(['--out goes with --dry-run']);
+    const { createAppLogger, withShutdown } = await import('../app.js');
     const summary = await withShutdown(config, createAppLogger(config), (stop) => forwardCommand(config, a.config, stop));
     process.stdout.write(`${config.json ? JSON.stringify(summary, null, 2) : formatForward(summary)}\n`);
     process.exitCode = summary.exitCode;

@@ -2,7 +2,7 @@
 import type { CommandModule } from 'yargs';
 import { createAppLogger, openMigrated } from '../app.js';
 import { loadConfig, type Config, type Flags } from '../config/load-config.js';
-import { escapeIdentifier } from '../db/pool.js';
+import { listRejectedEvents } from '../forward/forward-store.js';
 import { stateOptions } from './options.js';
 import { ConfigError } from '../errors.js';
 import { lastRunFailures, listRuns, type RunRow } from '../run/run-store.js';
@@ -66,12 +66,7 @@ export const statusBinding: CommandModule = {
 export async function rejectedEvents(config: Readonly<Config>, destination: string, limit = 1000) {
   const open = await openMigrated(config, createAppLogger(config));
   try {
-    const { rows } = await open.db.query<{ event_table: string; event_id: string; http_status: number | null; response: string | null; handled_at: Date }>(
-      `SELECT event_table, event_id, http_status, response, handled_at FROM ${escapeIdentifier(config.stateSchema)}.forward_events
-        WHERE destination = $1 AND status = 'rejected' ORDER BY handled_at DESC, event_id LIMIT $2`,
-      [destination, limit],
-    );
-    return rows.map((r) => ({ table: r.event_table, id: r.event_id, status: r.http_status, response: r.response, at: r.handled_at.toISOString() }));
+    return await listRejectedEvents(open.db, config.stateSchema, destination, limit);
   } finally {
     await open.close();
   }

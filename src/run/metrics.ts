@@ -6,6 +6,8 @@
 import { renameSync, writeFileSync } from 'node:fs';
 import { escapeIdentifier, type Queryable } from '../db/pool.js';
 import { runMetrics } from './run-store.js';
+import { currentsMetrics } from '../currents/manifest.js';
+import { forwardMetrics } from '../forward/forward-store.js';
 
 interface Metric {
   name: string;
@@ -39,24 +41,17 @@ export async function renderMetrics(db: Queryable, schema: string, now = Date.no
     add(name, help, 'gauge', audienceRuns.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: num(r.counts[field]) })));
   }
 
-  const currents = await db.query<{ event_type: string; status: string; files: string; rows: string }>(
-    `SELECT event_type, status, count(*) AS files, coalesce(sum(rows_loaded), 0) AS rows FROM ${s}.currents_files GROUP BY 1, 2 ORDER BY 1, 2`,
-  );
+  const currents = await currentsMetrics(db, schema);
   add('braze_bridge_currents_files', 'Currents files by event type and status.', 'gauge',
-    currents.rows.map((r) => ({ labels: { event_type: r.event_type, status: r.status }, value: Number(r.files) })));
+    currents.byTypeAndStatus.map((r) => ({ labels: { event_type: r.eventType, status: r.status }, value: r.files })));
   add('braze_bridge_currents_rows_total', 'Currents events loaded, by event type.', 'counter',
-    currents.rows.filter((r) => r.status === 'loaded').map((r) => ({ labels: { event_type: r.event_type }, value: Number(r.rows) })));
-  const lag = await db.query<{ event_type: string; newest: Date }>(
-    `SELECT event_type, max(hour) AS newest FROM ${s}.currents_files WHERE status = 'loaded' GROUP BY 1 ORDER BY 1`,
-  );
+    currents.byTypeAndStatus.filter((r) => r.status === 'loaded').map((r) => ({ labels: { event_type: r.eventType }, value: r.rows })));
   add('braze_bridge_currents_lag_seconds', 'Seconds since the end of the newest date= hour loaded, by event type.', 'gauge',
-    lag.rows.map((r) => ({ labels: { event_type: r.event_type }, value: Math.max(0, (now - r.newest.getTime() - 3_600_000) / 1000) })));
+    currents.newestLoaded.map((r) => ({ labels: { event_type: r.eventType }, value: Math.max(0, (now - r.newest.getTime() - 3_600_000) / 1000) })));
 
-  const forwarded = await db.query<{ destination: string; status: string; n: string }>(
-    `SELECT destination, status, count(*) AS n FROM ${s}.forward_events GROUP BY 1, 2 ORDER BY 1, 2`,
-  );
+  const forwarded = await forwardMetrics(db, schema);
   add('braze_bridge_forward_events', 'Events handled per forwarding destination: sent (accepted) or rejected for good.', 'gauge',
-    forwarded.rows.map((r) => ({ labels: { destination: r.destination, status: r.status }, value: Number(r.n) })));
+    forwarded.map((r) => ({ labels: { destination: r.destination, status: r.status }, value: r.events })));
 
   const lines: string[] = [];
   for (const m of metrics) {
