@@ -1,4 +1,7 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createTcpServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,21 +28,85 @@ afterAll(async () => {
   await t?.drop();
 });
 
-const eventCount = async (table = 'users_messages_email_send') =>
-  (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_currents.${table}`)).rows[0]!.n;
+/**
+ * A test's own state schema (manifest, runs) and event schema, so that no test reads what
+ * another left behind and each passes alone and in any order. The CLI migrates the state
+ * schema on first use.
+ */
+const schemas = (name: string) => ['--state-schema', `bb_${name}`, '--target-schema', `ev_${name}`];
+
+const eventCount = async (name: string, table = 'users_messages_email_send') =>
+  (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ev_${name}.${table}`)).rows[0]!.n;
+
+const loadedFiles = async (name: string) =>
+  (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM bb_${name}.currents_files WHERE status = 'loaded'`)).rows[0]!.n;
+
+/** A loopback port nothing listens on: connections to it are refused at once. */
+async function closedPort(): Promise<number> {
+  const server = createTcpServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** A webhook on loopback that records what is posted to it. */
+async function startWebhook(): Promise<{ url: string; posts: Array<Record<string, unknown>>; stop(): Promise<void> }> {
+  const posts: Array<Record<string, unknown>> = [];
+  const server = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      posts.push(JSON.parse(body));
+      res.writeHead(200).end('ok');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}/hook`, posts, stop: () => new Promise((resolve) => server.close(() => resolve())) };
+}
 
 describe('currents ingest as a process', () => {
   it('a missing bucket is one line and exit 2; refused credentials exit 4; nothing is recorded', async () => {
-    const missing = await cli(['currents', 'ingest', '--source', 's3://no-such-bucket/currents'], env);
+    const missing = await cli(['currents', 'ingest', '--source', 's3://no-such-bucket/currents', ...schemas('refused')], env);
     expect(missing.code).toBe(2);
     expect(missing.stderr.trim().split('\n').at(-1)).toMatch(/^braze-bridge: listing s3:\/\/no-such-bucket\/currents: the bucket does not exist \(NoSuchBucket\)/);
     await s3.createBucket('locked');
-    const denied = await cli(['currents', 'ingest', '--source', 's3://locked/currents'], { ...env, AWS_ACCESS_KEY_ID: 'WRONG', AWS_SECRET_ACCESS_KEY: 'WRONG' });
+    const denied = await cli(['currents', 'ingest', '--source', 's3://locked/currents', ...schemas('refused')], { ...env, AWS_ACCESS_KEY_ID: 'WRONG', AWS_SECRET_ACCESS_KEY: 'WRONG' });
     expect(denied.code).toBe(4);
     expect(denied.stderr).toMatch(/access refused \((InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied)\)/);
     expect(denied.stderr).not.toContain('WRONG');
-    const files = await t.db.query(`SELECT count(*)::int AS n FROM braze_bridge.currents_files`);
+    const files = await t.db.query(`SELECT count(*)::int AS n FROM bb_refused.currents_files`);
     expect(files.rows[0]).toEqual({ n: 0 });
+    // The run history says how each ended: input to fix, or stopped.
+    const runs = await t.db.query(`SELECT status FROM bb_refused.runs WHERE job = 'ingest' ORDER BY id`);
+    expect(runs.rows).toEqual([{ status: 'failed' }, { status: 'aborted' }]);
+  });
+
+  it('an ingest that cannot reach S3 exits 4, still posts to --notify-url and rewrites --metrics-file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bb-currents-cli-'));
+    const webhook = await startWebhook();
+    try {
+      const metricsFile = join(dir, 'braze-bridge.prom');
+      const started = Date.now();
+      const r = await cli(
+        ['currents', 'ingest', '--source', 's3://unreachable/currents', '--s3-endpoint', `http://127.0.0.1:${await closedPort()}`, '--notify-url', webhook.url, '--metrics-file', metricsFile, ...schemas('unreachable')],
+        env,
+      );
+      expect(r.code).toBe(4);
+      expect(r.stderr.trim().split('\n').at(-1)).toMatch(/^braze-bridge: listing s3:\/\/unreachable\/currents: /);
+      // The SDK retries a refused connection (5 attempts, backoff in fractions of a second).
+      expect(Date.now() - started).toBeLessThan(20_000);
+      expect(webhook.posts).toEqual([
+        { job: 'ingest', text: expect.stringMatching(/^braze-bridge ingest failed: listing s3:\/\/unreachable\/currents: /), summary: expect.objectContaining({ status: 'aborted' }) },
+      ]);
+      const metrics = readFileSync(metricsFile, 'utf8');
+      expect(metrics).toContain('braze_bridge_runs_total{job="ingest",audience="",outcome="aborted"} 1');
+      expect(metrics).toContain('# TYPE braze_bridge_currents_files gauge');
+    } finally {
+      await webhook.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('kill -9 in the middle, then a re-run: every file loaded exactly once', async () => {
@@ -47,22 +114,23 @@ describe('currents ingest as a process', () => {
     for (let i = 0; i < 24; i++) {
       await s3.put('crash', currentsKey(SEND, `2026-11-06-${String(i).padStart(2, '0')}`, `f${i}`), await encodeAvro(emailSendV1, emailSends(4000, i * 4000), 'deflate'));
     }
-    const args = ['currents', 'ingest', '--source', 's3://crash/currents', '--concurrency', '2', '--json'];
+    const args = ['currents', 'ingest', '--source', 's3://crash/currents', '--concurrency', '2', '--json', ...schemas('crash')];
     const { child, done } = startCli(args, env);
     for (;;) {
-      const { rows } = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_bridge.currents_files WHERE status = 'loaded' AND source = 's3://crash'`);
-      if (rows[0]!.n >= 3) break;
+      // Until the CLI has migrated the state schema, the table is not there yet.
+      const n = await loadedFiles('crash').catch(() => 0);
+      if (n >= 3) break;
       await new Promise((r) => setTimeout(r, 20));
     }
     child.kill('SIGKILL');
     expect((await done).signal).toBe('SIGKILL');
-    const loadedBefore = (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_bridge.currents_files WHERE status = 'loaded' AND source = 's3://crash'`)).rows[0]!.n;
+    const loadedBefore = await loadedFiles('crash');
     expect(loadedBefore).toBeLessThan(24);
     // Every file is either fully loaded or not at all.
     const partial = await t.db.query(
-      `SELECT f.key, f.status, count(e.id)::int AS n FROM braze_bridge.currents_files f
-         LEFT JOIN braze_currents.users_messages_email_send e ON e.source_key = f.key
-        WHERE f.source = 's3://crash' GROUP BY 1, 2 HAVING (f.status = 'loaded') <> (count(e.id) = 4000)`,
+      `SELECT f.key, f.status, count(e.id)::int AS n FROM bb_crash.currents_files f
+         LEFT JOIN ev_crash.users_messages_email_send e ON e.source_key = f.key
+        GROUP BY 1, 2 HAVING (f.status = 'loaded') <> (count(e.id) = 4000)`,
     );
     expect(partial.rows).toEqual([]);
 
@@ -71,9 +139,9 @@ describe('currents ingest as a process', () => {
     const summary = JSON.parse(rerun.stdout);
     expect(summary.files).toMatchObject({ loaded: 24 - loadedBefore, alreadyLoaded: loadedBefore, failed: 0 });
     expect(summary.duplicates).toBe(0);
-    expect(await eventCount()).toBe(24 * 4000);
+    expect(await eventCount('crash')).toBe(24 * 4000);
     // The killed run is not left "running" forever: its run lock was free, so it is abandoned.
-    const runs = await t.db.query(`SELECT status FROM braze_bridge.runs WHERE job = 'ingest' AND args->>'source' = 's3://crash' ORDER BY id`);
+    const runs = await t.db.query(`SELECT status FROM bb_crash.runs WHERE job = 'ingest' ORDER BY id`);
     expect(runs.rows).toEqual([{ status: 'abandoned' }, { status: 'succeeded' }]);
   });
 
@@ -82,16 +150,15 @@ describe('currents ingest as a process', () => {
     for (let i = 0; i < 16; i++) {
       await s3.put('shared', currentsKey(SEND, `2026-11-07-${String(i).padStart(2, '0')}`, `f${i}`), await encodeAvro(emailSendV1, emailSends(2000, 200_000 + i * 2000), 'snappy'));
     }
-    const before = await eventCount();
-    const args = ['currents', 'ingest', '--source', 's3://shared/currents', '--concurrency', '2', '--json'];
+    const args = ['currents', 'ingest', '--source', 's3://shared/currents', '--concurrency', '2', '--json', ...schemas('shared')];
     const [a, b] = await Promise.all([cli(args, env), cli(args, env)]);
     expect([a.code, b.code]).toEqual([0, 0]);
     const sa = JSON.parse(a.stdout);
     const sb = JSON.parse(b.stdout);
     expect(sa.files.loaded + sb.files.loaded).toBe(16);
     expect(sa.duplicates + sb.duplicates).toBe(0);
-    expect(await eventCount()).toBe(before + 16 * 2000);
-    const status = await cli(['currents', 'status', '--source', 's3://shared/currents', '--json'], env);
+    expect(await eventCount('shared')).toBe(16 * 2000);
+    const status = await cli(['currents', 'status', '--source', 's3://shared/currents', '--json', ...schemas('shared')], env);
     expect(JSON.parse(status.stdout).eventTypes).toEqual([expect.objectContaining({ eventType: SEND, filesLoaded: 16, rows: 32_000, failed: 0 })]);
   });
 
@@ -116,13 +183,13 @@ describe('currents ingest as a process', () => {
         }
       }
     }
-    const r = await cli(['currents', 'ingest', '--source', 's3://samples/currents', '--json', '--concurrency', '1'], env);
+    const r = await cli(['currents', 'ingest', '--source', 's3://samples/currents', '--json', '--concurrency', '1', ...schemas('samples')], env);
     expect(r.code).toBe(0);
     const summary = JSON.parse(r.stdout);
     expect(summary.files).toMatchObject({ loaded: files, failed: 0 });
     expect(Object.keys(summary.perType)).toHaveLength(expected.size);
     for (const [eventType, record] of expected) {
-      const { rows } = await t.db.query(`SELECT * FROM braze_currents.${tableName(eventType)} WHERE id = $1`, [record.id]);
+      const { rows } = await t.db.query(`SELECT * FROM ev_samples.${tableName(eventType)} WHERE id = $1`, [record.id]);
       expect(rows, eventType).toHaveLength(1);
       for (const [field, value] of Object.entries(record)) {
         const stored = rows[0]![field];
@@ -136,7 +203,7 @@ describe('currents ingest as a process', () => {
       if (typeof record.time === 'number') expect(rows[0]!.occurred_at).toEqual(new Date(record.time * 1000));
     }
     // v5 email sends lack from_domain: the column exists (from v10) and the v5 row would be NULL.
-    const columns = await t.db.query(`SELECT 1 FROM information_schema.columns WHERE table_schema = 'braze_currents' AND table_name = 'users_messages_email_send' AND column_name = 'from_domain'`);
+    const columns = await t.db.query(`SELECT 1 FROM information_schema.columns WHERE table_schema = 'ev_samples' AND table_name = 'users_messages_email_send' AND column_name = 'from_domain'`);
     expect(columns.rows).toHaveLength(1);
   });
 });

@@ -1,80 +1,83 @@
-/** `currents ingest` and `currents status`. */
+/**
+ * `currents ingest` and `currents status`: parse flags, then load the library and run it. The
+ * library (the AWS SDK, pg, avsc) is imported inside the handlers, so `--help` and every other
+ * command start without loading it.
+ */
 import type { Argv, CommandModule } from 'yargs';
 import { currentsSourceOptions, runOptions, stateOptions } from './options.js';
-import { createAppLogger, openMigrated, withShutdown } from '../app.js';
-import { afterRun, type RunOutcome } from '../run/after-run.js';
 import { ConfigError } from '../errors.js';
 import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config/load-config.js';
-import { ingest, type IngestSummary } from '../currents/ingest.js';
-import { openSource } from '../currents/source/open-source.js';
-import { currentsStatus, formatStatus, type CurrentsStatus } from '../currents/status.js';
+import type { OpenDatabase } from '../app.js';
+import type { AfterRunContext } from '../run/after-run.js';
+import type { IngestSummary } from '../currents/ingest.js';
+import type { CurrentsStatus } from '../currents/status.js';
 
-export async function ingestCommand(config: Readonly<CurrentsConfig>, stop?: AbortSignal): Promise<IngestSummary> {
+/**
+ * Ingest, then prune, refresh --metrics-file and notify however the run ended: an ingest that
+ * throws (S3 unreachable, bucket missing, database gone) alerts like one that fails files.
+ */
+async function runIngest(config: Readonly<CurrentsConfig>, stop: AbortSignal): Promise<IngestSummary> {
   if (!config.source) throw new ConfigError(['--source is required: s3://bucket/prefix or file:///path']);
+  const sourceUrl = config.source;
+  const [{ createAppLogger, openMigrated }, { withAfterRun }, { ingest }, { ingestOutcome }, { openSource }] = await Promise.all([
+    import('../app.js'),
+    import('../run/after-run.js'),
+    import('../currents/ingest.js'),
+    import('../currents/ingest-outcome.js'),
+    import('../currents/source/open-source.js'),
+  ]);
   const log = createAppLogger(config);
-  const source = openSource(config.source, { endpoint: config.s3Endpoint, region: config.region });
-  const open = await openMigrated(config, log);
-  const tty = process.stderr.isTTY && !config.json;
-  const started = Date.now();
+  const source = openSource(sourceUrl, { endpoint: config.s3Endpoint, region: config.region });
+  // Filled once the database is open; without it only the notification can go out.
+  const after: AfterRunContext = { schema: config.stateSchema, log, options: config };
+  let open: OpenDatabase | undefined;
   try {
-    const summary = await ingest(open.db, log, {
-      source,
-      stop,
-      stateSchema: config.stateSchema,
-      targetSchema: config.targetSchema,
-      eventTypes: config.eventTypes,
-      since: config.since,
-      until: config.until,
-      retryFailed: config.retryFailed,
-      concurrency: config.concurrency,
-      args: { eventTypes: config.eventTypes, since: config.since, until: config.until, retryFailed: config.retryFailed, targetSchema: config.targetSchema },
-      onProgress: tty
-        ? ({ done, total, rows }) => {
-            const width = 30;
-            const filled = total ? Math.round((done / total) * width) : width;
-            const rate = Math.round(rows / Math.max(0.001, (Date.now() - started) / 1000));
-            process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} files, ${rows} rows, ${rate} rows/s`);
-            if (done === total) process.stderr.write('\n');
-          }
-        : undefined,
-    });
-    await afterRun(open.db, config.stateSchema, log, config, ingestOutcome(summary));
-    return summary;
+    return await withAfterRun(
+      after,
+      'ingest',
+      async () => {
+        open = await openMigrated(config, log);
+        after.db = open.db;
+        return ingest(open.db, log, {
+          source,
+          stop,
+          stateSchema: config.stateSchema,
+          targetSchema: config.targetSchema,
+          eventTypes: config.eventTypes,
+          since: config.since,
+          until: config.until,
+          retryFailed: config.retryFailed,
+          concurrency: config.concurrency,
+          args: { eventTypes: config.eventTypes, since: config.since, until: config.until, retryFailed: config.retryFailed, targetSchema: config.targetSchema },
+          onProgress: process.stderr.isTTY && !config.json ? progressBar() : undefined,
+        });
+      },
+      ingestOutcome,
+    );
   } finally {
-    await open.close();
+    await open?.close();
   }
 }
 
-/** The notification and its trigger for an ingest run. */
-export function ingestOutcome(summary: IngestSummary): RunOutcome {
-  return {
-    job: 'ingest',
-    text:
-      summary.status === 'interrupted'
-        ? `braze-bridge currents ingest from ${summary.source}: interrupted by a signal (${summary.files.loaded} files loaded)`
-        : `braze-bridge currents ingest from ${summary.source}: ${summary.files.failed} file(s) failed${summary.failures[0] ? `, e.g. ${summary.failures[0].key}: ${summary.failures[0].error}` : ''}`,
-    bad: summary.status === 'interrupted',
-    failedRatio: summary.files.failed / Math.max(1, summary.files.loaded + summary.files.failed),
-    summary,
+/** A one-line progress bar on stderr (TTY only): files done of those pending, rows and rate. */
+function progressBar() {
+  const started = Date.now();
+  return ({ done, total, rows }: { done: number; total: number; rows: number }) => {
+    const width = 30;
+    const filled = total ? Math.min(width, Math.round((done / total) * width)) : width;
+    const rate = Math.round(rows / Math.max(0.001, (Date.now() - started) / 1000));
+    process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} files, ${rows} rows, ${rate} rows/s`);
+    if (done === total) process.stderr.write('\n');
   };
 }
 
-export function formatIngest(s: IngestSummary): string {
-  const out = [
-    `braze-bridge currents ingest from ${s.source}: ${s.status} in ${(s.durationMs / 1000).toFixed(1)} s (run ${s.runId})`,
-    `  keys listed ${s.discovered.listed}, Currents files ${s.discovered.currents} (new ${s.discovered.new}), other keys ignored ${s.discovered.ignored}`,
-    `  files loaded ${s.files.loaded}, already loaded ${s.files.alreadyLoaded}, failed ${s.files.failed}, left pending ${s.files.leftPending}`,
-    `  rows loaded ${s.rows}, duplicate events skipped ${s.duplicates}`,
-  ];
-  for (const [type, t] of Object.entries(s.perType).sort()) out.push(`  ${type}: ${t.files} files, ${t.rows} rows, ${t.duplicates} duplicates${t.failed ? `, ${t.failed} failed` : ''}`);
-  for (const f of s.failures) out.push(`  FAILED ${f.key}: ${f.error}${f.recordIndex !== null ? ` (record ${f.recordIndex})` : ''}`);
-  if (s.files.failed > 0) out.push('  failed files are skipped by later runs until `currents ingest --retry-failed`');
-  return out.join('\n');
-}
-
-export async function statusCommand(config: Readonly<CurrentsConfig>): Promise<CurrentsStatus> {
-  const log = createAppLogger(config);
-  const open = await openMigrated(config, log);
+async function showStatus(config: Readonly<CurrentsConfig>): Promise<CurrentsStatus> {
+  const [{ createAppLogger, openMigrated }, { currentsStatus }, { openSource }] = await Promise.all([
+    import('../app.js'),
+    import('../currents/status.js'),
+    import('../currents/source/open-source.js'),
+  ]);
+  const open = await openMigrated(config, createAppLogger(config));
   try {
     return await currentsStatus(open.db, config.stateSchema, config.source ? openSource(config.source).name : undefined);
   } finally {
@@ -96,7 +99,8 @@ const ingestBinding: CommandModule = {
       .option('concurrency', { type: 'number', describe: 'files loaded at once [default: 4]' }),
   handler: async (args) => {
     const config = loadCurrentsConfig(args as CurrentsFlags);
-    const summary = await withShutdown(config, createAppLogger(config), (stop) => ingestCommand(config, stop));
+    const [{ createAppLogger, withShutdown }, { formatIngest }] = await Promise.all([import('../app.js'), import('../currents/format-ingest.js')]);
+    const summary = await withShutdown(config, createAppLogger(config), (stop) => runIngest(config, stop));
     process.stdout.write(`${config.json ? JSON.stringify(summary, null, 2) : formatIngest(summary)}\n`);
     process.exitCode = summary.exitCode;
   },
@@ -108,7 +112,8 @@ const statusBinding: CommandModule = {
   builder: common,
   handler: async (args) => {
     const config = loadCurrentsConfig(args as CurrentsFlags);
-    const status = await statusCommand(config);
+    const status = await showStatus(config);
+    const { formatStatus } = await import('../currents/status.js');
     process.stdout.write(`${config.json ? JSON.stringify(status, null, 2) : formatStatus(status)}\n`);
   },
 };

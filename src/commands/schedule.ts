@@ -13,7 +13,7 @@ import { openSource } from '../currents/source/open-source.js';
 import { audienceJobs, everyMinutesJob } from '../schedule/audience-jobs.js';
 import { runScheduler, sleepUnlessStopped, type ScheduledJob } from '../schedule/scheduler.js';
 import { audienceOptions, currentsSourceOptions, runOptions } from './options.js';
-import { ingestOutcome } from './currents.js';
+import { ingestOutcome } from '../currents/ingest-outcome.js';
 import { syncOutcome } from '../audience/sync-outcome.js';
 
 export async function scheduleCommand(config: Readonly<CurrentsConfig & { currentsEvery?: number }>, stop: AbortSignal): Promise<{ exitCode: number }> {

@@ -1,11 +1,12 @@
 /**
- * One table per event type, created on first sight from the writer schema and widened when a
- * later file carries new fields. DDL runs in its own short transaction behind an advisory
- * lock, so concurrent ingesters never race on CREATE or ALTER; a column whose type would
- * change is an error for that file, never a silent cast.
+ * The event tables' DDL: the target schema, and one table per event type, created on first
+ * sight from the writer schema and widened when a later file carries new fields. DDL runs in
+ * its own short transaction behind an advisory lock, so concurrent ingesters never race on
+ * CREATE or ALTER; a column whose type would change is an error for that file, never a
+ * silent cast.
  */
 import { SchemaMismatchError } from '../errors.js';
-import { lockKey } from '../db/locks.js';
+import { lockForTransaction, lockKey } from '../db/locks.js';
 import { escapeIdentifier, type Database } from '../db/pool.js';
 import type { EventColumn } from './map-schema.js';
 
@@ -18,7 +19,7 @@ export async function ensureEventTable(db: Database, schema: string, table: stri
   if (cached && columns.every((c) => cached.get(c.name) === c.pgType)) return;
 
   await db.withTransaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1, 2)', [lockKey(schema, `currents-table:${table}`)]);
+    await lockForTransaction(tx, lockKey(schema, `currents-table:${table}`), 2);
     const existing = await tx.query<{ name: string; type: string }>(
       `SELECT attname::text AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
@@ -45,5 +46,13 @@ export async function ensureEventTable(db: Database, schema: string, table: stri
       }
     }
     known.set(qualified, have);
+  });
+}
+
+/** The target schema, created once behind a lock: concurrent CREATE SCHEMA IF NOT EXISTS can collide. */
+export async function ensureEventSchema(db: Database, schema: string): Promise<void> {
+  await db.withTransaction(async (tx) => {
+    await lockForTransaction(tx, lockKey(schema, 'currents-schema'), 2);
+    await tx.query(`CREATE SCHEMA IF NOT EXISTS ${escapeIdentifier(schema)}`);
   });
 }

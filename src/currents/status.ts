@@ -1,9 +1,11 @@
 /**
  * `currents status`: per event type, what is loaded and the newest hour; failures with their
  * errors; and the hours missing between the oldest and newest hour loaded. Braze cannot
- * replay data it failed to write, so a gap must be visible.
+ * replay data it failed to write, so a gap must be visible. The queries are in manifest.ts;
+ * this module shapes and formats their answer.
  */
-import { escapeIdentifier, type Queryable } from '../db/pool.js';
+import type { Queryable } from '../db/pool.js';
+import { failedFiles, loadedHours, statusByEventType } from './manifest.js';
 
 export interface CurrentsStatus {
   eventTypes: Array<{ eventType: string; filesLoaded: number; rows: number; duplicates: number; failed: number; pending: number; newestHour: string | null }>;
@@ -14,43 +16,19 @@ export interface CurrentsStatus {
   newestHour: string | null;
 }
 
+/** An hour as the keys write it: YYYY-MM-DD-HH (UTC). */
+const hourOf = (d: Date | null) => (d ? d.toISOString().slice(0, 13).replace('T', '-') : null);
+
 export async function currentsStatus(db: Queryable, stateSchema: string, source?: string): Promise<CurrentsStatus> {
-  const t = `${escapeIdentifier(stateSchema)}.currents_files`;
-  const types = await db.query<{ event_type: string; loaded: string; rows: string; dups: string; failed: string; pending: string; newest: Date | null }>(
-    `SELECT event_type, count(*) FILTER (WHERE status = 'loaded') AS loaded, coalesce(sum(rows_loaded), 0) AS rows, coalesce(sum(duplicates), 0) AS dups,
-            count(*) FILTER (WHERE status = 'failed') AS failed, count(*) FILTER (WHERE status = 'pending') AS pending,
-            max(hour) FILTER (WHERE status = 'loaded') AS newest
-       FROM ${t} WHERE $1::text IS NULL OR source = $1 GROUP BY event_type ORDER BY event_type`,
-    [source ?? null],
-  );
-  const failures = await db.query<{ key: string; event_type: string; error: string; record_index: string | null; attempts: number }>(
-    `SELECT key, event_type, error, record_index, attempts FROM ${t} WHERE status = 'failed' AND ($1::text IS NULL OR source = $1) ORDER BY hour, key LIMIT 100`,
-    [source ?? null],
-  );
-  const gaps = await db.query<{ oldest: Date | null; newest: Date | null; missing: Date[] | null }>(
-    `WITH loaded AS (SELECT DISTINCT hour FROM ${t} WHERE status = 'loaded' AND ($1::text IS NULL OR source = $1)),
-          bounds AS (SELECT min(hour) AS oldest, max(hour) AS newest FROM loaded)
-     SELECT b.oldest, b.newest,
-            ARRAY(SELECT h FROM generate_series(b.oldest, b.newest, interval '1 hour') AS h WHERE h NOT IN (SELECT hour FROM loaded) ORDER BY h) AS missing
-       FROM bounds b`,
-    [source ?? null],
-  );
-  const g = gaps.rows[0]!;
-  const iso = (d: Date | null) => (d ? d.toISOString().slice(0, 13).replace('T', '-') : null);
+  const types = await statusByEventType(db, stateSchema, source);
+  const failures = await failedFiles(db, stateSchema, source);
+  const hours = await loadedHours(db, stateSchema, source);
   return {
-    eventTypes: types.rows.map((r) => ({
-      eventType: r.event_type,
-      filesLoaded: Number(r.loaded),
-      rows: Number(r.rows),
-      duplicates: Number(r.dups),
-      failed: Number(r.failed),
-      pending: Number(r.pending),
-      newestHour: iso(r.newest),
-    })),
-    failures: failures.rows.map((f) => ({ key: f.key, eventType: f.event_type, error: f.error, recordIndex: f.record_index === null ? null : Number(f.record_index), attempts: f.attempts })),
-    missingHours: (g.missing ?? []).map((d) => iso(d)!),
-    oldestHour: iso(g.oldest),
-    newestHour: iso(g.newest),
+    eventTypes: types.map((t) => ({ ...t, newestHour: hourOf(t.newestHour) })),
+    failures,
+    missingHours: hours.missing.map((d) => hourOf(d)!),
+    oldestHour: hourOf(hours.oldest),
+    newestHour: hourOf(hours.newest),
   };
 }
 

@@ -2,9 +2,9 @@
  * Currents-like Avro fixtures built in the test with avsc encoders, following Braze's field
  * lists (users.messages.email.Send, users.behaviors.CustomEvent, users.behaviors.Purchase).
  */
+import { crc32 } from 'node:zlib';
 import avro from 'avsc';
 import snappy from 'snappyjs';
-import { crc32 } from '../../src/currents/avro/decode-avro.js';
 
 const nullable = (type: string | object) => ['null', type];
 
@@ -66,6 +66,7 @@ const codecs = {
   null: (buf: Buffer, cb: (e: Error | null, b?: Buffer) => void) => cb(null, buf),
   deflate: (avro.streams.BlockEncoder as unknown as { getDefaultCodecs(): Record<string, unknown> }).getDefaultCodecs().deflate,
   snappy: (buf: Buffer, cb: (e: Error | null, b?: Buffer) => void) => {
+    // Node's CRC-32, not the decoder's: a checksum bug in src/ must not hide behind its own fixture.
     const checksum = Buffer.alloc(4);
     checksum.writeUInt32BE(crc32(buf));
     cb(null, Buffer.concat([Buffer.from(snappy.compress(buf)), checksum]));
