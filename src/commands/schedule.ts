@@ -1,57 +1,10 @@
 /**
  * `schedule`: one long-running process that runs each audience on its @schedule and Currents
- * ingestion every --currents-every minutes, over one database pool and one Braze client.
+ * ingestion every --currents-every minutes. The scheduler is loaded only when it runs.
  */
 import type { CommandModule } from 'yargs';
-import { createAppLogger, createTrackClient, openMigrated, withShutdown } from '../app.js';
-import { afterRun } from '../run/after-run.js';
-import { loadCurrentsConfig, type CurrentsConfig, type CurrentsFlags } from '../config/load-config.js';
-import { ConfigError, ExitCode } from '../errors.js';
-import { runAudiences } from '../audience/run-audiences.js';
-import { ingest } from '../currents/ingest.js';
-import { openSource } from '../currents/source/open-source.js';
-import { audienceJobs, everyMinutesJob } from '../schedule/audience-jobs.js';
-import { runScheduler, sleepUnlessStopped, type ScheduledJob } from '../schedule/scheduler.js';
+import { loadCurrentsConfig, type CurrentsFlags } from '../config/load-config.js';
 import { audienceOptions, currentsSourceOptions, runOptions } from './options.js';
-import { ingestOutcome } from '../currents/ingest-outcome.js';
-import { syncOutcome } from '../audience/sync-outcome.js';
-
-export async function scheduleCommand(config: Readonly<CurrentsConfig & { currentsEvery?: number }>, stop: AbortSignal): Promise<{ exitCode: number }> {
-  const log = createAppLogger(config).child({ component: 'scheduler' });
-  if (config.currentsEvery && !config.source) throw new ConfigError(['--currents-every needs --source s3://bucket/prefix']);
-  const client = createTrackClient(config, log);
-  // An audience sync (its connection and batch writes) and an ingest (its run lock, workers and
-  // DDL) can run at the same time on this one pool.
-  const open = await openMigrated(config, log, { poolSize: 2 * config.concurrency + 6 });
-  try {
-    const runAudience = async (audience: { name: string }) => {
-      const summary = await runAudiences(
-        { db: open.db, schema: config.stateSchema, log, client, stop },
-        { dir: config.audiencesDir, names: [audience.name] },
-        { mode: 'sync', batchSize: config.batchSize, concurrency: config.concurrency, maxChangeRatio: config.maxChangeRatio, force: config.force, args: { scheduled: true } },
-      );
-      const a = summary.audiences[0];
-      log.info('run finished', { audience: audience.name, status: a?.status, updates: a?.counts.updates, failed: a?.counts.failed });
-      await afterRun(open.db, config.stateSchema, log, config, syncOutcome(summary));
-    };
-    const fromFiles = audienceJobs(config.audiencesDir, runAudience, log);
-    const extra: ScheduledJob[] = [];
-    if (config.currentsEvery && config.source) {
-      const source = openSource(config.source, { endpoint: config.s3Endpoint, region: config.region });
-      extra.push(
-        everyMinutesJob('currents', config.currentsEvery, async () => {
-          const summary = await ingest(open.db, log, { source, stateSchema: config.stateSchema, targetSchema: config.targetSchema, concurrency: config.concurrency, stop });
-          log.info('ingest finished', { loaded: summary.files.loaded, failed: summary.files.failed, rows: summary.rows });
-          await afterRun(open.db, config.stateSchema, log, config, ingestOutcome(summary));
-        }, Date.now()),
-      );
-    }
-    await runScheduler({ jobs: () => [...fromFiles(), ...extra], clock: Date.now, sleep: sleepUnlessStopped, stop, log });
-    return { exitCode: ExitCode.ok };
-  } finally {
-    await open.close();
-  }
-}
 
 export const scheduleBinding: CommandModule = {
   command: 'schedule',
@@ -61,7 +14,8 @@ export const scheduleBinding: CommandModule = {
   handler: async (args) => {
     const a = args as CurrentsFlags & { currentsEvery?: number };
     const config = { ...loadCurrentsConfig(a), currentsEvery: a.currentsEvery };
-    const result = await withShutdown(config, createAppLogger(config), (stop) => scheduleCommand(config, stop));
+    const [{ createAppLogger, withShutdown }, { scheduleJob }] = await Promise.all([import('../app.js'), import('../schedule/schedule-job.js')]);
+    const result = await withShutdown(config, createAppLogger(config), (stop) => scheduleJob(config, stop));
     process.exitCode = result.exitCode;
   },
 };

@@ -4,7 +4,7 @@
  * the run history, so one file describes every job and audience, not only the last run.
  */
 import { renameSync, writeFileSync } from 'node:fs';
-import { escapeIdentifier, type Queryable } from '../db/pool.js';
+import type { Queryable } from '../db/pool.js';
 import { runMetrics } from './run-store.js';
 import { currentsMetrics } from '../currents/manifest.js';
 import { forwardMetrics } from '../forward/forward-store.js';
@@ -17,7 +17,6 @@ interface Metric {
 }
 
 export async function renderMetrics(db: Queryable, schema: string, now = Date.now()): Promise<string> {
-  const s = escapeIdentifier(schema);
   const metrics: Metric[] = [];
   const add = (name: string, help: string, type: Metric['type'], samples: Metric['samples']) => metrics.push({ name, help, type, samples });
 

@@ -1,0 +1,54 @@
+/**
+ * The long-running scheduler as a job: one database pool and one Braze client; each audience
+ * runs on its @schedule, Currents ingestion every --currents-every minutes, and each run ends
+ * with the after-run step (prune, metrics, notify).
+ */
+import { createAppLogger, createTrackClient, openMigrated } from '../app.js';
+import { afterRun } from '../run/after-run.js';
+import type { CurrentsConfig } from '../config/load-config.js';
+import { ConfigError, ExitCode } from '../errors.js';
+import { runAudiences } from '../audience/run-audiences.js';
+import { syncOutcome } from '../audience/sync-outcome.js';
+import { ingest } from '../currents/ingest.js';
+import { ingestOutcome } from '../currents/ingest-outcome.js';
+import { openSource } from '../currents/source/open-source.js';
+import { audienceJobs, everyMinutesJob } from './audience-jobs.js';
+import { runScheduler, sleepUnlessStopped, type ScheduledJob } from './scheduler.js';
+
+export async function scheduleJob(config: Readonly<CurrentsConfig & { currentsEvery?: number }>, stop: AbortSignal): Promise<{ exitCode: number }> {
+  const log = createAppLogger(config).child({ component: 'scheduler' });
+  if (config.currentsEvery && !config.source) throw new ConfigError(['--currents-every needs --source s3://bucket/prefix']);
+  const client = createTrackClient(config, log);
+  // An audience sync (its connection and batch writes) and an ingest (its run lock, workers and
+  // DDL) can run at the same time on this one pool.
+  const open = await openMigrated(config, log, { poolSize: 2 * config.concurrency + 6 });
+  try {
+    const runAudience = async (audience: { name: string }) => {
+      const summary = await runAudiences(
+        { db: open.db, schema: config.stateSchema, log, client, stop },
+        { dir: config.audiencesDir, names: [audience.name] },
+        { mode: 'sync', batchSize: config.batchSize, concurrency: config.concurrency, maxChangeRatio: config.maxChangeRatio, force: config.force, args: { scheduled: true } },
+      );
+      const a = summary.audiences[0];
+      log.info('run finished', { audience: audience.name, status: a?.status, updates: a?.counts.updates, failed: a?.counts.failed });
+      await afterRun(open.db, config.stateSchema, log, config, syncOutcome(summary));
+    };
+    const fromFiles = audienceJobs(config.audiencesDir, runAudience, log);
+    const extra: ScheduledJob[] = [];
+    if (config.currentsEvery && config.source) {
+      const source = openSource(config.source, { endpoint: config.s3Endpoint, region: config.region });
+      extra.push(
+        everyMinutesJob('currents', config.currentsEvery, async () => {
+          const summary = await ingest(open.db, log, { source, stateSchema: config.stateSchema, targetSchema: config.targetSchema, concurrency: config.concurrency, stop });
+          log.info('ingest finished', { loaded: summary.files.loaded, failed: summary.files.failed, rows: summary.rows });
+          await afterRun(open.db, config.stateSchema, log, config, ingestOutcome(summary));
+        }, Date.now()),
+      );
+    }
+    await runScheduler({ jobs: () => [...fromFiles(), ...extra], clock: Date.now, sleep: sleepUnlessStopped, stop, log });
+    return { exitCode: ExitCode.ok };
+  } finally {
+    await open.close();
+  }
+}
+
