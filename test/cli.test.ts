@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BrazeSandbox } from '../src/braze/sandbox.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { audienceDir, TEST_KEY } from './helpers/audiences.js';
-import { cli, startCli } from './helpers/cli.js';
+import { cli, startCli, waitFor } from './helpers/cli.js';
 
 let t: TestDatabase;
 let sandbox: BrazeSandbox;
@@ -86,8 +86,9 @@ describe('the CLI as a process', () => {
     await slow.start();
     try {
       const e = { ...env, BRAZE_REST_ENDPOINT: slow.url };
-      const { child, done } = startCli(['sync', 'crash', '--audiences', dir, '--concurrency', '2'], e);
-      while (slow.counts.requests < 12) await new Promise((r) => setTimeout(r, 5));
+      const started = startCli(['sync', 'crash', '--audiences', dir, '--concurrency', '2'], e);
+      const { child, done } = started;
+      await waitFor(() => slow.counts.requests >= 12, 'the sync has sent 12 requests', { cli: started });
       child.kill('SIGKILL');
       const killed = await done;
       expect(killed.signal).toBe('SIGKILL');

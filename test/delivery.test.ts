@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BrazeSandbox } from '../src/braze/sandbox.js';
 import { RateLimiter } from '../src/http/rate-limiter.js';
+import { TrackClient, type TrackResult } from '../src/braze/track-client.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
-import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
+import { audienceDir, fakeTime, run, testClient, TEST_KEY } from './helpers/audiences.js';
 
 let t: TestDatabase;
 let sandbox: BrazeSandbox;
@@ -20,7 +21,7 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   await t.db.query(`TRUNCATE people; INSERT INTO people SELECT 'p' || i, 'tier' || (i % 3) FROM generate_series(1, 150) i`);
-  await t.db.query(`TRUNCATE braze_bridge.snapshots, braze_bridge.runs CASCADE`);
+  await t.db.query(`TRUNCATE braze_bridge.snapshots, braze_bridge.runs, braze_bridge.audiences CASCADE`);
   sandbox.reset();
   sandbox.faults = undefined;
 });
@@ -57,53 +58,60 @@ describe('delivery', () => {
   });
 
   it('waits for the rate-limit reset on 429 and counts it', async () => {
-    let resetAt = 0;
-    sandbox.faults = ({ n }) => {
-      if (n === 1) {
-        resetAt = Date.now() + 300;
-        return { status: 429, message: 'Too Many Requests', retryAfter: '0.3' };
-      }
-      return undefined;
-    };
-    let retriedAt = 0;
-    const original = sandbox.faults;
-    sandbox.faults = (r) => {
-      if (r.n === 2) retriedAt = Date.now();
-      return original(r);
-    };
-    const summary = await run(t.db, dir, { client: testClient(sandbox.url), concurrency: 1 });
-    expect(summary.audiences[0]!.counts).toMatchObject({ rateLimited: 1, retries: 1, failed: 0 });
-    expect(retriedAt).toBeGreaterThanOrEqual(resetAt - 5);
+    const time = fakeTime();
+    const timed = new BrazeSandbox({ apiKey: TEST_KEY, clock: time.clock });
+    await timed.start();
+    try {
+      timed.faults = ({ n }) => (n === 1 ? { status: 429, message: 'Too Many Requests', retryAfter: '0.3' } : undefined);
+      const summary = await run(t.db, dir, { client: testClient(timed.url, { time }), concurrency: 1 });
+      expect(summary.audiences[0]!.counts).toMatchObject({ rateLimited: 1, retries: 1, failed: 0 });
+      const [limited, retried] = timed.requests;
+      expect(limited).toMatchObject({ n: 1, status: 429 });
+      expect(retried!.n).toBe(2);
+      // Retry-After 0.3 s, honoured exactly: the retry went out 300 ms (fake) after the 429.
+      expect(retried!.at - limited!.at).toBe(300);
+    } finally {
+      await timed.stop();
+    }
   });
 
   it('stays under a server rate limit it shares headers with: no 429s', async () => {
-    const limited = new BrazeSandbox({ apiKey: TEST_KEY, rateLimit: { limit: 3, windowMs: 1000 } });
+    const time = fakeTime();
+    const limited = new BrazeSandbox({ apiKey: TEST_KEY, rateLimit: { limit: 3, windowMs: 1000 }, clock: time.clock });
     await limited.start();
     try {
-      const client = testClient(limited.url, { rateLimiter: new RateLimiter({ limit: 3, windowMs: 1000, reserve: 1 }) });
+      const rateLimiter = new RateLimiter({ limit: 3, windowMs: 1000, reserve: 1, clock: time.clock, sleep: time.sleep });
+      const client = testClient(limited.url, { time, rateLimiter });
+      const started = time.now();
       const summary = await run(t.db, dir, { client, batchSize: 30, concurrency: 2 });
       expect(summary.audiences[0]!.counts).toMatchObject({ new: 150, requests: 5, rateLimited: 0 });
       expect(limited.counts.rateLimited).toBe(0);
+      expect(time.now() - started).toBeGreaterThanOrEqual(1000); // five at three a second: the last two waited a window
     } finally {
       await limited.stop();
     }
   });
 
   it('when the server answers 429 with only X-RateLimit-Reset, waits for that reset and delivers everything', async () => {
-    const strict = new BrazeSandbox({ apiKey: TEST_KEY, rateLimit: { limit: 2, windowMs: 1000 } });
+    // The fake clock starts on a window boundary, so the three requests land in one window.
+    const time = fakeTime();
+    const strict = new BrazeSandbox({ apiKey: TEST_KEY, rateLimit: { limit: 2, windowMs: 1000 }, clock: time.clock });
     await strict.start();
     try {
       // Our own limit is far above the server's and the header pause is disabled (reserve 0):
       // only the 429s and their reset times keep this run in line.
-      const client = testClient(strict.url, { rateLimiter: new RateLimiter({ limit: 100, windowMs: 1000, reserve: 0 }), maxAttempts: 10 });
-      // Start just after a server window opens, so the three requests land in one window.
-      await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 20));
-      const started = Date.now();
+      const rateLimiter = new RateLimiter({ limit: 100, windowMs: 1000, reserve: 0, clock: time.clock, sleep: time.sleep });
+      const client = testClient(strict.url, { time, rateLimiter, maxAttempts: 10 });
+      const started = time.now();
       const summary = await run(t.db, dir, { client, batchSize: 50, concurrency: 3 });
       expect(summary.audiences[0]!.counts).toMatchObject({ new: 150, failed: 0 });
       expect(summary.audiences[0]!.counts.rateLimited).toBeGreaterThan(0);
       expect(strict.profiles.size).toBe(150);
-      expect(Date.now() - started).toBeGreaterThanOrEqual(700); // the third waited for the next window
+      expect(time.now() - started).toBeGreaterThanOrEqual(1000); // the third waited for the next window
+      // Every 429 was retried only once the window it was refused in had ended.
+      const accepted = strict.requests.filter((r) => r.status === 201);
+      expect(accepted).toHaveLength(3);
+      expect(accepted.at(-1)!.at).toBeGreaterThanOrEqual(started + 1000);
     } finally {
       await strict.stop();
     }
@@ -149,18 +157,34 @@ describe('delivery', () => {
   });
 
   it('lets only one run of an audience hold the lock; the other exits 3 and sends nothing', async () => {
-    // Hold the first run inside its first request until the second run has tried.
+    // Hold the first run at its first request (it holds the lock by then) until the second has tried.
     const held = new BrazeSandbox({ apiKey: TEST_KEY });
     await held.start();
-    held.faults = ({ n }) => (n === 1 ? ({ delayMs: 600 } as const) : undefined);
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    class HeldClient extends TrackClient {
+      override async track(attributes: readonly string[]): Promise<TrackResult> {
+        entered();
+        await gate;
+        return super.track(attributes);
+      }
+    }
     try {
-      const first = run(t.db, dir, { client: testClient(held.url, { timeoutMs: 5000 }), concurrency: 1 });
-      await new Promise((r) => setTimeout(r, 300));
-      const second = await run(t.db, dir, { client: testClient(sandbox.url) });
-      expect(second.exitCode).toBe(3);
-      expect(second.audiences[0]!.error).toMatch(/being synced by another run/);
-      expect(sandbox.requests).toHaveLength(0);
+      const first = run(t.db, dir, { client: new HeldClient({ endpoint: held.url, apiKey: TEST_KEY, rateLimiter: new RateLimiter({ limit: 10_000, windowMs: 1000 }) }), concurrency: 1 });
+      first.catch(() => {}); // awaited below; a failure of the second must not leave it unhandled
+      await inside;
+      try {
+        const second = await run(t.db, dir, { client: testClient(sandbox.url) });
+        expect(second.exitCode).toBe(3);
+        expect(second.audiences[0]!.error).toMatch(/being synced by another run/);
+        expect(sandbox.requests).toHaveLength(0);
+      } finally {
+        release();
+      }
       expect((await first).exitCode).toBe(0);
+      expect(held.profiles.size).toBe(150);
     } finally {
       await held.stop();
     }

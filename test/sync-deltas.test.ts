@@ -9,7 +9,7 @@ const f = useDatabaseAndSandbox();
 async function reset(rows: number) {
   await f.t.db.query(`DROP TABLE IF EXISTS people; CREATE TABLE people (id text PRIMARY KEY, tier text, score int, active boolean)`);
   await f.t.db.query(`INSERT INTO people SELECT 'p' || i, 'silver', i, true FROM generate_series(1, $1::int) i`, [rows]);
-  await f.t.db.query(`TRUNCATE braze_bridge.snapshots, braze_bridge.runs CASCADE`);
+  await f.t.db.query(`TRUNCATE braze_bridge.snapshots, braze_bridge.runs, braze_bridge.audiences CASCADE`);
   f.sandbox.reset();
 }
 

@@ -1,12 +1,16 @@
-import { describe, expect, it, onTestFinished } from 'vitest';
-import { createDatabase } from '../src/db/pool.js';
+import { beforeEach, describe, expect, it, onTestFinished } from 'vitest';
+import { createDatabase, type Database } from '../src/db/pool.js';
 import { useDatabaseAndSandbox } from './helpers/fixture.js';
 import { audienceDir, run, testClient } from './helpers/audiences.js';
 
 const f = useDatabaseAndSandbox(async (t) => {
-  await t.db.query(`
-    CREATE TYPE mood AS ENUM ('happy', 'sad');
-    CREATE DOMAIN short_text AS text;
+  await t.db.query(`CREATE TYPE mood AS ENUM ('happy', 'sad'); CREATE DOMAIN short_text AS text;`);
+});
+
+// Every test starts from the same rows, no snapshots and an empty sandbox.
+beforeEach(async () => {
+  await f.t.db.query(`
+    DROP TABLE IF EXISTS typed;
     CREATE TABLE typed (
       id int PRIMARY KEY, b boolean, i2 smallint, i4 integer, i8 bigint, n numeric(12,2), n_wide numeric,
       r real, d double precision, t text, vc varchar(20), c char(5), u uuid, m mood, st short_text,
@@ -16,17 +20,33 @@ const f = useDatabaseAndSandbox(async (t) => {
        '2024-02-29', '2024-05-01 12:00:00.1239', '2026-03-01 12:34:56.789123+02', ARRAY['x','y','x'], ARRAY['v'], '{"b": 1, "a": {"z": null}}', '{"k": [1, 2], "nested": {"when": {"$time": "2024-01-01"}}}'),
       (2, false, NULL, 0, -1, -0.01, 0, -3.5, 2.5e-10, '', NULL, NULL, NULL, 'sad', NULL,
        NULL, NULL, '1999-12-31 23:59:59.999+00', '{}', NULL, NULL, 'null');
+    TRUNCATE braze_bridge.snapshots, braze_bridge.runs, braze_bridge.audiences CASCADE;
   `);
+  f.sandbox.reset();
 });
 
+/** A pool whose every session runs in `timezone`; closed when the test ends. */
+async function poolIn(timezone: string): Promise<Database> {
+  const db = createDatabase({ connectionString: `${f.t.url}?options=${encodeURIComponent(`-c timezone=${timezone}`)}`, max: 4 });
+  onTestFinished(() => db.end());
+  expect((await db.query(`SELECT current_setting('TimeZone') AS tz`)).rows[0]).toEqual({ tz: timezone });
+  return db;
+}
+
 const ALL_COLUMNS = `SELECT id AS external_id, b, i2, i4, i8, n, n_wide, r, d, t, vc, c, u, m, st, dt, ts, tstz, arr, varr, j, jb FROM typed`;
+
+/** The first sync of `typed`, from sessions in Los Angeles time: what the "second run" tests compare against. */
+async function firstSync(): Promise<void> {
+  const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
+  const summary = await run(await poolIn('America/Los_Angeles'), dir, { client: testClient(f.sandbox.url) });
+  expect(summary.audiences[0]!.counts).toMatchObject({ new: 2 });
+}
 
 describe('type mapping', () => {
   it('sends every supported type as the exact Braze JSON value', async () => {
     // The session time zone must not leak into what is sent.
-    await f.t.db.query(`ALTER DATABASE ${f.t.name} SET timezone TO 'America/Los_Angeles'`);
     const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
-    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    const summary = await run(await poolIn('America/Los_Angeles'), dir, { client: testClient(f.sandbox.url) });
     expect(summary.exitCode).toBe(0);
     expect(f.sandbox.profile({ external_id: '1' })).toEqual({
       b: true,
@@ -68,6 +88,7 @@ describe('type mapping', () => {
   });
 
   it('finds no change on a second run: no false changes from formatting, key order or time zones', async () => {
+    await firstSync();
     const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
     const before = f.sandbox.counts.requests;
     const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
@@ -76,8 +97,8 @@ describe('type mapping', () => {
   });
 
   it('a session time zone change is no change at all', async () => {
-    const tokyo = createDatabase({ connectionString: `${f.t.url}?options=${encodeURIComponent('-c timezone=Asia/Tokyo')}`, max: 4 });
-    onTestFinished(() => tokyo.end());
+    await firstSync();
+    const tokyo = await poolIn('Asia/Tokyo');
     const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
     const requests = f.sandbox.counts.requests;
     const summary = await run(tokyo, dir, { client: testClient(f.sandbox.url) });
@@ -86,6 +107,7 @@ describe('type mapping', () => {
   });
 
   it('a new column signature with equal values sends nothing and records the new row hashes', async () => {
+    await firstSync();
     const hashes = async () => (await f.t.db.query(`SELECT member_key, row_hash FROM braze_bridge.snapshots WHERE audience = 'typed' ORDER BY 1`)).rows;
     const before = await hashes();
     // i4 becomes bigint and t becomes varchar: every row is re-examined, none has changed.
@@ -103,6 +125,7 @@ describe('type mapping', () => {
   });
 
   it('sends a value that became NULL as null, and only that attribute', async () => {
+    await firstSync();
     await f.t.db.query(`UPDATE typed SET t = NULL, n = 12.500 WHERE id = 1`); // 12.500 = 12.50: no change
     const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
     const start = f.sandbox.requests.length;
@@ -123,7 +146,7 @@ describe('type mapping', () => {
   });
 
   it('fails members Braze would reject, records why, and sends the rest', async () => {
-    await f.t.db.query(`CREATE TABLE edge (id text, big bigint, s text, f double precision, o jsonb, tags text[])`);
+    await f.t.db.query(`DROP TABLE IF EXISTS edge; CREATE TABLE edge (id text, big bigint, s text, f double precision, o jsonb, tags text[])`);
     await f.t.db.query(`INSERT INTO edge VALUES
       ('ok', 1, 'fine', 1.5, '{"a":1}', ARRAY['a']),
       ('big', 9007199254740993, 'x', 1, NULL, NULL),

@@ -2,11 +2,11 @@ import { createServer, type Server } from 'node:http';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BrazeSandbox } from '../src/braze/sandbox.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
-import { audienceDir, TEST_KEY } from './helpers/audiences.js';
-import { cli, startCli } from './helpers/cli.js';
+import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
+import { cli, startCli, waitFor } from './helpers/cli.js';
 import { S3_ENV, startS3, type TestS3 } from './helpers/s3.js';
 import { currentsKey, emailSendV1, emailSends, encodeAvro } from './helpers/avro.js';
 
@@ -20,12 +20,27 @@ beforeAll(async () => {
   sandbox = new BrazeSandbox({ apiKey: TEST_KEY });
   await sandbox.start();
   env = { DATABASE_URL: t.url, BRAZE_REST_ENDPOINT: sandbox.url, BRAZE_API_KEY: TEST_KEY };
-  await t.db.query(`CREATE TABLE people AS SELECT i AS id, 't' || (i % 4) AS tier, i AS score FROM generate_series(1, 3000) i`);
 });
 afterAll(async () => {
   await sandbox?.stop();
   await t?.drop();
 });
+// Every test starts from 3,000 people, no run history, no snapshots and an empty sandbox.
+beforeEach(async () => {
+  await t.db.query(`
+    DROP TABLE IF EXISTS people;
+    CREATE TABLE people AS SELECT i AS id, 't' || (i % 4) AS tier, i AS score FROM generate_series(1, 3000) i;
+    TRUNCATE braze_bridge.snapshots, braze_bridge.runs, braze_bridge.audiences CASCADE`);
+  sandbox.reset();
+  sandbox.faults = undefined;
+});
+
+/** A completed sync of every person (recorded as a succeeded run); the sandbox is then emptied. */
+async function syncEveryone(): Promise<void> {
+  const summary = await run(t.db, dir, { client: testClient(sandbox.url) });
+  expect(summary.audiences[0]).toMatchObject({ status: 'succeeded', counts: { new: 3000 } });
+  sandbox.reset();
+}
 
 const runsOf = async (audience: string) =>
   (await t.db.query<{ status: string }>(`SELECT status FROM braze_bridge.runs WHERE audience = $1 ORDER BY id`, [audience])).rows.map((r) => r.status);
@@ -36,8 +51,9 @@ describe('running unattended', () => {
     await slow.start();
     try {
       const e = { ...env, BRAZE_REST_ENDPOINT: slow.url };
-      const { child, done } = startCli(['sync', '--audiences', dir, '--concurrency', '2'], e);
-      while (slow.counts.requests < 8) await new Promise((r) => setTimeout(r, 5));
+      const started = startCli(['sync', '--audiences', dir, '--concurrency', '2'], e);
+      const { child, done } = started;
+      await waitFor(() => slow.counts.requests >= 8, 'the sync has sent 8 requests', { cli: started });
       child.kill('SIGTERM');
       const atSignal = slow.counts.requests;
       const r = await done;
@@ -63,6 +79,9 @@ describe('running unattended', () => {
 
   it('writes the metrics file atomically and status / failures show the history', async () => {
     const metrics = join(mkdtempSync(join(tmpdir(), 'bb-metrics-')), 'braze_bridge.prom');
+    // The history so far: a run stopped by a signal, then one that synced everyone.
+    await t.db.query(`INSERT INTO braze_bridge.runs (job, audience, status, error, started_at, finished_at) VALUES ('sync', 'people', 'interrupted', 'stopped by a signal; unconfirmed members are sent next run', now() - interval '2 hours', now() - interval '2 hours')`);
+    await syncEveryone();
     await t.db.query(`UPDATE people SET tier = 'vip' WHERE id <= 10`);
     // A run older than --keep-days (30) is pruned at the end of the next run.
     await t.db.query(`INSERT INTO braze_bridge.runs (job, audience, status, started_at, finished_at) VALUES ('sync', 'old', 'succeeded', now() - interval '40 days', now() - interval '40 days')`);
@@ -103,8 +122,8 @@ describe('running unattended', () => {
     await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(hook.address() as { port: number }).port}/services/T000/B000/secretpath`;
     try {
+      await syncEveryone();
       await t.db.query(`UPDATE people SET score = score + 1 WHERE id <= 100`);
-      sandbox.reset();
       sandbox.faults = ({ n }) => (n === 1 ? { itemErrors: Array.from({ length: 10 }, (_, i) => i) } : undefined);
       const failing = await cli(['sync', '--audiences', dir, '--notify-url', url, '--notify-failed-ratio', '0.001', '--json', '--max-change-ratio', '1'], { ...env, LOG_LEVEL: 'debug' });
       sandbox.faults = undefined;
@@ -136,9 +155,10 @@ describe('running unattended', () => {
       }
       const e = { DATABASE_URL: t.url, AWS_ENDPOINT_URL_S3: s3.endpoint, ...S3_ENV };
       const args = ['currents', 'ingest', '--source', 's3://term/currents', '--concurrency', '2', '--json'];
-      const { child, done } = startCli(args, e);
+      const started = startCli(args, e);
+      const { child, done } = started;
       const loaded = async () => (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_bridge.currents_files WHERE status = 'loaded' AND source = 's3://term'`)).rows[0]!.n;
-      while ((await loaded()) < 2) await new Promise((r) => setTimeout(r, 10));
+      await waitFor(async () => (await loaded()) >= 2, 'the ingest has loaded 2 files', { cli: started, everyMs: 10 });
       child.kill('SIGTERM');
       const r = await done;
       expect(r.code).toBe(143);

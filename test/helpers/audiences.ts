@@ -21,15 +21,57 @@ export function writeAudiences(dir: string, files: Record<string, string>): void
 
 export const TEST_KEY = 'test-key-0123456789abcdef';
 
-export function testClient(endpoint: string, options: Partial<ConstructorParameters<typeof TrackClient>[0]> = {}): TrackClient {
+/**
+ * A clock that moves only when somebody sleeps: a sleep of `ms` wakes at once, with the clock
+ * at least `ms` past the moment it was asked. Time never goes back, so sleeps that overlap
+ * still each see their full wait; tests assert on `now()` instead of waiting on the wall.
+ * Starts on a whole second, so a server's fixed windows begin with the test.
+ */
+export interface FakeTime {
+  clock: () => number;
+  sleep: (ms: number) => Promise<void>;
+  now: () => number;
+  /** Every sleep asked for, in order. */
+  readonly slept: number[];
+}
+
+export function fakeTime(start = 1_000_000): FakeTime {
+  let now = start;
+  const slept: number[] = [];
+  return {
+    clock: () => now,
+    now: () => now,
+    slept,
+    sleep: async (ms) => {
+      const wake = now + Math.max(0, ms);
+      slept.push(ms);
+      // Yield to I/O as a real sleep would, without waiting on the wall clock.
+      await new Promise((resolve) => setImmediate(resolve));
+      now = Math.max(now, wake);
+    },
+  };
+}
+
+export type TestClientOptions = Partial<ConstructorParameters<typeof TrackClient>[0]> & {
+  /** Time for the client and its default rate limiter; a fresh fake time unless given. Pass the
+   * same one to a `rateLimiter` (and a sandbox) of your own, so they share one clock. */
+  time?: FakeTime;
+};
+
+/** A client whose backoff and rate-limit waits run on a fake clock: no test waits for them. */
+export function testClient(endpoint: string, options: TestClientOptions = {}): TrackClient {
+  const { time = fakeTime(), ...rest } = options;
   return new TrackClient({
     endpoint,
     apiKey: TEST_KEY,
-    rateLimiter: new RateLimiter({ limit: 10_000, windowMs: 1000 }),
+    rateLimiter: new RateLimiter({ limit: 10_000, windowMs: 1000, clock: time.clock, sleep: time.sleep }),
     backoffMs: 5,
     maxBackoffMs: 50,
     timeoutMs: 2_000,
-    ...options,
+    clock: time.clock,
+    sleep: time.sleep,
+    random: () => 0.5,
+    ...rest,
   });
 }
 

@@ -27,3 +27,25 @@ export function startCli(args: string[], env: Record<string, string | undefined>
 export function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
   return startCli(args, env).done;
 }
+
+/**
+ * Poll until `condition` holds (a process test cannot know when the child gets there), failing
+ * with `what` after `timeoutMs`, or at once, with the end of its stderr, if `cli` exits first.
+ */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  options: { cli?: { child: ChildProcess; done: Promise<CliResult> }; timeoutMs?: number; everyMs?: number } = {},
+): Promise<void> {
+  const { cli, timeoutMs = 30_000, everyMs = 5 } = options;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return;
+    if (cli && (cli.child.exitCode !== null || cli.child.signalCode !== null)) {
+      const r = await cli.done;
+      throw new Error(`the CLI exited (${r.code ?? r.signal}) before ${what}: ${r.stderr.slice(-1500)}`);
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
