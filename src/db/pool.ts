@@ -61,7 +61,7 @@ export function createDatabase(options: DatabaseOptions): Database {
     connected = true;
   });
 
-  const wrap = (client: pg.PoolClient): Connection => ({
+  const wrap = (client: pg.PoolClient, isLost: () => boolean): Connection => ({
     raw: client,
     query: async (text, values) => {
       try {
@@ -70,7 +70,7 @@ export function createDatabase(options: DatabaseOptions): Database {
         throw asDatabaseError(error);
       }
     },
-    cursor: (text, values, size = 1000) => readCursor(client, text, values, size),
+    cursor: (text, values, size = 1000) => readCursor(client, text, values, size, isLost),
   });
 
   const withConnection = async <T>(fn: (conn: Connection) => Promise<T>): Promise<T> => {
@@ -81,13 +81,22 @@ export function createDatabase(options: DatabaseOptions): Database {
       throw asDatabaseError(error, connected);
     }
     let broken = false;
+    let lost = false;
+    // A checked-out client whose socket dies between queries emits 'error' with no listener of
+    // pg's own, which would crash the process; the next query on it reports the loss instead.
+    const onError = () => {
+      broken = true;
+      lost = true;
+    };
+    client.on('error', onError);
     try {
-      return await fn(wrap(client));
+      return await fn(wrap(client, () => lost));
     } catch (error) {
       // A connection whose session state is unknown (open cursor, failed COPY) is not reused.
       broken = true;
       throw error;
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   };
@@ -125,7 +134,7 @@ export function createDatabase(options: DatabaseOptions): Database {
   };
 }
 
-async function* readCursor<R>(client: pg.PoolClient, text: string, values: readonly unknown[] | undefined, size: number): AsyncGenerator<R[]> {
+async function* readCursor<R>(client: pg.PoolClient, text: string, values: readonly unknown[] | undefined, size: number, isLost: () => boolean): AsyncGenerator<R[]> {
   const cursor = client.query(new Cursor<R>(text, values as unknown[]));
   try {
     for (;;) {
@@ -139,7 +148,9 @@ async function* readCursor<R>(client: pg.PoolClient, text: string, values: reado
       yield rows;
     }
   } finally {
-    await cursor.close().catch(() => {});
+    // Closing waits for the server's ReadyForQuery, which never comes on a connection that
+    // died: then there is nothing to close, and waiting would hang the run instead of failing it.
+    if (!isLost()) await cursor.close().catch(() => {});
   }
 }
 

@@ -1,0 +1,99 @@
+/**
+ * One outcome model: every job ends in one outcome, one function turns it (or an error) into an
+ * exit code, and the CLI keeps to it however a run ends — a connection refused at start is
+ * configuration (exit 2, with the server's reason), a connection lost mid-run or an error nobody
+ * caught is a stopped run (exit 4).
+ */
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { AudienceError, BrazeHttpError, ConfigError, DatabaseError, exitCodeFor, ExitCode, outcomeOfError, combineExitCodes } from '../src/errors.js';
+import { BrazeSandbox } from '../src/braze/sandbox.js';
+import { useDatabaseAndSandbox } from './helpers/fixture.js';
+import { audienceDir, TEST_KEY } from './helpers/audiences.js';
+import { cli, startCli, waitFor } from './helpers/cli.js';
+
+const f = useDatabaseAndSandbox(async (t) => {
+  await t.db.query(`CREATE TABLE people (id int PRIMARY KEY, tier text)`);
+  await t.db.query(`INSERT INTO people SELECT i, 't' || (i % 5) FROM generate_series(1, 600) i`);
+});
+
+describe('outcomes and exit codes', () => {
+  it('maps every outcome and error class to its documented exit code in one place', () => {
+    expect(['succeeded', 'planned', 'partial', 'failed', 'locked', 'aborted', 'interrupted'].map((o) => exitCodeFor(o))).toEqual([0, 0, 1, 2, 3, 4, 4]);
+    expect(exitCodeFor(new ConfigError(['x']))).toBe(ExitCode.config);
+    expect(exitCodeFor(new AudienceError('a.sql', 'bad'))).toBe(ExitCode.config);
+    expect(exitCodeFor(new BrazeHttpError('401', 401))).toBe(ExitCode.aborted);
+    expect(exitCodeFor(new DatabaseError('lost', '57P01', undefined))).toBe(ExitCode.aborted);
+    expect(exitCodeFor(new TypeError('a bug'))).toBe(ExitCode.aborted);
+    expect(outcomeOfError(new ConfigError(['x']))).toBe('failed');
+    expect(outcomeOfError(new Error('x'))).toBe('aborted');
+    expect(combineExitCodes([0, 1, 3, 2])).toBe(2);
+    expect(combineExitCodes([0, 4, 2])).toBe(4);
+    expect(combineExitCodes([])).toBe(0);
+  });
+
+  it('a database that refuses the connection at start is configuration: exit 2, one line', async () => {
+    const dir = audienceDir({ a: 'SELECT id AS external_id FROM people' });
+    const r = await cli(['plan', '--audiences', dir], { DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/cannot connect to PostgreSQL \(ECONNREFUSED\)/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a refused login is configuration and keeps the server\'s own reason, never the password', async () => {
+    const url = new URL(f.t.url);
+    url.password = 'definitely-wrong-password';
+    const dir = audienceDir({ a: 'SELECT id AS external_id FROM people' });
+    const r = await cli(['plan', '--audiences', dir], { DATABASE_URL: url.toString() });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/PostgreSQL refused the connection: password authentication failed for user .* \(28P01\)/);
+    expect(r.stderr).not.toContain('definitely-wrong-password');
+  });
+
+  it('a connection lost in the middle of a sync is a stopped run: exit 4, the run can be resumed', async () => {
+    const slow = new BrazeSandbox({ apiKey: TEST_KEY, latencyMs: 150 });
+    await slow.start();
+    try {
+      const dir = audienceDir({ lost: 'SELECT id AS external_id, tier FROM people' });
+      const url = new URL(f.t.url);
+      url.searchParams.set('application_name', 'bb_lost_test'); // to find the CLI's sessions, and only them
+      const env = { DATABASE_URL: url.toString(), BRAZE_REST_ENDPOINT: slow.url, BRAZE_API_KEY: TEST_KEY };
+      const { child, done } = startCli(['sync', '--audiences', dir, '--concurrency', '1', '--state-schema', 'lost_state'], env);
+      await waitFor(() => slow.counts.requests >= 2, 'two requests sent', { child });
+      // What a failover or a restarted server does to the run's sessions.
+      await f.t.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bb_lost_test'`);
+      const r = await done;
+      expect(r.code).toBe(4);
+      expect(r.stderr).toMatch(/lost the connection to PostgreSQL mid-run/);
+      // Nothing confirmed was lost: the next run sends the rest and converges.
+      const again = await cli(['sync', '--audiences', dir, '--state-schema', 'lost_state'], env);
+      expect(again.code).toBe(0);
+      expect(slow.profiles.size).toBe(600);
+    } finally {
+      await slow.stop();
+    }
+  });
+
+  it('an error nobody caught exits 4 through the logger, not 1 ("some members failed")', async () => {
+    const slow = new BrazeSandbox({ apiKey: TEST_KEY, latencyMs: 200 });
+    await slow.start();
+    try {
+      const dir = audienceDir({ crash: 'SELECT id AS external_id, tier FROM people' });
+      // A bug in a callback, thrown outside any promise chain the command awaits.
+      const hook = join(tmpdir(), `bb-crash-${process.pid}.mjs`);
+      writeFileSync(hook, `setTimeout(() => { throw new Error('a bug in a timer'); }, 400);\n`);
+      const r = await cli(['sync', '--audiences', dir, '--state-schema', 'crash_state'], {
+        DATABASE_URL: f.t.url,
+        BRAZE_REST_ENDPOINT: slow.url,
+        BRAZE_API_KEY: TEST_KEY,
+        NODE_OPTIONS: `--import ${hook}`,
+      });
+      expect(r.code).toBe(4);
+      expect(r.stderr).toMatch(/unexpected error: Error: a bug in a timer/);
+    } finally {
+      await slow.stop();
+    }
+  });
+});
