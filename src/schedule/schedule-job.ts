@@ -4,7 +4,7 @@
  * with the after-run step (prune, metrics, notify).
  */
 import { createAppLogger, createTrackClient, openMigrated } from '../app.js';
-import { afterRun } from '../run/after-run.js';
+import { withAfterRun } from '../run/after-run.js';
 import type { CurrentsConfig } from '../config/load-config.js';
 import { ConfigError, ExitCode } from '../errors.js';
 import { runAudiences } from '../audience/run-audiences.js';
@@ -22,16 +22,23 @@ export async function scheduleJob(config: Readonly<CurrentsConfig & { currentsEv
   // An audience sync (its connection and batch writes) and an ingest (its run lock, workers and
   // DDL) can run at the same time on this one pool.
   const open = await openMigrated(config, log, { poolSize: 2 * config.concurrency + 6 });
+  // Each scheduled run ends with the after-run step however it ends, a throw included.
+  const after = { db: open.db, schema: config.stateSchema, log, options: config };
   try {
     const runAudience = async (audience: { name: string }) => {
-      const summary = await runAudiences(
-        { db: open.db, schema: config.stateSchema, log, client, stop },
-        { dir: config.audiencesDir, names: [audience.name] },
-        { mode: 'sync', batchSize: config.batchSize, concurrency: config.concurrency, maxChangeRatio: config.maxChangeRatio, force: config.force, args: { scheduled: true } },
+      const summary = await withAfterRun(
+        after,
+        'sync',
+        () =>
+          runAudiences(
+            { db: open.db, schema: config.stateSchema, log, client, stop },
+            { dir: config.audiencesDir, names: [audience.name] },
+            { mode: 'sync', batchSize: config.batchSize, concurrency: config.concurrency, maxChangeRatio: config.maxChangeRatio, force: config.force, args: { scheduled: true } },
+          ),
+        syncOutcome,
       );
       const a = summary.audiences[0];
       log.info('run finished', { audience: audience.name, status: a?.status, updates: a?.counts.updates, failed: a?.counts.failed });
-      await afterRun(open.db, config.stateSchema, log, config, syncOutcome(summary));
     };
     const fromFiles = audienceJobs(config.audiencesDir, runAudience, log);
     const extra: ScheduledJob[] = [];
@@ -39,9 +46,13 @@ export async function scheduleJob(config: Readonly<CurrentsConfig & { currentsEv
       const source = openSource(config.source, { endpoint: config.s3Endpoint, region: config.region });
       extra.push(
         everyMinutesJob('currents', config.currentsEvery, async () => {
-          const summary = await ingest(open.db, log, { source, stateSchema: config.stateSchema, targetSchema: config.targetSchema, concurrency: config.concurrency, stop });
+          const summary = await withAfterRun(
+            after,
+            'ingest',
+            () => ingest(open.db, log, { source, stateSchema: config.stateSchema, targetSchema: config.targetSchema, concurrency: config.concurrency, stop }),
+            ingestOutcome,
+          );
           log.info('ingest finished', { loaded: summary.files.loaded, failed: summary.files.failed, rows: summary.rows });
-          await afterRun(open.db, config.stateSchema, log, config, ingestOutcome(summary));
         }, Date.now()),
       );
     }
