@@ -1,5 +1,4 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
 import { createServer as createTcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +10,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { S3_ENV, startS3, type TestS3 } from './helpers/s3.js';
 import { currentsKey, emailSendV1, emailSends, encodeAvro } from './helpers/avro.js';
 import { cli, startCli } from './helpers/cli.js';
+import { startWebhook } from './helpers/webhook.js';
 
 let t: TestDatabase;
 let s3: TestS3;
@@ -50,21 +50,6 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-/** A webhook on loopback that records what is posted to it. */
-async function startWebhook(): Promise<{ url: string; posts: Array<Record<string, unknown>>; stop(): Promise<void> }> {
-  const posts: Array<Record<string, unknown>> = [];
-  const server = createHttpServer((req, res) => {
-    let body = '';
-    req.on('data', (d) => (body += d));
-    req.on('end', () => {
-      posts.push(JSON.parse(body));
-      res.writeHead(200).end('ok');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  return { url: `http://127.0.0.1:${port}/hook`, posts, stop: () => new Promise((resolve) => server.close(() => resolve())) };
-}
 
 describe('currents ingest as a process', () => {
   it('a missing bucket is one line and exit 2; refused credentials exit 4; nothing is recorded', async () => {

@@ -16,6 +16,7 @@ import { silentLogger } from '../src/log.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { currentsKey, customEvent, encodeAvro, purchase } from './helpers/avro.js';
 import { cli, startCli } from './helpers/cli.js';
+import { startWebhook } from './helpers/webhook.js';
 
 let t: TestDatabase;
 let collector: Collector;
@@ -62,27 +63,6 @@ class Collector {
   }
 }
 
-/** A stand-in for the notify webhook (Slack): keeps what was posted. */
-async function startWebhook(): Promise<{ url: string; posts: Array<{ text: string; job: string; summary: Record<string, unknown> }>; stop(): Promise<void> }> {
-  const posts: Array<{ text: string; job: string; summary: Record<string, unknown> }> = [];
-  const server = createServer((req, res) => {
-    let raw = '';
-    req.on('data', (c) => (raw += c));
-    req.on('end', () => {
-      posts.push(JSON.parse(raw));
-      res.writeHead(200).end('ok');
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`,
-    posts,
-    stop: () => {
-      server.closeAllConnections();
-      return new Promise((r) => server.close(() => r()));
-    },
-  };
-}
 
 /** Time that passes only when someone sleeps: retries and Retry-After waits cost nothing. */
 function fakeTime() {

@@ -60,11 +60,11 @@ describe('outcomes and exit codes', () => {
       const url = new URL(f.t.url);
       url.searchParams.set('application_name', 'bb_lost_test'); // to find the CLI's sessions, and only them
       const env = { DATABASE_URL: url.toString(), BRAZE_REST_ENDPOINT: slow.url, BRAZE_API_KEY: TEST_KEY };
-      const { child, done } = startCli(['sync', '--audiences', dir, '--concurrency', '1', '--state-schema', 'lost_state'], env);
-      await waitFor(() => slow.counts.requests >= 2, 'two requests sent', { child });
+      const run = startCli(['sync', '--audiences', dir, '--concurrency', '1', '--state-schema', 'lost_state'], env);
+      await waitFor(() => slow.counts.requests >= 2, 'two requests sent', { cli: run });
       // What a failover or a restarted server does to the run's sessions.
       await f.t.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bb_lost_test'`);
-      const r = await done;
+      const r = await run.done;
       expect(r.code).toBe(4);
       expect(r.stderr).toMatch(/lost the connection to PostgreSQL mid-run/);
       // Nothing confirmed was lost: the next run sends the rest and converges.

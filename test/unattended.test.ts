@@ -1,4 +1,3 @@
-import { createServer, type Server } from 'node:http';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +8,7 @@ import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
 import { cli, startCli, waitFor } from './helpers/cli.js';
 import { S3_ENV, startS3, type TestS3 } from './helpers/s3.js';
 import { currentsKey, emailSendV1, emailSends, encodeAvro } from './helpers/avro.js';
+import { startWebhook } from './helpers/webhook.js';
 
 let t: TestDatabase;
 let sandbox: BrazeSandbox;
@@ -110,17 +110,8 @@ describe('running unattended', () => {
   });
 
   it('posts to the notify webhook when members fail above the ratio or a run aborts, and not otherwise', async () => {
-    const received: Array<{ text: string; job: string }> = [];
-    const hook: Server = createServer((req, res) => {
-      let body = '';
-      req.on('data', (c) => (body += c));
-      req.on('end', () => {
-        received.push(JSON.parse(body));
-        res.writeHead(200).end('ok');
-      });
-    });
-    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
-    const url = `http://127.0.0.1:${(hook.address() as { port: number }).port}/services/T000/B000/secretpath`;
+    const hook = await startWebhook('/services/T000/B000/secretpath');
+    const { url, posts: received } = hook;
     try {
       await syncEveryone();
       await t.db.query(`UPDATE people SET score = score + 1 WHERE id <= 100`);
@@ -142,7 +133,7 @@ describe('running unattended', () => {
       expect(received).toHaveLength(2);
       expect(received[1]!.text).toMatch(/people aborted: Braze answered 401/);
     } finally {
-      await new Promise((r) => hook.close(r));
+      await hook.stop();
     }
   });
 
