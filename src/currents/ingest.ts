@@ -15,7 +15,7 @@ import { ensureEventSchema } from './event-tables.js';
 import { loadFile, type FileLoad, type LoadFileContext } from './load-file.js';
 import { claimPendingFile, countFilesByStatus, countUnclaimedPending, registerFiles, resetFailedFiles, type ClaimedFile, type DiscoveredFile, type FileScope } from './manifest.js';
 import { parseKey } from './parse-key.js';
-import type { CurrentsSource } from './source/open-source.js';
+import type { CurrentsSource } from './source/currents-source.js';
 
 export interface IngestOptions {
   source: CurrentsSource;

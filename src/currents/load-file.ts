@@ -14,7 +14,7 @@ import { ensureEventTable } from './event-tables.js';
 import { markFileAttempted, markFileFailed, markFileLoaded, type ClaimedFile } from './manifest.js';
 import { mapSchema, type EventColumn } from './map-schema.js';
 import { tableName } from './parse-key.js';
-import type { CurrentsSource } from './source/open-source.js';
+import type { CurrentsSource } from './source/currents-source.js';
 
 export interface LoadFileContext {
   /** The pool, for the event-table DDL, which runs in its own short transaction. */

@@ -8,7 +8,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConfigError, MissingObjectError } from '../../errors.js';
-import type { CurrentsSource, SourceObject } from './open-source.js';
+import type { CurrentsSource, SourceObject } from './currents-source.js';
 
 export class FileSource implements CurrentsSource {
   readonly name: string;

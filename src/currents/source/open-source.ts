@@ -1,30 +1,17 @@
 /**
  * Where Currents files come from: an S3 bucket (with prefix) or a local copy of one. A source
  * only lists keys and opens bodies as streams; decoding and loading know nothing of it. This
- * module holds the interface and the factory that picks a source from a --source URL.
+ * module holds the factory that picks a source from a --source URL.
  */
 import { fileURLToPath } from 'node:url';
-import type { Readable } from 'node:stream';
 import { ConfigError } from '../../errors.js';
 import { FileSource } from './file-source.js';
 import { S3Source, type S3Options } from './s3-source.js';
 
+import type { CurrentsSource } from './currents-source.js';
+
 export type { S3Options } from './s3-source.js';
-
-/** One object under the source: its key, version (ETag) and size in bytes. */
-export interface SourceObject {
-  key: string;
-  etag: string;
-  size: number;
-}
-
-export interface CurrentsSource {
-  /** Stable name of the bucket or folder, recorded in the manifest (`s3://bucket`, `file:///dir`). */
-  readonly name: string;
-  /** Every object under the prefix, recursively, following pagination. */
-  list(): AsyncGenerator<SourceObject>;
-  open(key: string): Promise<Readable>;
-}
+export type { CurrentsSource, SourceObject } from './currents-source.js';
 
 /** The source a --source URL names: `s3://bucket/prefix` or `file:///path`. */
 export function openSource(url: string, s3: S3Options = {}): CurrentsSource {

@@ -6,7 +6,7 @@
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { AbortError, ConfigError, MissingObjectError, TransientSourceError } from '../../errors.js';
-import type { CurrentsSource, SourceObject } from './open-source.js';
+import type { CurrentsSource, SourceObject } from './currents-source.js';
 
 export interface S3Options {
   region?: string;
