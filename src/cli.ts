@@ -20,8 +20,9 @@ import { currentsBinding } from './commands/currents.js';
 import { forwardBinding } from './commands/forward.js';
 import { scheduleBinding } from './commands/schedule.js';
 import { demoBinding } from './commands/demo.js';
+import { retireBinding } from './commands/retire.js';
 
-const commands = [syncBinding, planBinding, backfillBinding, migrateBinding, statusBinding, failuresBinding, currentsBinding, forwardBinding, scheduleBinding, demoBinding];
+const commands = [syncBinding, planBinding, backfillBinding, retireBinding, migrateBinding, statusBinding, failuresBinding, currentsBinding, forwardBinding, scheduleBinding, demoBinding];
 
 export async function main(argv = hideBin(process.argv)): Promise<void> {
   // A reader that goes away (`| head`, a closed log pipe) must not kill a run half-way: the

@@ -72,11 +72,12 @@ describe('the CLI as a process', () => {
   it('never prints the API key, even at debug level and on a 401', async () => {
     const dir = audienceDir({ a: 'SELECT id AS external_id, tier FROM people WHERE id <= 3' });
     const secret = 'sk-live-this-is-the-secret-key-42';
-    const r = await cli(['sync', '--audiences', dir], { ...env, BRAZE_API_KEY: secret, LOG_LEVEL: 'debug' });
+    // Its own state schema: other tests' audiences write tier too (one attribute, one owner).
+    const r = await cli(['sync', '--audiences', dir, '--state-schema', 'secret_state'], { ...env, BRAZE_API_KEY: secret, LOG_LEVEL: 'debug' });
     expect(r.code).toBe(4);
     expect(r.stderr).toMatch(/401 Unauthorized/);
     expect(r.stdout + r.stderr).not.toContain(secret);
-    const { rows } = await t.db.query(`SELECT args::text || coalesce(error, '') AS s FROM braze_bridge.runs`);
+    const { rows } = await t.db.query(`SELECT args::text || coalesce(error, '') AS s FROM secret_state.runs`);
     expect(rows.map((x) => x.s).join('')).not.toContain(secret);
   });
 
@@ -86,17 +87,18 @@ describe('the CLI as a process', () => {
     await slow.start();
     try {
       const e = { ...env, BRAZE_REST_ENDPOINT: slow.url };
-      const started = startCli(['sync', 'crash', '--audiences', dir, '--concurrency', '2'], e);
+      // Its own state schema: other tests' audiences write tier too (one attribute, one owner).
+      const started = startCli(['sync', 'crash', '--audiences', dir, '--concurrency', '2', '--state-schema', 'crash_state'], e);
       const { child, done } = started;
       await waitFor(() => slow.counts.requests >= 12, 'the sync has sent 12 requests', { cli: started });
       child.kill('SIGKILL');
       const killed = await done;
       expect(killed.signal).toBe('SIGKILL');
-      const confirmed = (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_bridge.snapshots WHERE audience = 'crash'`)).rows[0]!.n;
+      const confirmed = (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM crash_state.snapshots WHERE audience = 'crash'`)).rows[0]!.n;
       expect(confirmed).toBeGreaterThan(0);
       expect(confirmed).toBeLessThan(3000);
 
-      const rerun = await cli(['sync', 'crash', '--audiences', dir, '--json'], e);
+      const rerun = await cli(['sync', 'crash', '--audiences', dir, '--json', '--state-schema', 'crash_state'], e);
       expect(rerun.code).toBe(0);
       const counts = JSON.parse(rerun.stdout).audiences[0].counts;
       expect(counts.new).toBe(3000 - confirmed); // exactly what had not been confirmed
@@ -110,7 +112,7 @@ describe('the CLI as a process', () => {
       const updates = [...slow.updatesByProfile.values()];
       expect(Math.max(...updates)).toBeLessThanOrEqual(8);
       expect(updates.filter((n) => n > 4).length).toBeLessThanOrEqual(2 * 75);
-      const runs = await t.db.query(`SELECT status FROM braze_bridge.runs WHERE audience = 'crash' ORDER BY id`);
+      const runs = await t.db.query(`SELECT status FROM crash_state.runs WHERE audience = 'crash' ORDER BY id`);
       expect(runs.rows).toEqual([{ status: 'abandoned' }, { status: 'succeeded' }]);
     } finally {
       await slow.stop();

@@ -119,7 +119,7 @@ describe('delivery', () => {
 
   it('aborts the whole run at once on 401 and names the likely cause; nothing advances', async () => {
     const client = testClient(sandbox.url, { apiKey: 'wrong-key-000000000000' });
-    const two = audienceDir({ a1: `SELECT id AS external_id, tier FROM people`, a2: `SELECT id AS external_id, tier FROM people` });
+    const two = audienceDir({ a1: `SELECT id AS external_id, tier FROM people`, a2: `SELECT id AS external_id, tier AS tier2 FROM people` });
     const summary = await run(t.db, two, { client });
     expect(summary.exitCode).toBe(4);
     expect(summary.audiences).toHaveLength(1); // a2 was not attempted

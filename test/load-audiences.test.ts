@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { parseAudience, findAudienceFiles } from '../src/audience/load-audience.js';
 import { AudienceError, ConfigError } from '../src/errors.js';
 import { audienceDir } from './helpers/audiences.js';
+import { updateExistingOnlyFor } from '../src/audience/sync-audience.js';
+import type { IdentifierKind } from '../src/types.js';
 
 const parse = (text: string) => parseAudience('vip', 'sql/audiences/vip.sql', text);
 
@@ -21,8 +23,13 @@ describe('audience files', () => {
     });
   });
 
-  it('defaults to on_exit unset and update_existing_only true', () => {
-    expect(parse('SELECT 1 AS external_id')).toMatchObject({ onExit: { kind: 'unset' }, updateExistingOnly: true });
+  it("defaults to on_exit unset and to Braze's own update_existing_only: false, but true for aliases and braze ids", () => {
+    const plain = parse('SELECT 1 AS external_id');
+    expect(plain).toMatchObject({ onExit: { kind: 'unset' } });
+    expect(plain.updateExistingOnly).toBeUndefined();
+    expect(['external_id', 'email', 'phone', 'user_alias', 'braze_id'].map((k) => updateExistingOnlyFor(plain, k as IdentifierKind))).toEqual([false, false, false, true, true]);
+    expect(updateExistingOnlyFor(parse('-- @update_existing_only false\nSELECT 1'), 'user_alias')).toBe(false);
+    expect(updateExistingOnlyFor(parse('-- @update_existing_only true\nSELECT 1'), 'external_id')).toBe(true);
     expect(parse('SELECT 1 AS external_id').identifier).toBeUndefined();
     expect(parse('-- @on_exit keep\nWITH x AS (SELECT 1) SELECT * FROM x').onExit).toEqual({ kind: 'keep' });
   });

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { useDatabaseAndSandbox } from './helpers/fixture.js';
-import { audienceDir, run, testClient } from './helpers/audiences.js';
+import { audienceDir, run, testClient, writeAudiences } from './helpers/audiences.js';
 
 const f = useDatabaseAndSandbox();
 
@@ -31,9 +31,9 @@ describe('deltas', () => {
     expect(second.audiences[0]!.counts).toMatchObject({ new: 1, changed: 1, exited: 1, unchanged: 8, updates: 4 });
     expect(sentSince(mark)).toEqual(
       expect.arrayContaining([
-        { external_id: 'p1', _update_existing_only: true, tier: 'gold' },
-        { external_id: 'p2', _update_existing_only: true, tier: null, score: null },
-        { external_id: 'p99', _update_existing_only: true, score: 5 },
+        { external_id: 'p1', _update_existing_only: false, tier: 'gold' },
+        { external_id: 'p2', _update_existing_only: false, tier: null, score: null },
+        { external_id: 'p99', _update_existing_only: false, score: 5 },
       ]),
     );
     expect(sentSince(mark)).toHaveLength(3);
@@ -45,7 +45,7 @@ describe('deltas', () => {
   it('@on_exit keep sends nothing for an exit, and a JSON object sets those values', async () => {
     const dir = audienceDir({
       kept: `-- @on_exit keep\n${QUERY}`,
-      flagged: `-- @on_exit {"in_audience": false, "tier": null}\n-- @update_existing_only false\nSELECT id AS external_id, tier, true AS in_audience FROM people WHERE active`,
+      flagged: `-- @on_exit {"in_audience": false, "points": null}\nSELECT id AS external_id, true AS in_audience, score * 10 AS points FROM people WHERE active`,
     });
     await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     await f.t.db.query(`UPDATE people SET active = false WHERE id = 'p3'`);
@@ -55,37 +55,70 @@ describe('deltas', () => {
       ['flagged', 1],
       ['kept', 1],
     ]);
-    expect(sentSince(mark)).toEqual([{ external_id: 'p3', _update_existing_only: false, in_audience: false, tier: null }]);
-    expect(f.sandbox.profile({ external_id: 'p3' })).toEqual({ score: 3, in_audience: false });
-    // Both exits are recorded: if p3 comes back it is new again, and is sent in full.
+    expect(sentSince(mark)).toEqual([{ external_id: 'p3', _update_existing_only: false, in_audience: false, points: null }]);
+    expect(f.sandbox.profile({ external_id: 'p3' })).toEqual({ tier: 'silver', score: 3, in_audience: false });
+    // p3 comes back: compared with what Braze still holds, only what differs is sent (keep left
+    // tier and score in place; the JSON exit set in_audience false and unset points).
     await f.t.db.query(`UPDATE people SET active = true WHERE id = 'p3'`);
+    const back = f.sandbox.requests.length;
     const again = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(again.audiences.map((a) => a.counts.new)).toEqual([1, 1]);
+    expect(sentSince(back)).toEqual([{ external_id: 'p3', _update_existing_only: false, in_audience: true, points: 30 }]);
+    expect(f.sandbox.profile({ external_id: 'p3' })).toEqual({ tier: 'silver', score: 3, in_audience: true, points: 30 });
   });
 
-  it('identifies by user_alias, email and braze_id', async () => {
+  it('re-entry after keep unsets what is now NULL and sends nothing unchanged', async () => {
+    const dir = audienceDir({ kept: `-- @on_exit keep\n${QUERY}` });
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    await f.t.db.query(`UPDATE people SET active = false WHERE id = 'p4'`);
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    // Still in Braze after the exit, and still in the snapshot, as not present.
+    const held = await f.t.db.query(`SELECT present, attrs FROM braze_bridge.snapshots WHERE member_key = 'p4'`);
+    expect(held.rows).toEqual([{ present: false, attrs: { tier: 'silver', score: 4 } }]);
+    await f.t.db.query(`UPDATE people SET active = true, tier = NULL WHERE id = 'p4'`);
+    const mark = f.sandbox.requests.length;
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    expect(summary.audiences[0]!.counts).toMatchObject({ new: 1, updates: 1 });
+    expect(sentSince(mark)).toEqual([{ external_id: 'p4', _update_existing_only: false, tier: null }]);
+    expect(f.sandbox.profile({ external_id: 'p4' })).toEqual({ score: 4 });
+  });
+
+  it('identifies by user_alias, email and braze_id; braze ids and aliases only ever update', async () => {
     await f.t.db.query(`CREATE TABLE IF NOT EXISTS leads (name text, label text, mail text, bid text)`);
-    await f.t.db.query(`TRUNCATE leads; INSERT INTO leads VALUES ('n1', 'crm', 'a@example.com', 'b1')`);
+    await f.t.db.query(`TRUNCATE leads; INSERT INTO leads VALUES ('n1', 'crm', 'a@example.com', 'unknown-braze-id')`);
     const dir = audienceDir({
       alias: `-- @update_existing_only false\nSELECT name AS alias_name, label AS alias_label, 'x' AS source FROM leads`,
       by_email: `SELECT mail AS email, 'y' AS source2 FROM leads`,
-      by_braze: `SELECT bid AS braze_id, mail AS email FROM leads`,
+      by_braze: `SELECT bid AS braze_id, 'z' AS source3 FROM leads`,
     });
+    const mark = f.sandbox.requests.length;
     const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.exitCode).toBe(0);
     expect(f.sandbox.profile({ user_alias: { alias_name: 'n1', alias_label: 'crm' } })).toEqual({ source: 'x' });
     expect(f.sandbox.profile({ email: 'a@example.com' })).toEqual({ source2: 'y' });
-    expect(f.sandbox.profile({ braze_id: 'b1' })).toEqual({ email: 'a@example.com' });
+    // A braze_id that matches no profile: Braze ignores the object and still answers 201.
+    expect(sentSince(mark)).toContainEqual({ braze_id: 'unknown-braze-id', _update_existing_only: true, source3: 'z' });
+    expect(f.sandbox.ignored).toBe(1);
+    // Once the id is the real profile's, the same audience reaches it.
+    const brazeId = f.sandbox.profiles.find({ email: 'a@example.com' })!.braze_id;
+    await f.t.db.query(`UPDATE leads SET bid = $1`, [brazeId]);
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    expect(f.sandbox.profile({ email: 'a@example.com' })).toEqual({ source2: 'y', source3: 'z' });
   });
 
-  it('changing @identifier exits the old keys and enters the new ones', async () => {
+  it('changing @identifier exits the old keys first, then enters the new ones, even on one profile', async () => {
     await f.t.db.query(`ALTER TABLE people ADD COLUMN mail text; UPDATE people SET mail = id || '@example.com'`);
     const dir = audienceDir({ aud: `SELECT id AS external_id, mail AS email, tier FROM people WHERE active` });
     await run(f.t.db, dir, { client: testClient(f.sandbox.url), names: ['aud'] });
-    const dir2 = audienceDir({ aud: `-- @identifier email\nSELECT id AS external_id_text, mail AS email, tier FROM people WHERE active` });
-    const summary = await run(f.t.db, dir2, { client: testClient(f.sandbox.url), force: true });
-    expect(summary.audiences[0]!.counts).toMatchObject({ new: 10, exited: 10 });
-    expect(f.sandbox.profile({ external_id: 'p1' })).toEqual({});
+    // The same people, now keyed by email: the old keys exit (tier unset), the new ones enter
+    // (tier set) on the very same profiles. Sent in the other order, tier would end up unset.
+    writeAudiences(dir, { aud: `-- @identifier email\nSELECT id AS external_id_text, mail AS email, tier FROM people WHERE active` });
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url), concurrency: 8, batchSize: 1 });
+    expect(summary.audiences[0]!.counts).toMatchObject({ new: 10, exited: 10, failed: 0 });
+    const order = f.sandbox.requests.slice(-20).map((r) => (r.attributes[0]!.external_id ? 'exit' : 'entry'));
+    expect(order).toEqual([...Array(10).fill('exit'), ...Array(10).fill('entry')]);
+    // The exit never unsets the standard field email: it is the person's, not the audience's.
+    expect(f.sandbox.profile({ external_id: 'p1' })).toEqual({ email: 'p1@example.com', external_id_text: 'p1', tier: 'silver' });
     expect(f.sandbox.profile({ email: 'p1@example.com' })).toEqual({ external_id_text: 'p1', tier: 'silver' });
   });
 });
@@ -98,13 +131,13 @@ describe('guardrail, dry run and backfill', () => {
     await run(f.t.db, dir, { client: testClient(f.sandbox.url) }); // the first run is exempt
     await f.t.db.query(`UPDATE people SET active = false WHERE score <= 11`); // 11 of 20 exit
     const mark = f.sandbox.requests.length;
-    const stopped = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    const stopped = await run(f.t.db, dir, { client: testClient(f.sandbox.url), minChangeCount: 5 });
     expect(stopped.exitCode).toBe(4);
-    expect(stopped.audiences[0]!.error).toMatch(/55\.0% of 20 existing members.*--max-change-ratio 0\.5.*--force/);
+    expect(stopped.audiences[0]!.error).toMatch(/11 member\(s\) would leave \(55\.0% of 20 existing members, over --max-change-ratio 0\.5\); nothing was sent.*--force/);
     expect(f.sandbox.requests.length).toBe(mark);
     const { rows } = await f.t.db.query(`SELECT status FROM braze_bridge.runs ORDER BY id DESC LIMIT 1`);
     expect(rows[0]).toEqual({ status: 'aborted' });
-    const forced = await run(f.t.db, dir, { client: testClient(f.sandbox.url), force: true });
+    const forced = await run(f.t.db, dir, { client: testClient(f.sandbox.url), minChangeCount: 5, force: true });
     expect(forced.exitCode).toBe(0);
     expect(forced.audiences[0]!.counts.exited).toBe(11);
   });
@@ -119,10 +152,11 @@ describe('guardrail, dry run and backfill', () => {
     const out = join(dir, 'plan.ndjson');
     const plan = await run(f.t.db, dir, { mode: 'plan', outFile: out, batchSize: 2 });
     expect(plan.audiences[0]!.status).toBe('planned');
-    expect(plan.audiences[0]!.counts).toMatchObject({ new: 0, changed: 3, exited: 1, unchanged: 16, updates: 5, perAttribute: { tier: 4, score: 1 } });
+    expect(plan.audiences[0]!.counts).toMatchObject({ new: 0, changed: 3, exited: 1, unchanged: 16, updates: 0, plannedUpdates: 5, plannedPerAttribute: { tier: 4, score: 1 } });
     const bodies = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    expect(bodies.map((b) => b.attributes.length)).toEqual([2, 2]);
-    expect(bodies.flatMap((b) => b.attributes)).toContainEqual({ external_id: 'p20', _update_existing_only: true, tier: null, score: null });
+    // Exits first, in batches of their own.
+    expect(bodies.map((b) => b.attributes.length)).toEqual([1, 2, 1]);
+    expect(bodies[0].attributes).toEqual([{ external_id: 'p20', _update_existing_only: false, tier: null, score: null }]);
     expect(f.sandbox.requests.length).toBe(mark);
     expect((await f.t.db.query(`SELECT * FROM braze_bridge.snapshots ORDER BY member_key`)).rows).toEqual(snapshotBefore.rows);
     expect((await f.t.db.query(`SELECT count(*)::int AS n FROM braze_bridge.runs`)).rows).toEqual(runsBefore.rows);

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { createDatabase, type Database } from '../src/db/pool.js';
 import { useDatabaseAndSandbox } from './helpers/fixture.js';
-import { audienceDir, run, testClient } from './helpers/audiences.js';
+import { audienceDir, run, testClient, writeAudiences } from './helpers/audiences.js';
 
 const f = useDatabaseAndSandbox(async (t) => {
   await t.db.query(`CREATE TYPE mood AS ENUM ('happy', 'sad'); CREATE DOMAIN short_text AS text;`);
@@ -35,11 +35,15 @@ async function poolIn(timezone: string): Promise<Database> {
 
 const ALL_COLUMNS = `SELECT id AS external_id, b, i2, i4, i8, n, n_wide, r, d, t, vc, c, u, m, st, dt, ts, tstz, arr, varr, j, jb FROM typed`;
 
-/** The first sync of `typed`, from sessions in Los Angeles time: what the "second run" tests compare against. */
-async function firstSync(): Promise<void> {
+/**
+ * The first sync of `typed`, from sessions in Los Angeles time: what the "second run" tests
+ * compare against. Returns its folder: a second run from another path would be refused.
+ */
+async function firstSync(): Promise<string> {
   const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
   const summary = await run(await poolIn('America/Los_Angeles'), dir, { client: testClient(f.sandbox.url) });
   expect(summary.audiences[0]!.counts).toMatchObject({ new: 2 });
+  return dir;
 }
 
 describe('type mapping', () => {
@@ -66,7 +70,7 @@ describe('type mapping', () => {
       dt: '2024-02-29',
       ts: '2024-05-01T12:00:00.123Z',
       tstz: '2026-03-01T10:34:56.789Z',
-      arr: ['x', 'y', 'x'],
+      arr: ['x', 'y'], // sent as ['x', 'y', 'x']; Braze keeps an array's duplicates once
       varr: ['v'],
       j: { a: { z: null }, b: 1 },
       jb: { k: [1, 2], nested: { when: { $time: '2024-01-01' } } },
@@ -88,8 +92,7 @@ describe('type mapping', () => {
   });
 
   it('finds no change on a second run: no false changes from formatting, key order or time zones', async () => {
-    await firstSync();
-    const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
+    const dir = await firstSync();
     const before = f.sandbox.counts.requests;
     const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.audiences[0]!.counts).toMatchObject({ members: 2, new: 0, changed: 0, unchanged: 2, updates: 0 });
@@ -97,9 +100,8 @@ describe('type mapping', () => {
   });
 
   it('a session time zone change is no change at all', async () => {
-    await firstSync();
+    const dir = await firstSync();
     const tokyo = await poolIn('Asia/Tokyo');
-    const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
     const requests = f.sandbox.counts.requests;
     const summary = await run(tokyo, dir, { client: testClient(f.sandbox.url) });
     expect(summary.audiences[0]!.counts).toMatchObject({ changed: 0, unchanged: 2, updates: 0 });
@@ -107,12 +109,12 @@ describe('type mapping', () => {
   });
 
   it('a new column signature with equal values sends nothing and records the new row hashes', async () => {
-    await firstSync();
+    const dir = await firstSync();
     const hashes = async () => (await f.t.db.query(`SELECT member_key, row_hash FROM braze_bridge.snapshots WHERE audience = 'typed' ORDER BY 1`)).rows;
     const before = await hashes();
     // i4 becomes bigint and t becomes varchar: every row is re-examined, none has changed.
     const recast = ALL_COLUMNS.replace(' i4,', ' i4::bigint AS i4,').replace(' t,', ' t::varchar AS t,');
-    const dir = audienceDir({ typed: `-- @identifier external_id\n${recast}` });
+    writeAudiences(dir, { typed: `-- @identifier external_id\n${recast}` });
     const requests = f.sandbox.counts.requests;
     const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.audiences[0]!.counts).toMatchObject({ changed: 0, unchanged: 2, updates: 0 });
@@ -125,14 +127,13 @@ describe('type mapping', () => {
   });
 
   it('sends a value that became NULL as null, and only that attribute', async () => {
-    await firstSync();
+    const dir = await firstSync();
     await f.t.db.query(`UPDATE typed SET t = NULL, n = 12.500 WHERE id = 1`); // 12.500 = 12.50: no change
-    const dir = audienceDir({ typed: `-- @identifier external_id\n${ALL_COLUMNS}` });
     const start = f.sandbox.requests.length;
     const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     expect(summary.audiences[0]!.counts).toMatchObject({ changed: 1, updates: 1 });
     const sent = f.sandbox.requests.slice(start).flatMap((r) => r.attributes);
-    expect(sent).toEqual([{ external_id: '1', _update_existing_only: true, t: null }]);
+    expect(sent).toEqual([{ external_id: '1', _update_existing_only: false, t: null }]);
     expect(f.sandbox.profile({ external_id: '1' })).not.toHaveProperty('t');
   });
 

@@ -12,8 +12,8 @@ import type { TrackClient } from '../braze/track-client.js';
 import { createDispatcher } from '../run/dispatcher.js';
 import { recordFailures } from '../run/run-store.js';
 import type { Audience, IdentifierKind } from '../types.js';
-import { DELTAS_TO_SEND_SQL } from './plan-sql.js';
-import { advanceSnapshot } from './snapshot-store.js';
+import { deltasToSendSql } from './plan-sql.js';
+import { advanceSnapshot, type ConfirmedMember } from './snapshot-store.js';
 
 export interface DeltaRow {
   identifier: IdentifierKind;
@@ -54,21 +54,25 @@ export interface Delivery {
   abort?: unknown;
   /** A signal stopped delivery before every batch was sent. */
   stopped: boolean;
+  /** Entries and changes not sent because an exit of this run was not confirmed. */
+  heldBack: boolean;
 }
 
 export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audience: Audience, total: number): Promise<Delivery> {
   const { client } = ctx;
   const before = { ...client.stats };
-  const dispatcher = createDispatcher(ctx.concurrency);
-  const delivery: Delivery = { updates: 0, perAttribute: {}, failed: 0, requests: 0, retries: 0, rateLimited: 0, stopped: false };
+  const delivery: Delivery = { updates: 0, perAttribute: {}, failed: 0, requests: 0, retries: 0, rateLimited: 0, stopped: false, heldBack: false };
   let done = 0;
 
   const sendBatch = async (batch: DeltaRow[]) => {
-    if (dispatcher.error) return;
     const { failed } = await client.track(batch.map((r) => attributeJson(audience, r)));
     const confirmed = batch.filter((_, i) => !failed.has(i));
     const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
-    const advanced = confirmed.map((r) => ({ identifier: r.identifier, memberKey: r.member_key, attrs: r.kind === 'exited' ? null : r.new_attrs, rowHash: r.row_hash }));
+    const advanced: ConfirmedMember[] = confirmed.map((r) =>
+      r.kind === 'exited'
+        ? { identifier: r.identifier, memberKey: r.member_key, attrs: r.new_attrs, rowHash: null, present: false, unverified: false }
+        : { identifier: r.identifier, memberKey: r.member_key, attrs: r.new_attrs, rowHash: r.row_hash, present: true, unverified: audience.updateExistingOnly === true },
+    );
     if (failures.length === 0 && advanced.every((m) => m.attrs !== null)) {
       // The common case is one statement: autocommit saves two round trips per batch.
       await advanceSnapshot(ctx.db, ctx.schema, audience.name, ctx.runId, advanced);
@@ -91,27 +95,46 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
     ctx.onProgress?.({ audience: audience.name, done, total });
   };
 
-  try {
-    for await (const batch of batches(conn, ctx.batchSize)) {
-      if (dispatcher.error || ctx.stop?.aborted) break;
-      await dispatcher.submit(() => sendBatch(batch));
+  const phase = async (which: 'exits' | 'entries'): Promise<unknown> => {
+    const dispatcher = createDispatcher(ctx.concurrency);
+    try {
+      for await (const batch of batches(conn, ctx.batchSize, which)) {
+        if (dispatcher.error || ctx.stop?.aborted) break;
+        // A batch queued behind one that failed the run is not sent.
+        await dispatcher.submit(async () => (dispatcher.error ? undefined : sendBatch(batch)));
+      }
+    } finally {
+      await dispatcher.drain();
     }
-  } finally {
-    await dispatcher.drain();
+    return dispatcher.error;
+  };
+
+  // Exits first, all confirmed before any entry or change goes out: when two member keys reach
+  // one profile (an @identifier change), the unset of the old key must not land after the set
+  // of the new one. An exit Braze did not confirm holds the entries back until the next run.
+  delivery.abort = await phase('exits');
+  if (!delivery.abort && !ctx.stop?.aborted) {
+    if (delivery.failed > 0) {
+      delivery.heldBack = true;
+      ctx.log.warn('some exits were not confirmed: entries and changes wait for the next run, so they cannot land before an exit of the same profile');
+    } else {
+      delivery.abort = await phase('entries');
+    }
   }
   delivery.requests = client.stats.requests - before.requests;
   delivery.retries = client.stats.retries - before.retries;
   delivery.rateLimited = client.stats.rateLimited - before.rateLimited;
-  delivery.abort = dispatcher.error;
   delivery.stopped = Boolean(ctx.stop?.aborted);
   return delivery;
 }
 
 /** `plan --out`: the exact request bodies a sync would send, one JSON object per line. */
 export async function writeBodies(conn: Connection, audience: Audience, batchSize: number, out: Writable): Promise<void> {
-  for await (const batch of batches(conn, batchSize)) {
-    const line = `{"attributes":[${batch.map((r) => attributeJson(audience, r)).join(',')}]}\n`;
-    if (!out.write(line)) await new Promise((resolve) => out.once('drain', resolve));
+  for (const which of ['exits', 'entries'] as const) {
+    for await (const batch of batches(conn, batchSize, which)) {
+      const line = `{"attributes":[${batch.map((r) => attributeJson(audience, r)).join(',')}]}\n`;
+      if (!out.write(line)) await new Promise((resolve) => out.once('drain', resolve));
+    }
   }
 }
 
@@ -129,12 +152,12 @@ export function attributeJson(audience: Audience, row: Pick<DeltaRow, 'identifie
     identity = `${JSON.stringify(row.identifier)}:${JSON.stringify(row.member_key)}`;
   }
   // payload is a non-empty JSON object: '{"a": 1, ...}'.
-  return `{${identity},"_update_existing_only":${audience.updateExistingOnly},${row.payload.slice(1)}`;
+  return `{${identity},"_update_existing_only":${audience.updateExistingOnly === true},${row.payload.slice(1)}`;
 }
 
-async function* batches(conn: Connection, size: number): AsyncGenerator<DeltaRow[]> {
+async function* batches(conn: Connection, size: number, which: 'exits' | 'entries'): AsyncGenerator<DeltaRow[]> {
   let batch: DeltaRow[] = [];
-  for await (const rows of conn.cursor<DeltaRow>(DELTAS_TO_SEND_SQL, [], Math.max(size, 500))) {
+  for await (const rows of conn.cursor<DeltaRow>(deltasToSendSql(which), [], Math.max(size, 500))) {
     for (const row of rows) {
       batch.push(row);
       if (batch.length === size) {

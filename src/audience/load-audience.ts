@@ -71,7 +71,7 @@ export function parseAudience(name: string, file: string, text: string): Audienc
   }
   sql = sql.replace(/\s+$/, '');
 
-  const audience: Audience = { name, file, sql, sqlLine, onExit: { kind: 'unset' }, updateExistingOnly: true };
+  const audience: Audience = { name, file, sql, sqlLine, onExit: { kind: 'unset' } };
   for (const [key, { value, line }] of Object.entries(header)) {
     const bad = (why: string): never => {
       throw new AudienceError(file, `@${key} ${why}`, line);
@@ -94,6 +94,12 @@ export function parseAudience(name: string, file: string, text: string): Audienc
         audience.schedule = value;
         break;
       }
+      case 'max_change_ratio': {
+        const ratio = Number(value);
+        if (value === '' || !Number.isFinite(ratio) || ratio < 0 || ratio > 1) bad(`must be a number from 0 to 1; got "${value}"`);
+        audience.maxChangeRatio = ratio;
+        break;
+      }
       case 'timezone':
         try {
           new Intl.DateTimeFormat('en', { timeZone: value });
@@ -103,7 +109,7 @@ export function parseAudience(name: string, file: string, text: string): Audienc
         audience.timezone = value;
         break;
       default:
-        bad('is not a known header key: use @identifier, @on_exit, @update_existing_only, @schedule or @timezone');
+        bad('is not a known header key: use @identifier, @on_exit, @update_existing_only, @max_change_ratio, @schedule or @timezone');
     }
   }
   return audience;

@@ -5,7 +5,7 @@
  * members need a request, and the guardrail's verdict. Nothing here sends or records anything.
  */
 import { AudienceError, DatabaseError } from '../errors.js';
-import type { Connection, Database } from '../db/pool.js';
+import type { Connection, Database, Queryable } from '../db/pool.js';
 import type { MemberFailure } from '../run/run-store.js';
 import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
 import { buildMemberSql, resolveTypes, type MemberSql } from './member-sql.js';
@@ -37,18 +37,43 @@ export interface Plan {
   sendable: number;
   /** Members the snapshot held before this run. */
   existing: number;
-  /** Share of existing members that change or exit, and whether that stops a sync. */
-  guardrail: { ratio: number; limit: number; tripped: boolean };
+  /** Whether the change is too large to send without --force, and what it consists of. */
+  guardrail: Guardrail;
+  /** The attributes this audience writes: its columns and its @on_exit keys. */
+  attributes: string[];
+}
+
+export interface Guardrail {
+  /** Share of existing members whose values change or who exit. */
+  ratio: number;
+  limit: number;
+  tripped: boolean;
+  /** Members leaving, and members whose values Braze holds would change (new attributes alone do not count). */
+  exits: number;
+  valueChanges: number;
+  existing: number;
+  /** The guardrail applies only from this many exits plus value changes. */
+  minChangeCount: number;
+  /** The likely reason for a large change, when one is evident. */
+  cause?: string;
 }
 
 export interface PlanOptions {
-  mode: SyncMode;
+  /** Planning only: read the snapshot even where the state schema is missing or older. */
+  planning: boolean;
+  /** Every member gets its full set (those not confirmed since `backfillSince`). */
+  backfill: boolean;
   maxChangeRatio: number;
+  minChangeCount: number;
   force: boolean;
+  /** For a backfill: members not confirmed since this time get their full set. */
+  backfillSince?: Date | null;
+  /** What the audience looked like when it last ran: its file and its attributes. */
+  previous?: { file: string; attributes: string[] };
 }
 
 /** Resolve the audience's columns and build its member SQL; validates the file before anything runs. */
-export async function describeAudience(db: Database, conn: Connection, audience: Audience): Promise<{ member: MemberSql; columns: Array<{ name: string; typeOid: number }>; types: Awaited<ReturnType<typeof resolveTypes>> }> {
+export async function describeAudience(db: Database, conn: Queryable, audience: Audience): Promise<{ member: MemberSql; columns: Array<{ name: string; typeOid: number }>; types: Awaited<ReturnType<typeof resolveTypes>> }> {
   let columns;
   try {
     columns = await db.describe(describeSql(audience));
@@ -62,11 +87,10 @@ export async function describeAudience(db: Database, conn: Connection, audience:
 
 export async function planDeltas(db: Database, conn: Connection, schema: string, audience: Audience, options: PlanOptions): Promise<Plan> {
   const { member, columns, types } = await describeAudience(db, conn, audience);
-  const planning = options.mode === 'plan';
-  const backfill = options.mode === 'backfill';
+  const { planning, backfill } = options;
   await materialiseCurrent(conn, audience, buildMemberSql(audience, columns, types, 'q'));
   const snapshots = await snapshotSource(conn, schema, planning);
-  const candidates = candidatesSql(snapshots, audience, member.identifier, backfill);
+  const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? (options.backfillSince ?? new Date()) : null);
   await conn.query(candidates.text, candidates.values);
   await conn.query(DUPLICATES_SQL);
   const delta = deltaSql(snapshots, audience, member, backfill);
@@ -74,13 +98,30 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
 
   const plan = await summarise(conn, member.identifier);
   const existing = await countSnapshotMembers(conn, snapshots, audience.name);
-  const ratio = existing === 0 ? 0 : (plan.counts.changed + plan.counts.exited) / existing;
-  return {
-    ...plan,
-    identifier: member.identifier,
-    existing,
-    guardrail: { ratio, limit: options.maxChangeRatio, tripped: existing > 0 && ratio > options.maxChangeRatio && !options.force },
-  };
+  const attributes = [...member.attributes.map((a) => a.name), ...(audience.onExit.kind === 'set' ? Object.keys(audience.onExit.values) : [])];
+  return { ...plan, identifier: member.identifier, existing, attributes, guardrail: guardrailOf(plan.counts, existing, audience, attributes, options) };
+}
+
+/**
+ * The guardrail: stop before sending when exits plus value changes exceed the audience's limit
+ * (`@max_change_ratio`, else --max-change-ratio) of its existing members, once there are at
+ * least --min-change-count of them (a 2-member audience must not trip on every change).
+ * Members gaining an attribute for the first time (a column added) are not removals.
+ */
+function guardrailOf(counts: AudienceCounts, existing: number, audience: Audience, attributes: string[], options: PlanOptions): Guardrail {
+  const exits = counts.exited;
+  const valueChanges = counts.valueChanges;
+  const ratio = existing === 0 ? 0 : (exits + valueChanges) / existing;
+  const limit = audience.maxChangeRatio ?? options.maxChangeRatio;
+  const tripped = existing > 0 && exits + valueChanges >= options.minChangeCount && ratio > limit && !options.force;
+  let cause: string | undefined;
+  if (counts.members === 0 && existing > 0) cause = 'the query returned no rows';
+  else if (options.previous && options.previous.file !== audience.file) cause = `the file moved: it was last synced from ${options.previous.file}`;
+  else if (options.previous) {
+    const removed = options.previous.attributes.filter((a) => !attributes.includes(a));
+    if (removed.length > 0) cause = `column(s) ${removed.join(', ')} no longer in the query`;
+  }
+  return { ratio, limit, tripped, exits, valueChanges, existing, minChangeCount: options.minChangeCount, cause };
 }
 
 /** Drop the planning session's temporary tables (also done before each plan). */
@@ -113,7 +154,7 @@ async function materialiseCurrent(conn: Connection, audience: Audience, member: 
 
 async function summarise(conn: Connection, identifier: IdentifierKind): Promise<Pick<Plan, 'counts' | 'failures' | 'sendable'>> {
   const counts = emptyCounts();
-  const kinds = await conn.query<{ kind: string; n: string; sendable: string }>(KIND_COUNTS_SQL);
+  const kinds = await conn.query<{ kind: string; n: string; sendable: string; alters: string; unverified: string }>(KIND_COUNTS_SQL);
   const byKind = Object.fromEntries(kinds.rows.map((k) => [k.kind, Number(k.n)])) as Record<string, number | undefined>;
   const sendable = kinds.rows.reduce((n, k) => n + Number(k.sendable), 0);
   const r = (await conn.query<{ nulls: string; keyed: string; dup_keys: string; dup_rows: string }>(KEY_COUNTS_SQL)).rows[0]!;
@@ -125,10 +166,12 @@ async function summarise(conn: Connection, identifier: IdentifierKind): Promise<
   counts.exited = byKind.exited ?? 0;
   counts.unchanged = counts.members - counts.new - counts.changed - invalid - dupKeys;
   counts.failed = invalid + dupKeys + nulls;
+  counts.valueChanges = kinds.rows.reduce((n, k) => n + Number(k.alters), 0);
+  counts.unverified = kinds.rows.reduce((n, k) => n + Number(k.unverified), 0);
 
   for (const p of (await conn.query<{ k: string; n: string }>(PER_ATTRIBUTE_SQL)).rows) {
-    counts.perAttribute[p.k] = Number(p.n);
-    counts.updates += Number(p.n);
+    counts.plannedPerAttribute[p.k] = Number(p.n);
+    counts.plannedUpdates += Number(p.n);
   }
   const failed = await conn.query<{ member_key: string; reason: string }>(UNSENDABLE_SQL);
   const failures: MemberFailure[] = failed.rows.map((f) => ({ memberKey: f.member_key, reason: f.reason }));

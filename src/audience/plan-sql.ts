@@ -14,6 +14,7 @@
  */
 import type { Audience } from '../types.js';
 import type { MemberSql } from './member-sql.js';
+import { STANDARD_FIELDS } from '../braze/standard-fields.js';
 
 export interface Statement {
   text: string;
@@ -43,18 +44,22 @@ export function fillCurrentSql(audience: Audience, member: MemberSql, serverVers
 }
 
 /**
- * bb_cand: rows whose hash differs from the snapshot's, and snapshot members gone from the
- * result; with backfill, every member. $1 audience, $2 identifier kind, $3 backfill.
+ * bb_cand: rows whose hash differs from the snapshot's (members who left have a NULL hash, so
+ * one who comes back always differs), snapshot members gone from the result, members whose
+ * profile is not known to exist (sent again in full each run), and with a backfill the members
+ * not confirmed since it started. $1 audience, $2 identifier kind, $3 backfill start or NULL.
  */
-export function candidatesSql(snapshots: string, audience: Audience, identifier: string, backfill: boolean): Statement {
+export function candidatesSql(snapshots: string, audience: Audience, identifier: string, backfillSince: Date | null): Statement {
   return {
     text: `CREATE TEMP TABLE bb_cand AS
-     SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key"
+     SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key", s.present AS "__bb_s_present", s.unverified AS "__bb_s_unverified"
        FROM (SELECT $2::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS c
-       FULL JOIN (SELECT identifier, member_key, row_hash FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
+       FULL JOIN (SELECT identifier, member_key, row_hash, present, unverified, confirmed_at FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
          ON s.identifier = c."__bb_ident" AND s.member_key = c."__bb_key"
-      WHERE $3 OR c."__bb_hash" IS DISTINCT FROM s.row_hash`,
-    values: [audience.name, identifier, backfill],
+      WHERE c."__bb_hash" IS DISTINCT FROM s.row_hash
+         OR (s.unverified AND c."__bb_key" IS NOT NULL)
+         OR ($3::timestamptz IS NOT NULL AND c."__bb_key" IS NOT NULL AND (s.confirmed_at IS NULL OR s.confirmed_at < $3::timestamptz))`,
+    values: [audience.name, identifier, backfillSince],
   };
 }
 
@@ -68,48 +73,67 @@ export const DUPLICATES_SQL = `CREATE TEMP TABLE bb_dups AS
       WHERE "__bb_key" IN (SELECT "__bb_key" FROM pg_temp.bb_cand) GROUP BY 1 HAVING count(*) > 1`;
 
 /**
- * bb_delta, for candidates only: the Braze JSON, the validation, the comparison and the payload.
- * New members get every non-NULL attribute; changed members only the attributes whose value
- * differs (NULL is sent as null); exited members their @on_exit; with backfill, every member
- * its full set. $1 audience, $2 backfill, $3 on_exit kind, $4 on_exit values (JSON) or NULL.
+ * bb_delta, for candidates only: the Braze JSON, the validation, the comparison, the payload,
+ * and `new_attrs`, what Braze holds of this audience once the payload is accepted.
+ *
+ * - new members get every non-NULL attribute; a member coming back is compared with what Braze
+ *   still holds from before (attributes now NULL are unset, unchanged ones are not sent);
+ * - changed members get only the attributes whose value differs (NULL is sent as null);
+ * - exited members get their @on_exit: unset sends null for the custom attributes only
+ *   (standard profile fields stay, and stay in the snapshot), keep sends nothing, a JSON object
+ *   sets those values; the member stays in the snapshot while Braze holds anything of ours;
+ * - with a backfill, and for members whose profile is not known to exist, the full set.
+ *
+ * `alters` marks changes that modify or remove a value Braze holds (a new attribute appearing
+ * for the first time does not): only those count for the guardrail.
+ * $1 audience, $2 full set for everyone (backfill), $3 on_exit kind, $4 on_exit values (JSON)
+ * or NULL, $5 the standard profile fields.
  */
 export function deltaSql(snapshots: string, audience: Audience, member: MemberSql, backfill: boolean): Statement {
   const nullsFor = (attrs: string, where = 'true') => `(SELECT jsonb_object_agg(k, 'null'::jsonb) FROM jsonb_object_keys(${attrs}) AS k WHERE ${where})`;
   return {
     text: `CREATE TEMP TABLE bb_delta AS
-     SELECT d.identifier, d.member_key, d.row_hash, d.invalid, d.new_attrs, d.kind,
+     SELECT d.identifier, d.member_key, d.row_hash, d.invalid, d.kind, d.unverified,
             CASE WHEN d.kind = 'exited' THEN
-                   CASE $3 WHEN 'keep' THEN NULL WHEN 'set' THEN $4::jsonb ELSE ${nullsFor('d.old_attrs')} END
+                   CASE $3 WHEN 'keep' THEN d.old_attrs WHEN 'set' THEN d.old_attrs || $4::jsonb
+                        ELSE (SELECT jsonb_object_agg(k, v) FROM jsonb_each(d.old_attrs) AS e(k, v) WHERE k = ANY($5::text[])) END
+                 ELSE d.new_attrs
+            END AS new_attrs,
+            CASE WHEN d.kind = 'exited' THEN
+                   CASE $3 WHEN 'keep' THEN NULL WHEN 'set' THEN $4::jsonb ELSE ${nullsFor('d.old_attrs', 'NOT k = ANY($5::text[])')} END
                  WHEN d.kind = 'invalid' THEN NULL
-                 WHEN $2 OR d.kind = 'new' THEN d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb)
+                 WHEN $2 OR d.unverified OR d.old_attrs IS NULL THEN d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb)
                  WHEN d.kind = 'unchanged' THEN NULL
                  ELSE (SELECT jsonb_object_agg(k, coalesce(d.new_attrs -> k, 'null'::jsonb))
                          FROM (SELECT jsonb_object_keys(d.new_attrs) UNION SELECT jsonb_object_keys(d.old_attrs)) AS t(k)
                         WHERE d.new_attrs -> k IS DISTINCT FROM d.old_attrs -> k)
-            END AS payload
+            END AS payload,
+            d.kind = 'changed' AND EXISTS (SELECT 1 FROM jsonb_object_keys(d.old_attrs) AS k WHERE d.new_attrs -> k IS DISTINCT FROM d.old_attrs -> k) AS alters
        FROM (
-         SELECT j.*, CASE WHEN j.exited THEN 'exited' WHEN j.invalid IS NOT NULL THEN 'invalid' WHEN j.old_attrs IS NULL THEN 'new'
+         SELECT j.*, CASE WHEN j.exited THEN 'exited' WHEN j.invalid IS NOT NULL THEN 'invalid' WHEN j.old_attrs IS NULL OR NOT j.was_present THEN 'new'
                           WHEN j.new_attrs = j.old_attrs THEN 'unchanged' ELSE 'changed' END AS kind
            FROM (
              SELECT coalesce(h."__bb_s_ident", h."__bb_ident") AS identifier, coalesce(h."__bb_key", h."__bb_s_key") AS member_key,
-                    h."__bb_key" IS NULL AS exited, h."__bb_hash" AS row_hash,
+                    h."__bb_key" IS NULL AS exited, h."__bb_hash" AS row_hash, coalesce(h."__bb_s_present", false) AS was_present,
+                    coalesce(h."__bb_s_unverified", false) AS unverified,
                     (SELECT full_s.attrs FROM ${snapshots} AS full_s
                       WHERE full_s.audience = $1 AND full_s.identifier = h."__bb_s_ident" AND full_s.member_key = h."__bb_s_key") AS old_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
                FROM pg_temp.bb_cand AS h
-              WHERE h."__bb_key" IS NULL OR h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)
+              WHERE (h."__bb_key" IS NULL AND h."__bb_s_present") OR h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)
              -- A fence: without it the planner inlines this level and repeats the lookups
              -- and the JSON building once per reference above.
              OFFSET 0
            ) AS j
        ) AS d`,
-    values: [audience.name, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null],
+    values: [audience.name, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null, [...STANDARD_FIELDS]],
   };
 }
 
-/** Members per kind, and how many of them need a request. No parameters. */
-export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload <> '{}'::jsonb) AS sendable
+/** Members per kind, how many need a request, how many alter values Braze holds, how many are resent unverified. No parameters. */
+export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload <> '{}'::jsonb) AS sendable,
+            count(*) FILTER (WHERE alters) AS alters, count(*) FILTER (WHERE unverified AND kind <> 'exited') AS unverified
        FROM pg_temp.bb_delta GROUP BY kind`;
 
 /** Rows without a key, rows with one, and duplicated keys and their rows. No parameters. */
@@ -127,10 +151,13 @@ export const UNSENDABLE_SQL = `SELECT member_key, reason FROM (
      UNION ALL SELECT member_key, 'identifier appears in ' || n || ' rows of the result' FROM pg_temp.bb_dups`;
 
 /**
- * The deltas that need a request, streamed by a cursor: the payload as JSON text straight from
+ * The deltas that need a request, exits or the rest (exits go first: every exit is confirmed
+ * before an entry or change is sent), streamed by a cursor: the payload as JSON text straight from
  * PostgreSQL (never re-serialised), its attribute names separated by U+001F for the counts,
  * and what the snapshot becomes once Braze accepts it. No parameters.
  */
-export const DELTAS_TO_SEND_SQL = `SELECT identifier, member_key, kind, payload::text AS payload, array_to_string(ARRAY(SELECT jsonb_object_keys(payload)), E'\\x1f') AS keys,
+export function deltasToSendSql(phase: 'exits' | 'entries'): string {
+  return `SELECT identifier, member_key, kind, payload::text AS payload, array_to_string(ARRAY(SELECT jsonb_object_keys(payload)), E'\\x1f') AS keys,
        new_attrs::text AS new_attrs, row_hash::text AS row_hash
-  FROM pg_temp.bb_delta WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload <> '{}'::jsonb`;
+  FROM pg_temp.bb_delta WHERE kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND payload IS NOT NULL AND payload <> '{}'::jsonb`;
+}

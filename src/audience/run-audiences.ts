@@ -4,14 +4,19 @@
  */
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import { AppError, combineExitCodes, ExitCode, messageOf } from '../errors.js';
+import { combineExitCodes, exitCodeFor, type ExitCode, messageOf } from '../errors.js';
 import { emptyCounts } from '../types.js';
+import { checkAudiences } from './check-audiences.js';
 import { findAudienceFiles, loadAudience } from './load-audience.js';
 import { syncAudience, type AudienceResult, type SyncDeps, type SyncOptions } from './sync-audience.js';
 
 export interface RunSummary {
-  mode: SyncOptions['mode'];
+  mode: SyncOptions['mode'] | 'retire';
+  /** Nothing was sent and nothing recorded (plan, --dry-run). */
+  dryRun: boolean;
   audiences: AudienceResult[];
+  /** Audiences with members in the state schema and no file in the folder (name, members, last file). */
+  orphans: Array<{ name: string; members: number; file: string }>;
   exitCode: ExitCode;
   durationMs: number;
 }
@@ -25,11 +30,14 @@ export async function runAudiences(
   const files = findAudienceFiles(selection.dir, selection.names);
   const out = options.outFile ? createWriteStream(options.outFile) : undefined;
   const results: AudienceResult[] = [];
+  const checks = await checkAudiences(deps.db, deps.schema, selection.dir, deps.log);
   try {
     for (const file of files) {
       if (deps.stop?.aborted) break;
       let audience;
       try {
+        const refused = checks.refused.get(file);
+        if (refused) throw refused;
         audience = loadAudience(file);
       } catch (error) {
         deps.log.error(messageOf(error));
@@ -37,7 +45,7 @@ export async function runAudiences(
           audience: file.replace(/^.*\//, '').replace(/\.sql$/, ''),
           file,
           status: 'failed',
-          exitCode: error instanceof AppError ? error.exitCode : ExitCode.config,
+          exitCode: exitCodeFor('failed'),
           counts: emptyCounts(),
           durationMs: 0,
           error: messageOf(error),
@@ -57,5 +65,6 @@ export async function runAudiences(
       await finished(out);
     }
   }
-  return { mode: options.mode, audiences: results, exitCode: combineExitCodes(results.map((r) => r.exitCode)), durationMs: Date.now() - started };
+  const orphans = checks.orphans.map((o) => ({ name: o.name, members: o.members, file: o.file }));
+  return { mode: options.mode, dryRun: options.mode === 'plan' || options.dryRun === true, audiences: results, orphans, exitCode: combineExitCodes(results.map((r) => r.exitCode)), durationMs: Date.now() - started };
 }

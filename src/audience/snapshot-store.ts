@@ -9,16 +9,23 @@ import type { Audience, IdentifierKind } from '../types.js';
 export interface ConfirmedMember {
   identifier: string;
   memberKey: string;
-  /** The member's attributes now held by Braze (jsonb text, as PostgreSQL wrote it), or null when it exited. */
+  /**
+   * What Braze now holds of this audience for the member (jsonb text, as PostgreSQL wrote it),
+   * or null when nothing is left (an exit that unset everything).
+   */
   attrs: string | null;
-  /** The hash of the result row the attributes came from. */
-  rowHash?: string | null;
+  /** The hash of the result row the attributes came from; null for a member who left. */
+  rowHash: string | null;
+  /** False for a member who left the audience but of whom Braze still holds `attrs`. */
+  present: boolean;
+  /** Sent under @update_existing_only true: Braze may have ignored it, so it is sent again. */
+  unverified: boolean;
 }
 
 /**
  * Moves the snapshot forward for members Braze accepted, in one statement per batch. `attrs`
  * is the exact jsonb text the delta query produced (never re-serialised by JavaScript, which
- * would round numerics and cause false changes next run); NULL means the member exited.
+ * would round numerics and cause false changes next run).
  */
 export async function advanceSnapshot(db: Queryable, schema: string, audience: string, runId: number | null, members: readonly ConfirmedMember[]): Promise<void> {
   const s = escapeIdentifier(schema);
@@ -27,12 +34,13 @@ export async function advanceSnapshot(db: Queryable, schema: string, audience: s
   if (kept.length > 0) {
     // One jsonb parameter with the attributes spliced in as they came from PostgreSQL: no
     // escaping of large strings in JavaScript, one parse on the server.
-    const rows = kept.map((m) => `{"i":${JSON.stringify(m.identifier)},"k":${JSON.stringify(m.memberKey)},"a":${m.attrs},"h":${m.rowHash ?? 'null'}}`);
+    const rows = kept.map((m) => `{"i":${JSON.stringify(m.identifier)},"k":${JSON.stringify(m.memberKey)},"a":${m.attrs},"h":${m.rowHash ?? 'null'},"p":${m.present},"u":${m.unverified}}`);
     await db.query(
-      `INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, confirmed_at, confirmed_run)
-       SELECT $1, u.i, u.k, u.a, u.h, now(), $3 FROM jsonb_to_recordset($2::jsonb) AS u(i text, k text, a jsonb, h bigint)
+      `INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, present, unverified, confirmed_at, confirmed_run)
+       SELECT $1, u.i, u.k, u.a, u.h, u.p, u.u, now(), $3 FROM jsonb_to_recordset($2::jsonb) AS u(i text, k text, a jsonb, h bigint, p boolean, u boolean)
        ON CONFLICT (audience, identifier, member_key)
-       DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
+       DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, present = excluded.present, unverified = excluded.unverified,
+                     confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
       [audience, `[${rows.join(',')}]`, runId],
     );
   }
@@ -47,44 +55,128 @@ export async function advanceSnapshot(db: Queryable, schema: string, audience: s
 
 /**
  * What needs no request, in one statement from the planned deltas (pg_temp.bb_delta): exits
- * that send nothing (keep, or nothing to unset), members with no attributes, and rows whose
- * hash changed but whose values did not.
+ * that send nothing (keep, or nothing left to unset), members with no attributes, and rows
+ * whose hash changed but whose values did not. A member who left keeps a row while Braze
+ * holds anything this audience wrote.
  */
 export async function applyWithoutSending(conn: Queryable, schema: string, audience: string, runId: number | null): Promise<void> {
   const s = escapeIdentifier(schema);
   await conn.query(
     `WITH gone AS (
        DELETE FROM ${s}.snapshots t USING pg_temp.bb_delta d
-        WHERE d.kind = 'exited' AND d.payload IS NULL AND t.audience = $1 AND t.identifier = d.identifier AND t.member_key = d.member_key
+        WHERE d.kind = 'exited' AND d.payload IS NULL AND d.new_attrs IS NULL
+          AND t.audience = $1 AND t.identifier = d.identifier AND t.member_key = d.member_key
      )
-     INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, confirmed_at, confirmed_run)
-     SELECT $1, identifier, member_key, new_attrs, row_hash, now(), $2 FROM pg_temp.bb_delta
-      WHERE kind IN ('new', 'changed', 'unchanged') AND (payload IS NULL OR payload = '{}'::jsonb)
+     INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, present, unverified, confirmed_at, confirmed_run)
+     SELECT $1, identifier, member_key, new_attrs, CASE WHEN kind = 'exited' THEN NULL ELSE row_hash END, kind <> 'exited', false, now(), $2
+       FROM pg_temp.bb_delta
+      WHERE ((kind IN ('new', 'changed', 'unchanged') AND new_attrs IS NOT NULL) OR (kind = 'exited' AND new_attrs IS NOT NULL))
+        AND (payload IS NULL OR payload = '{}'::jsonb)
      ON CONFLICT (audience, identifier, member_key)
-     DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
+     DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, present = excluded.present, unverified = excluded.unverified,
+                   confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
     [audience, runId],
   );
 }
 
-/** How many members the snapshot holds for an audience (the guardrail's base). */
+/** How many members the audience has in the snapshot (the guardrail's base); members who left are not counted. */
 export async function countSnapshotMembers(db: Queryable, snapshots: string, audience: string): Promise<number> {
-  const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${snapshots} AS sn WHERE sn.audience = $1`, [audience]);
+  const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${snapshots} AS sn WHERE sn.audience = $1 AND sn.present`, [audience]);
   return Number(rows[0]!.n);
 }
 
-/** The snapshot table to plan against, or an empty stand-in when planning on a database never synced. */
+/** Members sent under @update_existing_only true whose profile is not known to exist. */
+export async function countUnverified(db: Queryable, schema: string, audience: string): Promise<number> {
+  const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${escapeIdentifier(schema)}.snapshots WHERE audience = $1 AND present AND unverified`, [audience]);
+  return Number(rows[0]!.n);
+}
+
+/**
+ * The snapshot table to plan against. Planning changes nothing, not even the state schema, so
+ * it may meet a schema never created (an empty stand-in) or one an older braze-bridge migrated
+ * (the missing columns take their defaults).
+ */
 export async function snapshotSource(conn: Connection, schema: string, planning: boolean): Promise<string> {
   const table = `${escapeIdentifier(schema)}.snapshots`;
   if (!planning) return table;
-  const { rows } = await conn.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table]);
-  return rows[0]!.t ? table : `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::jsonb AS attrs, NULL::bigint AS row_hash WHERE false)`;
+  const { rows } = await conn.query<{ t: string | null; current: boolean }>(
+    `SELECT to_regclass($1)::text AS t, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'unverified') AS current`,
+    [table],
+  );
+  if (!rows[0]!.t) {
+    return `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::jsonb AS attrs, NULL::bigint AS row_hash,
+           NULL::boolean AS present, NULL::boolean AS unverified, NULL::timestamptz AS confirmed_at WHERE false)`;
+  }
+  return rows[0]!.current ? table : `(SELECT audience, identifier, member_key, attrs, row_hash, true AS present, false AS unverified, confirmed_at FROM ${table})`;
 }
 
-/** Record the audience's settings as last loaded (the scheduler and status read them). */
-export async function recordAudience(db: Queryable, schema: string, audience: Audience, identifier: IdentifierKind): Promise<void> {
+/** Record the audience's settings and attributes as last loaded (the scheduler, status and the one-owner rule read them). */
+export async function recordAudience(db: Queryable, schema: string, audience: Audience, identifier: IdentifierKind, attributes: readonly string[]): Promise<void> {
   await db.query(
-    `INSERT INTO ${escapeIdentifier(schema)}.audiences (name, file, identifier, settings, schedule, updated_at) VALUES ($1, $2, $3, $4, $5, now())
-     ON CONFLICT (name) DO UPDATE SET file = excluded.file, identifier = excluded.identifier, settings = excluded.settings, schedule = excluded.schedule, updated_at = now()`,
-    [audience.name, audience.file, identifier, JSON.stringify({ onExit: audience.onExit, updateExistingOnly: audience.updateExistingOnly, timezone: audience.timezone }), audience.schedule ?? null],
+    `INSERT INTO ${escapeIdentifier(schema)}.audiences (name, file, identifier, settings, schedule, attributes, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now())
+     ON CONFLICT (name) DO UPDATE SET file = excluded.file, identifier = excluded.identifier, settings = excluded.settings, schedule = excluded.schedule,
+                                      attributes = excluded.attributes, updated_at = now()`,
+    [
+      audience.name,
+      audience.file,
+      identifier,
+      JSON.stringify({ onExit: audience.onExit, updateExistingOnly: audience.updateExistingOnly, timezone: audience.timezone, maxChangeRatio: audience.maxChangeRatio }),
+      audience.schedule ?? null,
+      attributes,
+    ],
   );
+}
+
+export interface AudienceRecord {
+  name: string;
+  file: string;
+  identifier: IdentifierKind;
+  settings: { onExit?: Audience['onExit']; updateExistingOnly?: boolean };
+  attributes: string[];
+  backfillStartedAt: Date | null;
+  /** Members in the snapshot: present, and all rows (those who left but of whom Braze holds something). */
+  members: number;
+  rows: number;
+}
+
+/**
+ * Every audience the state schema knows, from the audiences table and the snapshot. Tolerates a
+ * schema that is missing or was migrated by an older braze-bridge (planning migrates nothing).
+ */
+export async function knownAudiences(db: Queryable, schema: string): Promise<AudienceRecord[]> {
+  const s = escapeIdentifier(schema);
+  const { rows: exists } = await db.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [`${s}.audiences`]);
+  if (!exists[0]!.t) return [];
+  const { rows } = await db.query<{ name: string; file: string; identifier: IdentifierKind; settings: AudienceRecord['settings']; a: Record<string, unknown>; members: string; total: string }>(
+    `SELECT a.name, a.file, a.identifier, a.settings, to_jsonb(a) AS a,
+            (SELECT count(*) FROM ${s}.snapshots sn WHERE sn.audience = a.name AND coalesce((to_jsonb(sn) ->> 'present')::boolean, true)) AS members,
+            (SELECT count(*) FROM ${s}.snapshots sn WHERE sn.audience = a.name) AS total
+       FROM ${s}.audiences a ORDER BY a.name`,
+  );
+  return rows.map((r) => ({
+    name: r.name,
+    file: r.file,
+    identifier: r.identifier,
+    settings: r.settings,
+    attributes: Array.isArray(r.a.attributes) ? (r.a.attributes as string[]) : [],
+    backfillStartedAt: typeof r.a.backfill_started_at === 'string' ? new Date(r.a.backfill_started_at) : null,
+    members: Number(r.members),
+    rows: Number(r.total),
+  }));
+}
+
+/** Mark a backfill started at `since`, unless an unfinished one (started earlier) is being resumed. */
+export async function startBackfill(db: Queryable, schema: string, audience: string, since: Date): Promise<void> {
+  await db.query(`UPDATE ${escapeIdentifier(schema)}.audiences SET backfill_started_at = coalesce(backfill_started_at, $2) WHERE name = $1`, [audience, since]);
+}
+
+export async function finishBackfill(db: Queryable, schema: string, audience: string): Promise<void> {
+  await db.query(`UPDATE ${escapeIdentifier(schema)}.audiences SET backfill_started_at = NULL WHERE name = $1`, [audience]);
+}
+
+/** Forget a retired audience: its snapshot rows and its record. */
+export async function forgetAudience(db: Queryable, schema: string, audience: string): Promise<void> {
+  const s = escapeIdentifier(schema);
+  await db.query(`DELETE FROM ${s}.snapshots WHERE audience = $1`, [audience]);
+  await db.query(`DELETE FROM ${s}.audiences WHERE name = $1`, [audience]);
 }

@@ -7,15 +7,16 @@
  */
 import type { Writable } from 'node:stream';
 import { AbortError, AppError, AudienceError, BrazeHttpError, DatabaseError, exitCodeFor, messageOf, outcomeOfError, type ExitCode, type Outcome } from '../errors.js';
-import type { Database } from '../db/pool.js';
+import type { Database, Queryable } from '../db/pool.js';
 import type { Logger } from '../log.js';
 import type { TrackClient } from '../braze/track-client.js';
 import { abandonStaleRuns, finishRun, recordFailures, startRun } from '../run/run-store.js';
 import { releaseAudienceLock, tryAudienceLock } from '../run/run-lock.js';
-import { emptyCounts, type Audience, type AudienceCounts } from '../types.js';
+import { DEFAULTS } from '../config/environment.js';
+import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
 import { deliverDeltas, writeBodies } from './deliver-deltas.js';
-import { dropPlanTables, planDeltas, type Plan, type SyncMode } from './plan-deltas.js';
-import { applyWithoutSending, recordAudience } from './snapshot-store.js';
+import { dropPlanTables, planDeltas, type Guardrail, type Plan, type SyncMode } from './plan-deltas.js';
+import { applyWithoutSending, countUnverified, finishBackfill, knownAudiences, recordAudience, startBackfill } from './snapshot-store.js';
 
 export type { SyncMode } from './plan-deltas.js';
 
@@ -34,10 +35,16 @@ export interface SyncDeps {
 
 export interface SyncOptions {
   mode: SyncMode;
+  /** Plan only (plan, --dry-run): nothing sent, nothing recorded. */
+  dryRun?: boolean;
   batchSize: number;
   concurrency: number;
   maxChangeRatio: number;
+  /** The guardrail applies only from this many exits plus value changes (default 100). */
+  minChangeCount?: number;
   force: boolean;
+  /** The file is the audience last synced from another path (moved or renamed folder). */
+  adopt?: boolean;
   /** When planning: where to write the exact request bodies, one JSON object per line. */
   out?: Writable;
   /** Recorded in the run history (never secrets). */
@@ -64,7 +71,8 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
   const started = clock();
   const log = deps.log.child({ audience: audience.name });
   const counts = emptyCounts();
-  const planning = options.mode === 'plan';
+  const planning = options.mode === 'plan' || options.dryRun === true;
+  const backfill = options.mode === 'backfill';
   const result = (status: Outcome, r: Partial<AudienceResult> = {}): AudienceResult => ({
     audience: audience.name,
     file: audience.file,
@@ -95,27 +103,43 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       }
       const runLog = runId ? log.child({ run: runId }) : log;
 
-      const plan = await planDeltas(deps.db, conn, deps.schema, audience, options);
+      const previous = (await knownAudiences(conn, deps.schema)).find((a) => a.name === audience.name);
+      if (previous && previous.file !== audience.file && !options.adopt) {
+        throw new AudienceError(
+          audience.file,
+          `audience ${audience.name} was last synced from ${previous.file}; two files must not share one audience's snapshot. If this is the same audience moved, run with --adopt; otherwise rename the file`,
+        );
+      }
+      const backfillSince = backfill ? (previous?.backfillStartedAt ?? (await databaseNow(conn))) : null;
+      if (backfill && previous?.backfillStartedAt) runLog.info('resuming an unfinished backfill: members confirmed since it started are not sent again', { since: previous.backfillStartedAt.toISOString() });
+      const plan = await planDeltas(deps.db, conn, deps.schema, audience, {
+        planning,
+        backfill,
+        backfillSince,
+        maxChangeRatio: options.maxChangeRatio,
+        minChangeCount: options.minChangeCount ?? DEFAULTS.minChangeCount,
+        force: options.force,
+        previous: previous && { file: previous.file, attributes: previous.attributes },
+      });
       Object.assign(counts, plan.counts);
-      runLog.info('planned', { new: counts.new, changed: counts.changed, exited: counts.exited, unchanged: counts.unchanged, failed: counts.failed, updates: counts.updates });
+      // From here on the audience's update mode is known: its own, or Braze's default for its identifier.
+      audience = { ...audience, updateExistingOnly: updateExistingOnlyFor(audience, plan.identifier) };
+      runLog.info('planned', { new: counts.new, changed: counts.changed, exited: counts.exited, unchanged: counts.unchanged, failed: counts.failed, updates: counts.plannedUpdates });
       if (planning) {
         if (options.out) await writeBodies(conn, audience, options.batchSize, options.out);
         return result('planned', { guardrail: plan.guardrail });
       }
       const id = runId!;
-      await recordAudience(conn, deps.schema, audience, plan.identifier);
+      await recordAudience(conn, deps.schema, audience, plan.identifier, plan.attributes);
       await recordFailures(conn, deps.schema, id, audience.name, plan.failures);
-      if (plan.guardrail.tripped) {
-        throw new AbortError(
-          `${audience.name}: this run would change or remove ${(plan.guardrail.ratio * 100).toFixed(1)}% of ${plan.existing} existing members, over --max-change-ratio ${options.maxChangeRatio}; nothing was sent. Check the query, then rerun with --force if the change is intended`,
-        );
-      }
+      if (plan.guardrail.tripped) throw new AbortError(guardrailMessage(audience, plan.guardrail));
       if (!deps.client) throw new AppError('internal: no Braze client for a sync');
       if (deps.stop?.aborted) {
         const error = 'stopped by a signal before sending';
         await finishRun(conn, deps.schema, id, { status: 'interrupted', counts, error });
         return result('interrupted', { runId, guardrail: plan.guardrail, error });
       }
+      if (backfill) await startBackfill(conn, deps.schema, audience.name, backfillSince!);
 
       // Members whose change needs no request: recorded now, no proof to wait for.
       await applyWithoutSending(conn, deps.schema, audience.name, id);
@@ -126,12 +150,25 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
         plan.sendable,
       );
       Object.assign(counts, { updates: sent.updates, perAttribute: sent.perAttribute, requests: sent.requests, retries: sent.retries, rateLimited: sent.rateLimited });
+      if (sent.heldBack) runLog.warn('entries and changes held back until every exit is confirmed', { held: plan.sendable - counts.exited });
       counts.failed += sent.failed;
 
+      if (audience.updateExistingOnly) counts.unverified = await countUnverified(conn, deps.schema, audience.name);
+
       const status: Outcome = sent.abort ? 'aborted' : sent.stopped ? 'interrupted' : counts.failed > 0 ? 'partial' : 'succeeded';
-      const error = sent.abort ? messageOf(sent.abort) : status === 'interrupted' ? 'stopped by a signal; unconfirmed members are sent next run' : undefined;
-      await finishRun(conn, deps.schema, id, { status, counts, error: sent.abort ? error : undefined });
-      runLog.info('finished', { status, updates: counts.updates, failed: counts.failed, requests: counts.requests });
+      const error = sent.abort
+        ? messageOf(sent.abort)
+        : status === 'interrupted'
+          ? 'stopped by a signal; unconfirmed members are sent next run'
+          : sent.heldBack
+            ? 'some exits were not confirmed, so entries and changes wait for the next run'
+            : undefined;
+      if (backfill && (status === 'succeeded' || status === 'partial')) await finishBackfill(conn, deps.schema, audience.name);
+      await finishRun(conn, deps.schema, id, { status, counts, error: sent.abort || sent.heldBack ? error : undefined });
+      runLog.info('finished', { status, updates: counts.updates, failed: counts.failed, requests: counts.requests, unverified: counts.unverified || undefined });
+      if (counts.unverified > 0) {
+        runLog.info('members sent under @update_existing_only true whose profile is not known to exist are sent again each run', { waiting: counts.unverified });
+      }
       if (sent.abort) runLog.error(error!);
       return result(status, { runId, guardrail: plan.guardrail, error, fatal: isFatal(sent.abort) });
     } catch (error) {
@@ -146,6 +183,22 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       if (!planning) await releaseAudienceLock(conn, deps.schema, audience.name);
     }
   });
+}
+
+/** One line that says how large the change is, of what, the likely cause and the way out. */
+function guardrailMessage(audience: Audience, g: Guardrail): string {
+  const parts = [g.exits > 0 && `${g.exits} member(s) would leave`, g.valueChanges > 0 && `${g.valueChanges} would have values changed or removed`].filter(Boolean).join(' and ');
+  const setting = audience.maxChangeRatio !== undefined ? `@max_change_ratio ${audience.maxChangeRatio}` : `--max-change-ratio ${g.limit}`;
+  return `${audience.name}: ${parts} (${(g.ratio * 100).toFixed(1)}% of ${g.existing} existing members, over ${setting}); nothing was sent.${g.cause ? ` Likely cause: ${g.cause}.` : ''} Check the query, then rerun with --force (e.g. braze-bridge sync ${audience.name} --force) if the change is intended`;
+}
+
+/** `@update_existing_only` as given, else Braze's default: false, but aliases and braze ids only ever update. */
+export function updateExistingOnlyFor(audience: Audience, identifier: IdentifierKind): boolean {
+  return audience.updateExistingOnly ?? (identifier === 'user_alias' || identifier === 'braze_id');
+}
+
+async function databaseNow(conn: Queryable): Promise<Date> {
+  return (await conn.query<{ t: Date }>('SELECT now() AS t')).rows[0]!.t;
 }
 
 /** Failures that would repeat for every audience: stop the whole run. */

@@ -23,11 +23,15 @@ export async function syncJob(config: Readonly<Config>, mode: SyncMode, names: r
       { db: open.db, schema: config.stateSchema, log, client, stop, onProgress: bar && (({ audience, done, total }) => bar.update({ label: audience, done, total })) },
       { dir: config.audiencesDir, names },
       {
-        mode: planning ? 'plan' : mode,
+        // sync --dry-run is a plan; backfill --dry-run plans the backfill.
+        mode: mode === 'backfill' ? 'backfill' : planning ? 'plan' : mode,
+        dryRun: planning,
         batchSize: config.batchSize,
         concurrency: config.concurrency,
         maxChangeRatio: config.maxChangeRatio,
+        minChangeCount: config.minChangeCount,
         force: config.force,
+        adopt: config.adopt,
         outFile: planning ? config.out : undefined,
         args: { names, batchSize: config.batchSize, concurrency: config.concurrency, rateLimit: config.rateLimit, maxChangeRatio: config.maxChangeRatio, force: config.force },
       },

@@ -2,18 +2,23 @@
  * A local HTTP server that behaves like Braze's documented `POST /users/track`: bearer-key auth
  * (401), the objects-per-request limit (400 "Max Input Length Exceeded"), per-item errors in a
  * success answer, a fixed-window rate limit with X-RateLimit-* headers and 429s, and injectable
- * faults (5xx, slow answers, dropped connections). It keeps the profiles it received, so the
- * demo can show them and tests can compare them with the audience. Used by `npm start` and the
- * tests; it is a stand-in for development, never a place to send real data.
+ * faults (5xx, slow answers, dropped connections). Its profiles are kept as strictly as Braze
+ * keeps them (sandbox-profiles.ts): one profile reachable by several identifiers, update-only
+ * objects for unknown users ignored with a 201, standard fields apart from custom attributes,
+ * inc/add/remove executed, values of another type ignored. Used by `npm start` and the tests; it
+ * is a stand-in for development, never a place to send real data.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { matchingIdentifier, SandboxProfiles } from './sandbox-profiles.js';
 
 export type Fault =
   | { status: number; message?: string; retryAfter?: string }
   | { drop: true }
   | { delayMs: number }
   | { itemErrors: number[]; type?: string }
+  /** A success answer whose errors[] are given as is (e.g. without an index): every object is applied. */
+  | { rawErrors: unknown[] }
   | { message: string };
 
 export interface SandboxOptions {
@@ -38,10 +43,12 @@ export interface RecordedRequest {
 }
 
 export class BrazeSandbox {
-  /** Profiles by identity (`external_id:c1`, `alias:name|label`, …): attribute → value. */
-  readonly profiles = new Map<string, Record<string, unknown>>();
-  /** Data points received per profile (attributes set or unset, in accepted objects). */
+  /** The profiles, as Braze would hold them. */
+  readonly profiles = new SandboxProfiles();
+  /** Data points received per profile, by braze_id (attributes set or unset, in applied objects). */
   readonly updatesByProfile = new Map<string, number>();
+  /** Objects Braze would have ignored silently (update-only, unknown user), with a 201 all the same. */
+  ignored = 0;
   readonly requests: RecordedRequest[] = [];
   readonly counts = { requests: 0, accepted: 0, rateLimited: 0, rejected: 0 };
   private server?: Server;
@@ -84,15 +91,16 @@ export class BrazeSandbox {
   reset(): void {
     this.profiles.clear();
     this.updatesByProfile.clear();
+    this.ignored = 0;
     this.requests.length = 0;
     Object.assign(this.counts, { requests: 0, accepted: 0, rateLimited: 0, rejected: 0 });
     this.n = 0;
     this.windowCount = 0;
   }
 
-  /** Attribute values of the profile identified by e.g. `{ external_id: 'c1' }`. */
+  /** What the profile reached by e.g. `{ external_id: 'c1' }` holds (standard fields and custom attributes). */
   profile(identity: Record<string, unknown>): Record<string, unknown> | undefined {
-    return this.profiles.get(identityKey(identity) ?? '');
+    return this.profiles.view(identity);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -148,6 +156,10 @@ export class BrazeSandbox {
       return send(fault.status, { message: fault.message ?? 'Internal Server Error' }, fault.retryAfter ? { 'retry-after': fault.retryAfter } : {});
     }
     if (fault && 'message' in fault) return send(201, { message: fault.message });
+    if (fault && 'rawErrors' in fault) {
+      for (const object of attributes) if (!this.validate(object)) this.apply(object);
+      return send(201, { message: 'success', errors: fault.rawErrors });
+    }
 
     const errors: Array<{ type: string; input_array: string; index: number }> = [];
     const forced = new Set(fault && 'itemErrors' in fault ? fault.itemErrors : []);
@@ -164,11 +176,7 @@ export class BrazeSandbox {
   }
 
   private validate(object: Record<string, unknown>): string | undefined {
-    // external_id, braze_id and user_alias identify; email and phone identify only when no
-    // stronger identifier is present, and are otherwise profile fields being set.
-    const strong = ['external_id', 'braze_id', 'user_alias'].filter((k) => object[k] !== undefined);
-    if (strong.length > 1) return 'more than one identifier';
-    if (strong.length === 0 && object.email == null && object.phone == null) return 'missing identifier';
+    if (!matchingIdentifier(object)) return 'missing identifier';
     for (const [k, v] of Object.entries(object)) {
       if (typeof v === 'string' && v.length > 255 && k !== 'user_alias') return `'${k}' is longer than 255 characters`;
     }
@@ -176,19 +184,13 @@ export class BrazeSandbox {
   }
 
   private apply(object: Record<string, unknown>): void {
-    const key = identityKey(object)!;
-    const profile = this.profiles.get(key) ?? {};
-    let points = 0;
-    for (const [k, v] of Object.entries(object)) {
-      if (['external_id', 'braze_id', 'user_alias', '_update_existing_only', '_merge_objects'].includes(k)) continue;
-      if (k === 'email' && key.startsWith('email:')) continue;
-      if (k === 'phone' && key.startsWith('phone:')) continue;
-      points++;
-      if (v === null) delete profile[k];
-      else profile[k] = v;
+    const applied = this.profiles.apply(object);
+    if (!applied.applied) {
+      this.ignored++;
+      return;
     }
-    this.profiles.set(key, profile);
-    this.updatesByProfile.set(key, (this.updatesByProfile.get(key) ?? 0) + points);
+    const id = applied.profile.braze_id;
+    this.updatesByProfile.set(id, (this.updatesByProfile.get(id) ?? 0) + applied.dataPoints);
   }
 
   private rateHeaders(): Record<string, string> {
@@ -203,19 +205,6 @@ export class BrazeSandbox {
       'x-ratelimit-reset': String(Math.ceil((this.windowStart + windowMs) / 1000)),
     };
   }
-}
-
-/** The sandbox's key for a profile: `external_id:c1`, `alias:name|label`, `email:a@b`, … */
-export function identityKey(object: Record<string, unknown>): string | undefined {
-  if (object.external_id !== undefined) return `external_id:${object.external_id}`;
-  if (object.braze_id !== undefined) return `braze_id:${object.braze_id}`;
-  if (object.user_alias !== undefined) {
-    const a = object.user_alias as { alias_name?: string; alias_label?: string };
-    return `alias:${a.alias_name}|${a.alias_label}`;
-  }
-  if (object.email !== undefined) return `email:${object.email}`;
-  if (object.phone !== undefined) return `phone:${object.phone}`;
-  return undefined;
 }
 
 function attributesOf(parsed: unknown): Array<Record<string, unknown>> {

@@ -126,18 +126,25 @@ function allFailed(count: number, reason: string): TrackResult {
   return { failed: new Map(Array.from({ length: count }, (_, i) => [i, reason])) };
 }
 
-/** `errors[]` of a success answer: each names an index in `attributes` that Braze rejected. */
+/**
+ * `errors[]` of a success answer: each names an index in `attributes` that Braze rejected. An
+ * error that names no attribute object we can identify (no index, a string index, out of range,
+ * another input array) could be about any member: none of the batch counts as confirmed, so all
+ * of it is sent again next run rather than possibly lost.
+ */
 function itemErrors(parsed: { errors?: unknown }, count: number, log: Logger): Map<number, string> {
   const failed = new Map<number, string>();
   if (!Array.isArray(parsed.errors)) return failed;
   for (const e of parsed.errors) {
-    const item = e as { type?: unknown; input_array?: unknown; index?: unknown };
-    if (typeof item === 'object' && item && Number.isInteger(item.index) && (item.input_array ?? 'attributes') === 'attributes') {
-      const index = item.index as number;
-      if (index >= 0 && index < count) failed.set(index, `Braze rejected the member: ${String(item.type ?? 'unknown error')}`);
-    } else {
-      log.warn('Braze reported an error that names no attribute object; the batch counts as accepted', { error: JSON.stringify(e).slice(0, 200) });
+    const item = (typeof e === 'object' && e ? e : {}) as { type?: unknown; input_array?: unknown; index?: unknown };
+    const index = item.index;
+    if (Number.isInteger(index) && (index as number) >= 0 && (index as number) < count && (item.input_array === undefined || item.input_array === 'attributes')) {
+      failed.set(index as number, `Braze rejected the member: ${String(item.type ?? 'unknown error')}`);
+      continue;
     }
+    const text = JSON.stringify(e).slice(0, 200);
+    log.warn('Braze reported an error that names no attribute object of the batch; none of it counts as confirmed', { error: text });
+    return allFailed(count, `Braze reported an error it did not attribute to a member (${text}); the batch is sent again next run`).failed;
   }
   return failed;
 }

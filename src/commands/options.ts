@@ -48,7 +48,9 @@ export function audienceOptions(y: Argv): Argv {
     .option('timeout', { type: 'number', describe: `seconds before a request is abandoned and retried [default: ${DEFAULTS.timeoutSeconds}]` })
     .option('max-attempts', { type: 'number', describe: `attempts per batch before the run aborts [default: ${DEFAULTS.maxAttempts}]` })
     .option('max-change-ratio', { type: 'number', describe: `stop before sending if more than this share of existing members change or exit [default: ${DEFAULTS.maxChangeRatio}]` })
-    .option('force', { type: 'boolean', describe: 'send even when --max-change-ratio is exceeded' });
+    .option('min-change-count', { type: 'number', describe: `the guardrail applies only from this many exits plus value changes [default: ${DEFAULTS.minChangeCount}]` })
+    .option('force', { type: 'boolean', describe: 'send even when the guardrail would stop (name audiences to force only those)' })
+    .option('adopt', { type: 'boolean', describe: 'take over an audience last synced from another path (the file moved)' });
 }
 
 /** Where Currents files come from (ingest and schedule). */

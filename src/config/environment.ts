@@ -40,6 +40,7 @@ export const DEFAULTS = {
   timeoutSeconds: 30,
   maxAttempts: 6,
   maxChangeRatio: 0.5,
+  minChangeCount: 100,
   keepDays: 30,
   notifyFailedRatio: 0.05,
   shutdownTimeoutSeconds: 60,

@@ -25,7 +25,11 @@ export interface Config {
   requestTimeoutMs: number;
   maxAttempts: number;
   maxChangeRatio: number;
+  /** The guardrail applies only from this many exits plus value changes. */
+  minChangeCount: number;
   force: boolean;
+  /** Take over an audience last synced from another path. */
+  adopt: boolean;
   dryRun: boolean;
   json: boolean;
   out?: string;
@@ -56,7 +60,9 @@ export interface Flags {
   timeout?: number;
   maxAttempts?: number;
   maxChangeRatio?: number;
+  minChangeCount?: number;
   force?: boolean;
+  adopt?: boolean;
   dryRun?: boolean;
   json?: boolean;
   out?: string;
@@ -120,7 +126,9 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, c
     requestTimeoutMs: num('--timeout', flags.timeout, DEFAULTS.timeoutSeconds, 1, 600, false) * 1000,
     maxAttempts: num('--max-attempts', flags.maxAttempts, DEFAULTS.maxAttempts, 1, 20),
     maxChangeRatio: ratio,
+    minChangeCount: num('--min-change-count', flags.minChangeCount, DEFAULTS.minChangeCount, 0, 1_000_000_000),
     force: flags.force ?? false,
+    adopt: flags.adopt ?? false,
     dryRun: flags.dryRun ?? false,
     json: flags.json ?? false,
     out: flags.out ? absolute(cwd, flags.out) : undefined,

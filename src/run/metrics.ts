@@ -30,7 +30,7 @@ export async function renderMetrics(db: Queryable, schema: string, now = Date.no
   const num = (v: unknown) => (typeof v === 'number' ? v : 0);
   const audienceRuns = runs.last.filter((r) => r.job === 'sync' || r.job === 'backfill');
   add('braze_bridge_last_run_members', 'Members of the last run by kind.', 'gauge',
-    audienceRuns.flatMap((r) => ['new', 'changed', 'exited', 'unchanged', 'failed'].map((kind) => ({ labels: { job: r.job, audience: r.audience ?? '', kind }, value: num(r.counts[kind]) }))));
+    audienceRuns.flatMap((r) => ['new', 'changed', 'exited', 'unchanged', 'failed', 'unverified'].map((kind) => ({ labels: { job: r.job, audience: r.audience ?? '', kind }, value: num(r.counts[kind]) }))));
   for (const [field, name, help] of [
     ['updates', 'braze_bridge_last_run_updates_sent', 'Attribute updates (data points) Braze accepted in the last run.'],
     ['requests', 'braze_bridge_last_run_requests', 'Requests sent to Braze in the last run.'],

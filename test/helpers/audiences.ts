@@ -82,20 +82,28 @@ export interface RunOptions {
   batchSize?: number;
   concurrency?: number;
   maxChangeRatio?: number;
+  /** The guardrail applies from this many exits plus value changes (the CLI's default is 100). */
+  minChangeCount?: number;
   force?: boolean;
+  adopt?: boolean;
+  dryRun?: boolean;
   outFile?: string;
+  schema?: string;
 }
 
 export function run(db: Database, dir: string, options: RunOptions = {}): Promise<RunSummary> {
   return runAudiences(
-    { db, schema: 'braze_bridge', log: silentLogger, client: options.client },
+    { db, schema: options.schema ?? 'braze_bridge', log: silentLogger, client: options.client },
     { dir, names: options.names },
     {
       mode: options.mode ?? 'sync',
       batchSize: options.batchSize ?? 75,
       concurrency: options.concurrency ?? 4,
       maxChangeRatio: options.maxChangeRatio ?? 0.5,
+      minChangeCount: options.minChangeCount,
       force: options.force ?? false,
+      adopt: options.adopt,
+      dryRun: options.dryRun,
       outFile: options.outFile,
     },
   );
