@@ -22,8 +22,16 @@ const MEMBERS = Number(process.env.BENCH_MEMBERS ?? 1_000_000);
 const SMALL = Math.round(MEMBERS / 10);
 const root = process.cwd();
 const work = join(root, '.braze-bridge', 'bench');
-const audiences = join(work, 'audiences');
-mkdirSync(audiences, { recursive: true });
+/**
+ * Each audience in a folder and a state schema of its own: they select the same columns, and
+ * audiences in one state schema may not write the same attribute.
+ */
+function audienceFolder(name: string, sql: string): string {
+  const dir = join(work, 'audiences', name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${name}.sql`), sql);
+  return dir;
+}
 const KEY = 'bench-key-0000000000000000';
 
 const QUERY = (limit: number) => `SELECT id AS external_id, name, visits, ltv, is_active, signup_date, last_seen, tags, prefs
@@ -83,26 +91,26 @@ async function main() {
   const db = createDatabase({ connectionString: url, max: 8 });
   const sandbox = new BrazeSandbox({ apiKey: KEY });
   try {
-    await db.query('DROP SCHEMA IF EXISTS braze_bridge CASCADE');
+    for (const schema of ['braze_bridge', 'bench_small', 'bench_rate']) await db.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
     await migrate(db, 'braze_bridge');
     const [, seedMs] = await timed(() => seed(db));
     line('seed table', `${(seedMs / 1000).toFixed(1)} s`);
-    writeFileSync(join(audiences, 'bench_small.sql'), QUERY(SMALL));
-    writeFileSync(join(audiences, 'bench_large.sql'), QUERY(MEMBERS));
+    const smallDir = audienceFolder('bench_small', QUERY(SMALL));
+    const largeDir = audienceFolder('bench_large', QUERY(MEMBERS));
     const endpoint = await sandbox.start();
     const env = { DATABASE_URL: url, BRAZE_REST_ENDPOINT: endpoint, BRAZE_API_KEY: KEY };
-    const common = ['--audiences', audiences, '--rate-limit', '1000000', '--concurrency', '8', '--json'];
+    const common = ['--rate-limit', '1000000', '--concurrency', '8', '--json'];
 
     // 2. Peak RSS, first sync (every member new: the most the CLI ever streams).
     process.stdout.write('\n2. Peak RSS of the CLI (first sync: every member is sent)\n');
-    const small = await cliPeakRss(['sync', 'bench_small', ...common], env);
+    const small = await cliPeakRss(['sync', 'bench_small', '--audiences', smallDir, '--state-schema', 'bench_small', ...common], env);
     line(`   ${SMALL.toLocaleString('en')} members`, `${small.peakMb.toFixed(0)} MB (exit ${small.code})`);
-    const [large, largeMs] = await timed(() => cliPeakRss(['sync', 'bench_large', ...common], env));
+    const [large, largeMs] = await timed(() => cliPeakRss(['sync', 'bench_large', '--audiences', largeDir, ...common], env));
     line(`   ${MEMBERS.toLocaleString('en')} members`, `${large.peakMb.toFixed(0)} MB (exit ${large.code})`, 'target: flat, < 300 MB');
     line('   ratio large / small', `${(large.peakMb / small.peakMb).toFixed(2)}x`, 'target: ~1.0x');
     line(`   sync of ${MEMBERS.toLocaleString('en')} new members to the sandbox`, `${(largeMs / 1000).toFixed(1)} s`);
     const deliveredLarge = sandbox.profiles.size;
-    line('   profiles in the sandbox', deliveredLarge.toLocaleString('en'), `expected ${MEMBERS.toLocaleString('en')}`);
+    line('   profiles in the sandbox', deliveredLarge.toLocaleString('en'), `expected ${MEMBERS.toLocaleString('en')} (the small audience's are among them)`);
 
     // 1. Planning with 1% changed vs materialising the query.
     process.stdout.write('\n1. Planning a run where 1% of members changed\n');
@@ -122,7 +130,7 @@ async function main() {
       );
       baselines.push(ctas);
       const [summary, plan] = await timed(() =>
-        runAudiences({ db, schema: 'braze_bridge', log: silentLogger }, { dir: audiences, names: ['bench_large'] }, { mode: 'plan', batchSize: 75, concurrency: 4, maxChangeRatio: 0.5, force: false }),
+        runAudiences({ db, schema: 'braze_bridge', log: silentLogger }, { dir: largeDir, names: ['bench_large'] }, { mode: 'plan', batchSize: 75, concurrency: 4, maxChangeRatio: 0.5, force: false }),
       );
       plans.push(plan);
       if (i === 0) line('   members changed (planned)', String(summary.audiences[0]!.counts.changed), `expected ${Math.floor(MEMBERS / 100)}`);
@@ -138,9 +146,9 @@ async function main() {
     const limitedUrl = await limited.start();
     try {
       const rows = Math.min(MEMBERS, 225_000); // 3,000 requests of 75: about 9 s at the limit
-      writeFileSync(join(audiences, 'bench_rate.sql'), QUERY(rows));
+      const rateDir = audienceFolder('bench_rate', QUERY(rows));
       const [rate, ms] = await timed(() =>
-        cliPeakRss(['sync', 'bench_rate', '--audiences', audiences, '--rate-limit', '1000', '--rate-window', '3', '--concurrency', '8', '--json'], { ...env, BRAZE_REST_ENDPOINT: limitedUrl }),
+        cliPeakRss(['sync', 'bench_rate', '--audiences', rateDir, '--state-schema', 'bench_rate', '--rate-limit', '1000', '--rate-window', '3', '--concurrency', '8', '--json'], { ...env, BRAZE_REST_ENDPOINT: limitedUrl }),
       );
       const counts = JSON.parse(rate.stdout).audiences[0].counts;
       // The delivery phase: first to last request the sandbox received (planning excluded).

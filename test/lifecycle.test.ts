@@ -211,7 +211,7 @@ describe('what counts, and when to stop', () => {
     await f.t.db.query(`UPDATE people SET active = false`);
     writeAudiences(dir, { small: `SELECT id AS external_id, tier FROM people WHERE active` });
     const empty = await run(f.t.db, dir, { client: client(), minChangeCount: 0 });
-    expect(empty.audiences[0]!.error).toMatch(/10 member\(s\) would leave .*Likely cause: the query returned no rows/);
+    expect(empty.audiences[0]!.error).toMatch(/10 member\(s\) would leave .*Likely cause: the query returned no members/);
   });
 
   it('backfill --dry-run plans the backfill, and an interrupted backfill resumes where it stopped', async () => {
@@ -236,5 +236,112 @@ describe('what counts, and when to stop', () => {
     // Finished: the next backfill starts over, for everyone.
     const next = await run(f.t.db, dir, { client: client(), mode: 'backfill', dryRun: true });
     expect(next.audiences[0]!.counts.plannedUpdates).toBe(20);
+  });
+});
+
+describe('edges the review found', () => {
+  it('an update-only member who leaves and comes back before its profile exists still gets its attributes', async () => {
+    const dir = audienceDir({ waiting: `-- @update_existing_only true\n-- @on_exit keep\nSELECT id AS external_id, tier FROM people WHERE active` });
+    await run(f.t.db, dir, { client: client() }); // no profile yet: Braze ignores every object
+    await f.t.db.query(`UPDATE people SET active = false WHERE id = 'p5'`);
+    await run(f.t.db, dir, { client: client() });
+    f.sandbox.profiles.create({ external_id: 'p5' });
+    await f.t.db.query(`UPDATE people SET active = true WHERE id = 'p5'`);
+    await run(f.t.db, dir, { client: client() });
+    expect(f.sandbox.profile({ external_id: 'p5' })).toEqual({ tier: 'silver' });
+  });
+
+  it('a backfill resumes with the members not backfilled yet, even when a sync ran in between', async () => {
+    const dir = audienceDir({ full: `SELECT id AS external_id, tier, score FROM people` });
+    await run(f.t.db, dir, { client: client() });
+    f.sandbox.reset(); // wiped on the Braze side
+    f.sandbox.faults = ({ n }) => (n === 2 ? { status: 500 } : undefined);
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url, { maxAttempts: 1 }), mode: 'backfill', batchSize: 2, concurrency: 1 });
+    f.sandbox.faults = undefined;
+    expect(f.sandbox.profiles.size).toBe(2);
+    // A scheduled sync between the two: p7's tier changes and goes out as a delta only.
+    await f.t.db.query(`UPDATE people SET tier = 'gold' WHERE id = 'p7'`);
+    await run(f.t.db, dir, { client: client() });
+    const resumed = await run(f.t.db, dir, { client: client(), mode: 'backfill' });
+    expect(resumed.exitCode).toBe(0);
+    await expectBrazeHoldsTheQuery(['tier', 'score']);
+  });
+
+  it('an unconfirmed exit under the audience\'s own identifier does not hold the entries back; under another one it does', async () => {
+    const dir = audienceDir({ ex: `SELECT id AS external_id, tier FROM people WHERE active` });
+    await run(f.t.db, dir, { client: client() });
+    await f.t.db.query(`UPDATE people SET active = false WHERE id = 'p1'; UPDATE people SET tier = 'gold' WHERE id = 'p2'`);
+    f.sandbox.faults = ({ attributes }) => (attributes.some((a) => a.external_id === 'p1') ? { itemErrors: [0] } : undefined);
+    const same = await run(f.t.db, dir, { client: client() });
+    expect(same.exitCode).toBe(1);
+    expect(f.sandbox.profile({ external_id: 'p2' })).toEqual({ tier: 'gold' }); // sent
+
+    // Now the identifier changes to email: the old external-id keys exit, the email keys enter.
+    await f.t.db.query(`ALTER TABLE people ADD COLUMN mail text; UPDATE people SET mail = id || '@example.com', active = true`);
+    f.sandbox.faults = undefined;
+    await run(f.t.db, dir, { client: client() });
+    writeAudiences(dir, { ex: `-- @identifier email\nSELECT mail AS email, tier FROM people WHERE active` });
+    f.sandbox.faults = ({ attributes }) => (attributes.some((a) => a.external_id === 'p3') ? { itemErrors: attributes.map((_, i) => i) } : undefined);
+    const mark = f.sandbox.requests.length;
+    const cross = await run(f.t.db, dir, { client: client(), force: true });
+    expect(cross.exitCode).toBe(1);
+    expect(cross.audiences[0]!.error).toMatch(/exits were not confirmed/);
+    expect(sentSince(mark).some((a) => a.email !== undefined)).toBe(false); // no entry went out
+  });
+
+  it('a success whose errors are not a list confirms nothing', async () => {
+    const dir = audienceDir({ odd: `SELECT id AS external_id, tier FROM people` });
+    f.sandbox.faults = ({ n }) => (n === 1 ? { rawErrors: 'something' as unknown as unknown[] } : undefined);
+    const first = await run(f.t.db, dir, { client: client() });
+    expect(first.exitCode).toBe(1);
+    expect((await f.t.db.query(`SELECT count(*)::int AS n FROM braze_bridge.snapshots`)).rows[0]).toEqual({ n: 0 });
+  });
+
+  it('retire refuses an audience whose file lives in another folder, which is no orphan either', async () => {
+    const a = audienceDir({ here: `SELECT id AS external_id, tier FROM people` });
+    const b = audienceDir({ there: `SELECT id AS external_id, score FROM people` });
+    await run(f.t.db, a, { client: client() });
+    await run(f.t.db, b, { client: client() });
+    const fromA = await run(f.t.db, a, { client: client() });
+    expect(fromA.orphans).toEqual([]);
+    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const r = await cli(['retire', 'there', '--audiences', a], env);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(join(b, 'there.sql'));
+  });
+
+  it('retire under unset also clears what members who left under an earlier keep still hold', async () => {
+    const dir = audienceDir({ old: `-- @on_exit keep\nSELECT id AS external_id, tier FROM people WHERE active` });
+    await run(f.t.db, dir, { client: client() });
+    await f.t.db.query(`UPDATE people SET active = false WHERE id = 'p1'`);
+    await run(f.t.db, dir, { client: client() }); // p1 left; Braze keeps its tier
+    writeAudiences(dir, { old: `-- @on_exit unset\nSELECT id AS external_id, tier FROM people WHERE active` });
+    await run(f.t.db, dir, { client: client() });
+    rmSync(join(dir, 'old.sql'));
+    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const r = await cli(['retire', 'old', '--audiences', dir], env);
+    expect(r.code, r.stderr).toBe(0);
+    for (const id of ['p1', 'p2']) expect(f.sandbox.profile({ external_id: id })).toEqual({});
+  });
+
+  it('upgrading keeps old update-only sends unverified and records each audience\'s attributes', async () => {
+    const { migrate, loadMigrations } = await import('../src/db/migrate.js');
+    await migrate(f.t.db, 'upgrade_state', undefined, loadMigrations().filter((m) => m.id <= 3));
+    await f.t.db.query(`INSERT INTO upgrade_state.audiences (name, file, identifier, settings) VALUES
+      ('only', '/x/only.sql', 'external_id', '{"updateExistingOnly": true, "onExit": {"kind": "set", "values": {"gone": false}}}'),
+      ('create', '/x/create.sql', 'external_id', '{"updateExistingOnly": false, "onExit": {"kind": "unset"}}')`);
+    await f.t.db.query(`INSERT INTO upgrade_state.snapshots (audience, identifier, member_key, attrs) VALUES
+      ('only', 'external_id', 'a', '{"tier": "x"}'), ('create', 'external_id', 'a', '{"score": 1}')`);
+    await migrate(f.t.db, 'upgrade_state');
+    const snap = await f.t.db.query(`SELECT audience, unverified, present FROM upgrade_state.snapshots ORDER BY audience`);
+    expect(snap.rows).toEqual([
+      { audience: 'create', unverified: false, present: true },
+      { audience: 'only', unverified: true, present: true },
+    ]);
+    const recorded = await f.t.db.query(`SELECT name, attributes FROM upgrade_state.audiences ORDER BY name`);
+    expect(recorded.rows).toEqual([
+      { name: 'create', attributes: ['score'] },
+      { name: 'only', attributes: ['gone', 'tier'] },
+    ]);
   });
 });

@@ -9,6 +9,7 @@
  * - orphans: audiences the state schema holds members for, with no file in the folder. Their
  *   attributes stay in Braze until they are retired, so every run says so.
  */
+import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import { AudienceError, messageOf } from '../errors.js';
 import type { Database } from '../db/pool.js';
@@ -40,17 +41,19 @@ export async function checkAudiences(db: Database, schema: string, dir: string, 
   };
   const files = findAudienceFiles(dir);
   const names = new Set(files.map((f) => basename(f, '.sql')));
+  const known = await knownAudiences(db, schema);
   for (const file of files) {
-    let audience: Audience;
+    const name = basename(file, '.sql');
     try {
-      audience = loadAudience(file);
-      for (const attribute of await attributesOf(db, audience)) claim(attribute, { name: audience.name, file });
+      const audience: Audience = loadAudience(file);
+      for (const attribute of await attributesOf(db, audience)) claim(attribute, { name, file });
     } catch (error) {
-      // A file that does not load or describe fails on its own turn, with its own message.
-      log.debug('skipping an audience in the ownership check', { file, error: messageOf(error) });
+      // A file that does not load or describe fails on its own turn, with its own message; what
+      // it last wrote still belongs to it.
+      log.debug('ownership check: using the attributes last recorded for an audience that does not load', { file, error: messageOf(error) });
+      for (const attribute of known.find((r) => r.name === name)?.attributes ?? []) claim(attribute, { name, file });
     }
   }
-  const known = await knownAudiences(db, schema);
   for (const record of known) {
     if (names.has(record.name)) continue;
     for (const attribute of record.attributes) claim(attribute, { name: record.name, file: record.file });
@@ -61,14 +64,18 @@ export async function checkAudiences(db: Database, schema: string, dir: string, 
     if (list.length < 2) continue;
     for (const owner of list) {
       if (!names.has(owner.name) || refused.has(owner.file)) continue;
-      const others = list.filter((o) => o.name !== owner.name).map((o) => `${o.name} (${o.file}${names.has(o.name) ? '' : ', no file in this folder: retire it with braze-bridge retire ' + o.name})`);
+      const others = list
+        .filter((o) => o.name !== owner.name)
+        .map((o) => `${o.name} (${o.file}${names.has(o.name) || existsSync(o.file) ? '' : ', whose file is gone: retire it with braze-bridge retire ' + o.name})`);
       refused.set(
         owner.file,
         new AudienceError(owner.file, `attribute "${attribute}" is also written by ${others.join(', ')}: one attribute, one owner. Remove it from all but one audience, or rename it with AS`),
       );
     }
   }
-  const orphans = known.filter((r) => !names.has(r.name) && r.rows > 0);
+  // Orphans: their file is gone. An audience synced from another folder sharing this state
+  // schema is live there, not an orphan (its attributes still count for the one-owner rule).
+  const orphans = known.filter((r) => !names.has(r.name) && r.rows > 0 && !existsSync(r.file));
   for (const o of orphans) {
     log.warn(`audience ${o.name} has ${o.members} member(s) in the state schema but no file in ${dir}: its attributes stay in Braze. Restore the file, or run braze-bridge retire ${o.name}`, {
       orphan: o.name,

@@ -19,6 +19,8 @@ export interface DeltaRow {
   identifier: IdentifierKind;
   member_key: string;
   kind: 'new' | 'changed' | 'exited' | 'unchanged';
+  /** The member's profile is not known to exist (sent under @update_existing_only true). */
+  unverified: boolean;
   /** The attributes to send, as JSON text straight from PostgreSQL (never re-serialised). */
   payload: string;
   /** The attribute names in `payload`, separated by U+001F, for the per-attribute counts. */
@@ -33,6 +35,10 @@ export interface DeliveryContext {
   client: TrackClient;
   log: Logger;
   runId: number | null;
+  /** The audience's identifier now: an exit under another identifier may reach an entry's profile. */
+  identifier: IdentifierKind;
+  /** A backfill: confirmed members are marked backfilled, so an interrupted backfill can resume. */
+  backfill?: boolean;
   batchSize: number;
   concurrency: number;
   /** Aborted on SIGTERM/SIGINT: no new batch starts; in-flight ones finish and are recorded. */
@@ -63,6 +69,8 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   const before = { ...client.stats };
   const delivery: Delivery = { updates: 0, perAttribute: {}, failed: 0, requests: 0, retries: 0, rateLimited: 0, stopped: false, heldBack: false };
   let done = 0;
+  /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
+  let crossFailures = 0;
 
   const sendBatch = async (batch: DeltaRow[]) => {
     const { failed } = await client.track(batch.map((r) => attributeJson(audience, r)));
@@ -70,8 +78,17 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
     const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
     const advanced: ConfirmedMember[] = confirmed.map((r) =>
       r.kind === 'exited'
-        ? { identifier: r.identifier, memberKey: r.member_key, attrs: r.new_attrs, rowHash: null, present: false, unverified: false }
-        : { identifier: r.identifier, memberKey: r.member_key, attrs: r.new_attrs, rowHash: r.row_hash, present: true, unverified: audience.updateExistingOnly === true },
+        ? // A member who left keeps its flag: if it comes back unverified, it gets its full set again.
+          { identifier: r.identifier, memberKey: r.member_key, attrs: r.new_attrs, rowHash: null, present: false, unverified: r.unverified, backfilled: false }
+        : {
+            identifier: r.identifier,
+            memberKey: r.member_key,
+            attrs: r.new_attrs,
+            rowHash: r.row_hash,
+            present: true,
+            unverified: audience.updateExistingOnly === true,
+            backfilled: ctx.backfill === true,
+          },
     );
     if (failures.length === 0 && advanced.every((m) => m.attrs !== null)) {
       // The common case is one statement: autocommit saves two round trips per batch.
@@ -84,6 +101,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       });
     }
     delivery.failed += failures.length;
+    crossFailures += [...failed.keys()].filter((i) => batch[i]!.kind === 'exited' && batch[i]!.identifier !== ctx.identifier).length;
     for (const r of confirmed) {
       for (const k of r.keys.split('\x1f')) {
         delivery.perAttribute[k] = (delivery.perAttribute[k] ?? 0) + 1;
@@ -111,10 +129,12 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
 
   // Exits first, all confirmed before any entry or change goes out: when two member keys reach
   // one profile (an @identifier change), the unset of the old key must not land after the set
-  // of the new one. An exit Braze did not confirm holds the entries back until the next run.
+  // of the new one. An exit under another identifier that Braze did not confirm holds the
+  // entries back until the next run; one under the audience's own identifier cannot reach an
+  // entry's profile (a different key of the same kind), so it holds nothing back.
   delivery.abort = await phase('exits');
   if (!delivery.abort && !ctx.stop?.aborted) {
-    if (delivery.failed > 0) {
+    if (crossFailures > 0) {
       delivery.heldBack = true;
       ctx.log.warn('some exits were not confirmed: entries and changes wait for the next run, so they cannot land before an exit of the same profile');
     } else {

@@ -29,7 +29,7 @@ export type SyncMode = 'sync' | 'backfill' | 'plan';
 
 export interface Plan {
   identifier: IdentifierKind;
-  /** Planned counts; `updates` and `perAttribute` are the data points a sync would send. */
+  /** Planned counts; `plannedUpdates` and `plannedPerAttribute` are the data points a sync would send. */
   counts: AudienceCounts;
   /** Members that cannot be sent (validation, duplicate keys, missing identifier), with the reason. */
   failures: MemberFailure[];
@@ -61,7 +61,7 @@ export interface Guardrail {
 export interface PlanOptions {
   /** Planning only: read the snapshot even where the state schema is missing or older. */
   planning: boolean;
-  /** Every member gets its full set (those not confirmed since `backfillSince`). */
+  /** Every member gets its full set (those not backfilled since `backfillSince`). */
   backfill: boolean;
   maxChangeRatio: number;
   minChangeCount: number;
@@ -90,7 +90,7 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const { planning, backfill } = options;
   await materialiseCurrent(conn, audience, buildMemberSql(audience, columns, types, 'q'));
   const snapshots = await snapshotSource(conn, schema, planning);
-  const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? (options.backfillSince ?? new Date()) : null);
+  const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
   await conn.query(candidates.text, candidates.values);
   await conn.query(DUPLICATES_SQL);
   const delta = deltaSql(snapshots, audience, member, backfill);
@@ -115,7 +115,7 @@ function guardrailOf(counts: AudienceCounts, existing: number, audience: Audienc
   const limit = audience.maxChangeRatio ?? options.maxChangeRatio;
   const tripped = existing > 0 && exits + valueChanges >= options.minChangeCount && ratio > limit && !options.force;
   let cause: string | undefined;
-  if (counts.members === 0 && existing > 0) cause = 'the query returned no rows';
+  if (counts.members === 0 && existing > 0) cause = 'the query returned no members (no rows, or no row with an identifier)';
   else if (options.previous && options.previous.file !== audience.file) cause = `the file moved: it was last synced from ${options.previous.file}`;
   else if (options.previous) {
     const removed = options.previous.attributes.filter((a) => !attributes.includes(a));

@@ -47,19 +47,23 @@ export function fillCurrentSql(audience: Audience, member: MemberSql, serverVers
  * bb_cand: rows whose hash differs from the snapshot's (members who left have a NULL hash, so
  * one who comes back always differs), snapshot members gone from the result, members whose
  * profile is not known to exist (sent again in full each run), and with a backfill the members
- * not confirmed since it started. $1 audience, $2 identifier kind, $3 backfill start or NULL.
+ * not backfilled since it started. With `everyone` (retire), every member the audience has in
+ * the snapshot, those who left included. The common statement reads the snapshot's index alone
+ * (key, hash, present, unverified); only a backfill reads the rows.
+ * $1 audience, $2 identifier kind, $3 backfill start (with a backfill).
  */
-export function candidatesSql(snapshots: string, audience: Audience, identifier: string, backfillSince: Date | null): Statement {
+export function candidatesSql(snapshots: string, audience: Audience, identifier: string, options: { backfillSince?: Date; everyone?: boolean } = {}): Statement {
+  const backfill = options.backfillSince !== undefined;
   return {
     text: `CREATE TEMP TABLE bb_cand AS
      SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key", s.present AS "__bb_s_present", s.unverified AS "__bb_s_unverified"
        FROM (SELECT $2::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS c
-       FULL JOIN (SELECT identifier, member_key, row_hash, present, unverified, confirmed_at FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
+       FULL JOIN (SELECT identifier, member_key, row_hash, present, unverified${backfill ? ', backfilled_at' : ''} FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
          ON s.identifier = c."__bb_ident" AND s.member_key = c."__bb_key"
-      WHERE c."__bb_hash" IS DISTINCT FROM s.row_hash
-         OR (s.unverified AND c."__bb_key" IS NOT NULL)
-         OR ($3::timestamptz IS NOT NULL AND c."__bb_key" IS NOT NULL AND (s.confirmed_at IS NULL OR s.confirmed_at < $3::timestamptz))`,
-    values: [audience.name, identifier, backfillSince],
+      WHERE ${options.everyone ? 'true' : `c."__bb_hash" IS DISTINCT FROM s.row_hash
+         OR (s.unverified AND c."__bb_key" IS NOT NULL)${backfill ? `
+         OR (c."__bb_key" IS NOT NULL AND (s.backfilled_at IS NULL OR s.backfilled_at < $3::timestamptz))` : ''}`}`,
+    values: backfill ? [audience.name, identifier, options.backfillSince] : [audience.name, identifier],
   };
 }
 
@@ -87,15 +91,18 @@ export const DUPLICATES_SQL = `CREATE TEMP TABLE bb_dups AS
  * `alters` marks changes that modify or remove a value Braze holds (a new attribute appearing
  * for the first time does not): only those count for the guardrail.
  * $1 audience, $2 full set for everyone (backfill), $3 on_exit kind, $4 on_exit values (JSON)
- * or NULL, $5 the standard profile fields.
+ * or NULL, $5 the standard profile fields, $6 members who left earlier exit again (retire: the
+ * audience's last @on_exit reaches what Braze still holds of them).
  */
-export function deltaSql(snapshots: string, audience: Audience, member: MemberSql, backfill: boolean): Statement {
+export function deltaSql(snapshots: string, audience: Audience, member: MemberSql, backfill: boolean, exitLeftMembers = false): Statement {
   const nullsFor = (attrs: string, where = 'true') => `(SELECT jsonb_object_agg(k, 'null'::jsonb) FROM jsonb_object_keys(${attrs}) AS k WHERE ${where})`;
   return {
     text: `CREATE TEMP TABLE bb_delta AS
      SELECT d.identifier, d.member_key, d.row_hash, d.invalid, d.kind, d.unverified,
             CASE WHEN d.kind = 'exited' THEN
-                   CASE $3 WHEN 'keep' THEN d.old_attrs WHEN 'set' THEN d.old_attrs || $4::jsonb
+                   CASE $3 WHEN 'keep' THEN d.old_attrs
+                        -- Set values are what Braze now holds; a key set to null is held no more.
+                        WHEN 'set' THEN (SELECT jsonb_object_agg(k, v) FROM jsonb_each(d.old_attrs || $4::jsonb) AS e(k, v) WHERE v <> 'null'::jsonb)
                         ELSE (SELECT jsonb_object_agg(k, v) FROM jsonb_each(d.old_attrs) AS e(k, v) WHERE k = ANY($5::text[])) END
                  ELSE d.new_attrs
             END AS new_attrs,
@@ -121,13 +128,13 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
                FROM pg_temp.bb_cand AS h
-              WHERE (h."__bb_key" IS NULL AND h."__bb_s_present") OR h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)
+              WHERE (h."__bb_key" IS NULL AND (h."__bb_s_present" OR $6)) OR h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)
              -- A fence: without it the planner inlines this level and repeats the lookups
              -- and the JSON building once per reference above.
              OFFSET 0
            ) AS j
        ) AS d`,
-    values: [audience.name, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null, [...STANDARD_FIELDS]],
+    values: [audience.name, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null, [...STANDARD_FIELDS], exitLeftMembers],
   };
 }
 
@@ -157,7 +164,7 @@ export const UNSENDABLE_SQL = `SELECT member_key, reason FROM (
  * and what the snapshot becomes once Braze accepts it. No parameters.
  */
 export function deltasToSendSql(phase: 'exits' | 'entries'): string {
-  return `SELECT identifier, member_key, kind, payload::text AS payload, array_to_string(ARRAY(SELECT jsonb_object_keys(payload)), E'\\x1f') AS keys,
+  return `SELECT identifier, member_key, kind, unverified, payload::text AS payload, array_to_string(ARRAY(SELECT jsonb_object_keys(payload)), E'\\x1f') AS keys,
        new_attrs::text AS new_attrs, row_hash::text AS row_hash
   FROM pg_temp.bb_delta WHERE kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND payload IS NOT NULL AND payload <> '{}'::jsonb`;
 }

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { TrackClient } from '../braze/track-client.js';
-import { escapeIdentifier, type Database } from '../db/pool.js';
+import type { Database } from '../db/pool.js';
 import { ConfigError, exitCodeFor, messageOf, outcomeOfError, type Outcome } from '../errors.js';
 import type { Logger } from '../log.js';
 import { releaseAudienceLock, tryAudienceLock } from '../run/run-lock.js';
@@ -18,7 +18,7 @@ import { deliverDeltas, writeBodies } from './deliver-deltas.js';
 import type { MemberSql } from './member-sql.js';
 import { candidatesSql, deltaSql, DUPLICATES_SQL, KIND_COUNTS_SQL, PER_ATTRIBUTE_SQL } from './plan-sql.js';
 import { dropPlanTables } from './plan-deltas.js';
-import { applyWithoutSending, forgetAudience, knownAudiences } from './snapshot-store.js';
+import { applyWithoutSending, forgetAudience, knownAudiences, snapshotSource } from './snapshot-store.js';
 import type { AudienceResult } from './sync-audience.js';
 
 export interface RetireDeps {
@@ -44,8 +44,11 @@ export async function retireAudience(deps: RetireDeps, name: string, options: Re
   const counts = emptyCounts();
   const record = (await knownAudiences(deps.db, deps.schema)).find((a) => a.name === name);
   if (!record) throw new ConfigError([`audience ${name} is not known to state schema ${deps.schema}: nothing to retire (braze-bridge status lists the audiences)`]);
-  const file = join(options.audiencesDir, `${name}.sql`);
-  if (existsSync(file)) throw new ConfigError([`${file} still exists: a retired audience would come back on the next sync. Delete or move the file first`]);
+  // Its file, here or where it was last synced from (another folder sharing this state schema):
+  // an audience whose file exists is live, not retired.
+  for (const file of [join(options.audiencesDir, `${name}.sql`), record.file]) {
+    if (existsSync(file)) throw new ConfigError([`${file} still exists: a retired audience would come back on the next sync. Delete or move the file first`]);
+  }
   const audience: Audience = {
     name,
     file: record.file,
@@ -72,11 +75,13 @@ export async function retireAudience(deps: RetireDeps, name: string, options: Re
       await dropPlanTables(conn);
       await conn.query(`CREATE TEMP TABLE bb_current ("__bb_key" text, "__bb_hash" bigint)`);
       const none: MemberSql = { identifier: record.identifier, key: 'NULL', attrs: 'NULL::jsonb', invalid: 'NULL::text', attributes: [], signature: '', rowHash: () => 'NULL' };
-      const snapshots = `${escapeIdentifier(deps.schema)}.snapshots`;
-      const candidates = candidatesSql(snapshots, audience, record.identifier, null);
+      const snapshots = await snapshotSource(conn, deps.schema, options.dryRun);
+      // Every member, those who left earlier too: under unset they exit again, so whatever Braze
+      // still holds of the audience's custom attributes is cleared before it is forgotten.
+      const candidates = candidatesSql(snapshots, audience, record.identifier, { everyone: true });
       await conn.query(candidates.text, candidates.values);
       await conn.query(DUPLICATES_SQL);
-      const delta = deltaSql(snapshots, audience, none, false);
+      const delta = deltaSql(snapshots, audience, none, false, audience.onExit.kind === 'unset');
       await conn.query(delta.text, delta.values);
       const kinds = await conn.query<{ kind: string; n: string; sendable: string }>(KIND_COUNTS_SQL);
       counts.exited = kinds.rows.reduce((n, k) => n + (k.kind === 'exited' ? Number(k.n) : 0), 0);
@@ -94,7 +99,7 @@ export async function retireAudience(deps: RetireDeps, name: string, options: Re
       await applyWithoutSending(conn, deps.schema, name, id);
       const sent = await deliverDeltas(
         conn,
-        { db: deps.db, schema: deps.schema, client: deps.client!, log, runId: id, batchSize: options.batchSize, concurrency: options.concurrency, stop: deps.stop },
+        { db: deps.db, schema: deps.schema, client: deps.client!, log, runId: id, identifier: record.identifier, batchSize: options.batchSize, concurrency: options.concurrency, stop: deps.stop },
         audience,
         sendable,
       );

@@ -20,6 +20,8 @@ export interface ConfirmedMember {
   present: boolean;
   /** Sent under @update_existing_only true: Braze may have ignored it, so it is sent again. */
   unverified: boolean;
+  /** Its full set was confirmed by a backfill (an interrupted backfill skips it when resuming). */
+  backfilled: boolean;
 }
 
 /**
@@ -34,13 +36,16 @@ export async function advanceSnapshot(db: Queryable, schema: string, audience: s
   if (kept.length > 0) {
     // One jsonb parameter with the attributes spliced in as they came from PostgreSQL: no
     // escaping of large strings in JavaScript, one parse on the server.
-    const rows = kept.map((m) => `{"i":${JSON.stringify(m.identifier)},"k":${JSON.stringify(m.memberKey)},"a":${m.attrs},"h":${m.rowHash ?? 'null'},"p":${m.present},"u":${m.unverified}}`);
+    const rows = kept.map(
+      (m) => `{"i":${JSON.stringify(m.identifier)},"k":${JSON.stringify(m.memberKey)},"a":${m.attrs},"h":${m.rowHash ?? 'null'},"p":${m.present},"u":${m.unverified},"b":${m.backfilled}}`,
+    );
     await db.query(
-      `INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, present, unverified, confirmed_at, confirmed_run)
-       SELECT $1, u.i, u.k, u.a, u.h, u.p, u.u, now(), $3 FROM jsonb_to_recordset($2::jsonb) AS u(i text, k text, a jsonb, h bigint, p boolean, u boolean)
+      `INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, present, unverified, backfilled_at, confirmed_at, confirmed_run)
+       SELECT $1, u.i, u.k, u.a, u.h, u.p, u.u, CASE WHEN u.b THEN now() END, now(), $3
+         FROM jsonb_to_recordset($2::jsonb) AS u(i text, k text, a jsonb, h bigint, p boolean, u boolean, b boolean)
        ON CONFLICT (audience, identifier, member_key)
        DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, present = excluded.present, unverified = excluded.unverified,
-                     confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
+                     backfilled_at = coalesce(excluded.backfilled_at, t.backfilled_at), confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
       [audience, `[${rows.join(',')}]`, runId],
     );
   }
@@ -59,7 +64,7 @@ export async function advanceSnapshot(db: Queryable, schema: string, audience: s
  * whose hash changed but whose values did not. A member who left keeps a row while Braze
  * holds anything this audience wrote.
  */
-export async function applyWithoutSending(conn: Queryable, schema: string, audience: string, runId: number | null): Promise<void> {
+export async function applyWithoutSending(conn: Queryable, schema: string, audience: string, runId: number | null, backfill = false): Promise<void> {
   const s = escapeIdentifier(schema);
   await conn.query(
     `WITH gone AS (
@@ -67,15 +72,17 @@ export async function applyWithoutSending(conn: Queryable, schema: string, audie
         WHERE d.kind = 'exited' AND d.payload IS NULL AND d.new_attrs IS NULL
           AND t.audience = $1 AND t.identifier = d.identifier AND t.member_key = d.member_key
      )
-     INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, present, unverified, confirmed_at, confirmed_run)
-     SELECT $1, identifier, member_key, new_attrs, CASE WHEN kind = 'exited' THEN NULL ELSE row_hash END, kind <> 'exited', false, now(), $2
+     INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, present, unverified, backfilled_at, confirmed_at, confirmed_run)
+     SELECT $1, identifier, member_key, new_attrs, CASE WHEN kind = 'exited' THEN NULL ELSE row_hash END, kind <> 'exited',
+            -- A member who left keeps its flag: if it comes back, it is sent its full set again.
+            kind = 'exited' AND unverified, CASE WHEN $3 AND kind <> 'exited' THEN now() END, now(), $2
        FROM pg_temp.bb_delta
       WHERE ((kind IN ('new', 'changed', 'unchanged') AND new_attrs IS NOT NULL) OR (kind = 'exited' AND new_attrs IS NOT NULL))
         AND (payload IS NULL OR payload = '{}'::jsonb)
      ON CONFLICT (audience, identifier, member_key)
      DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, present = excluded.present, unverified = excluded.unverified,
-                   confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
-    [audience, runId],
+                   backfilled_at = coalesce(excluded.backfilled_at, t.backfilled_at), confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
+    [audience, runId, backfill],
   );
 }
 
@@ -100,14 +107,14 @@ export async function snapshotSource(conn: Connection, schema: string, planning:
   const table = `${escapeIdentifier(schema)}.snapshots`;
   if (!planning) return table;
   const { rows } = await conn.query<{ t: string | null; current: boolean }>(
-    `SELECT to_regclass($1)::text AS t, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'unverified') AS current`,
+    `SELECT to_regclass($1)::text AS t, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'backfilled_at') AS current`,
     [table],
   );
   if (!rows[0]!.t) {
     return `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::jsonb AS attrs, NULL::bigint AS row_hash,
-           NULL::boolean AS present, NULL::boolean AS unverified, NULL::timestamptz AS confirmed_at WHERE false)`;
+           NULL::boolean AS present, NULL::boolean AS unverified, NULL::timestamptz AS backfilled_at WHERE false)`;
   }
-  return rows[0]!.current ? table : `(SELECT audience, identifier, member_key, attrs, row_hash, true AS present, false AS unverified, confirmed_at FROM ${table})`;
+  return rows[0]!.current ? table : `(SELECT audience, identifier, member_key, attrs, row_hash, true AS present, false AS unverified, NULL::timestamptz AS backfilled_at FROM ${table})`;
 }
 
 /** Record the audience's settings and attributes as last loaded (the scheduler, status and the one-owner rule read them). */

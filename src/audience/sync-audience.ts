@@ -5,6 +5,7 @@
  * members Braze accepted, so a run killed at any moment is resumed by the next one sending
  * exactly what was not confirmed.
  */
+import { realpathSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { AbortError, AppError, AudienceError, BrazeHttpError, DatabaseError, exitCodeFor, messageOf, outcomeOfError, type ExitCode, type Outcome } from '../errors.js';
 import type { Database, Queryable } from '../db/pool.js';
@@ -104,7 +105,7 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       const runLog = runId ? log.child({ run: runId }) : log;
 
       const previous = (await knownAudiences(conn, deps.schema)).find((a) => a.name === audience.name);
-      if (previous && previous.file !== audience.file && !options.adopt) {
+      if (previous && !samePath(previous.file, audience.file) && !options.adopt) {
         throw new AudienceError(
           audience.file,
           `audience ${audience.name} was last synced from ${previous.file}; two files must not share one audience's snapshot. If this is the same audience moved, run with --adopt; otherwise rename the file`,
@@ -130,7 +131,6 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
         return result('planned', { guardrail: plan.guardrail });
       }
       const id = runId!;
-      await recordAudience(conn, deps.schema, audience, plan.identifier, plan.attributes);
       await recordFailures(conn, deps.schema, id, audience.name, plan.failures);
       if (plan.guardrail.tripped) throw new AbortError(guardrailMessage(audience, plan.guardrail));
       if (!deps.client) throw new AppError('internal: no Braze client for a sync');
@@ -139,18 +139,33 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
         await finishRun(conn, deps.schema, id, { status: 'interrupted', counts, error });
         return result('interrupted', { runId, guardrail: plan.guardrail, error });
       }
+      // Recorded only now, when the run goes ahead: a run the guardrail stopped must not change
+      // what the next run compares with, nor the @on_exit a retire would apply.
+      await recordAudience(conn, deps.schema, audience, plan.identifier, plan.attributes);
       if (backfill) await startBackfill(conn, deps.schema, audience.name, backfillSince!);
 
       // Members whose change needs no request: recorded now, no proof to wait for.
-      await applyWithoutSending(conn, deps.schema, audience.name, id);
+      await applyWithoutSending(conn, deps.schema, audience.name, id, backfill);
       const sent = await deliverDeltas(
         conn,
-        { db: deps.db, schema: deps.schema, client: deps.client, log: runLog, runId: id, batchSize: options.batchSize, concurrency: options.concurrency, stop: deps.stop, onProgress: deps.onProgress },
+        {
+          db: deps.db,
+          schema: deps.schema,
+          client: deps.client,
+          log: runLog,
+          runId: id,
+          identifier: plan.identifier,
+          backfill,
+          batchSize: options.batchSize,
+          concurrency: options.concurrency,
+          stop: deps.stop,
+          onProgress: deps.onProgress,
+        },
         audience,
         plan.sendable,
       );
       Object.assign(counts, { updates: sent.updates, perAttribute: sent.perAttribute, requests: sent.requests, retries: sent.retries, rateLimited: sent.rateLimited });
-      if (sent.heldBack) runLog.warn('entries and changes held back until every exit is confirmed', { held: plan.sendable - counts.exited });
+
       counts.failed += sent.failed;
 
       if (audience.updateExistingOnly) counts.unverified = await countUnverified(conn, deps.schema, audience.name);
@@ -163,7 +178,8 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
           : sent.heldBack
             ? 'some exits were not confirmed, so entries and changes wait for the next run'
             : undefined;
-      if (backfill && (status === 'succeeded' || status === 'partial')) await finishBackfill(conn, deps.schema, audience.name);
+      // Finished only when every member's full set was confirmed; otherwise the next backfill resumes.
+      if (backfill && status === 'succeeded') await finishBackfill(conn, deps.schema, audience.name);
       await finishRun(conn, deps.schema, id, { status, counts, error: sent.abort || sent.heldBack ? error : undefined });
       runLog.info('finished', { status, updates: counts.updates, failed: counts.failed, requests: counts.requests, unverified: counts.unverified || undefined });
       if (counts.unverified > 0) {
@@ -195,6 +211,16 @@ function guardrailMessage(audience: Audience, g: Guardrail): string {
 /** `@update_existing_only` as given, else Braze's default: false, but aliases and braze ids only ever update. */
 export function updateExistingOnlyFor(audience: Audience, identifier: IdentifierKind): boolean {
   return audience.updateExistingOnly ?? (identifier === 'user_alias' || identifier === 'braze_id');
+}
+
+/** The same file, also through a symbolic link or another spelling of the path. */
+function samePath(a: string, b: string): boolean {
+  if (a === b) return true;
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return false;
+  }
 }
 
 async function databaseNow(conn: Queryable): Promise<Date> {

@@ -1,7 +1,8 @@
 /**
  * Braze's standard profile fields (lower case, case-sensitive): a column named like one writes
  * that field, not a custom attribute. They are never unset by an audience exit: an email or a
- * first name is the person's, not the audience's. (../shared/BRAZE.md, user attributes object.)
+ * first name is the person's, not the audience's. (../shared/BRAZE.md; Braze's user attributes
+ * object page, `_docs/_api/objects_filters/user_attributes_object.md`, lists them.)
  */
 export const STANDARD_FIELDS: ReadonlySet<string> = new Set([
   'first_name',
@@ -22,7 +23,8 @@ export const STANDARD_FIELDS: ReadonlySet<string> = new Set([
   'facebook',
   'twitter',
   'image_url',
-  'marked_email_as_spam_from_ui',
+  'marked_email_as_spam_at',
+  'current_location',
   'email_open_tracking_disabled',
   'email_click_tracking_disabled',
   'push_tokens',

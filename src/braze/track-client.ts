@@ -134,7 +134,13 @@ function allFailed(count: number, reason: string): TrackResult {
  */
 function itemErrors(parsed: { errors?: unknown }, count: number, log: Logger): Map<number, string> {
   const failed = new Map<number, string>();
-  if (!Array.isArray(parsed.errors)) return failed;
+  if (parsed.errors === undefined || parsed.errors === null) return failed;
+  if (!Array.isArray(parsed.errors)) {
+    // errors present but not a list: it may be about any member of the batch.
+    const text = JSON.stringify(parsed.errors).slice(0, 200);
+    log.warn('Braze answered success with errors that are not a list; none of the batch counts as confirmed', { error: text });
+    return allFailed(count, `Braze reported errors it did not attribute to a member (${text}); the batch is sent again next run`).failed;
+  }
   for (const e of parsed.errors) {
     const item = (typeof e === 'object' && e ? e : {}) as { type?: unknown; input_array?: unknown; index?: unknown };
     const index = item.index;

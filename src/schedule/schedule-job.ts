@@ -33,7 +33,15 @@ export async function scheduleJob(config: Readonly<CurrentsConfig & { currentsEv
           runAudiences(
             { db: open.db, schema: config.stateSchema, log, client, stop },
             { dir: config.audiencesDir, names: [audience.name] },
-            { mode: 'sync', batchSize: config.batchSize, concurrency: config.concurrency, maxChangeRatio: config.maxChangeRatio, force: config.force, args: { scheduled: true } },
+            {
+              mode: 'sync',
+              batchSize: config.batchSize,
+              concurrency: config.concurrency,
+              maxChangeRatio: config.maxChangeRatio,
+              minChangeCount: config.minChangeCount,
+              force: config.force,
+              args: { scheduled: true },
+            },
           ),
         syncOutcome,
       );
