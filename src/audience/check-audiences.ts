@@ -17,13 +17,13 @@ import type { Logger } from '../log.js';
 import type { Audience } from '../types.js';
 import { findAudienceFiles, loadAudience } from './load-audience.js';
 import { describeAudience } from './plan-deltas.js';
-import { knownAudiences, type AudienceRecord } from './snapshot-store.js';
+import { countAudienceRows, knownAudiences, type AudienceRecord } from './snapshot-store.js';
 
 export interface AudienceChecks {
   /** Files refused, with the reason. */
   refused: Map<string, AudienceError>;
-  /** Audiences with members in the state schema and no file in the folder. */
-  orphans: AudienceRecord[];
+  /** Audiences with members in the state schema whose file is gone. */
+  orphans: Array<AudienceRecord & { members: number }>;
 }
 
 /** The attributes an audience writes: its columns but the identifier, and its @on_exit keys. */
@@ -75,7 +75,11 @@ export async function checkAudiences(db: Database, schema: string, dir: string, 
   }
   // Orphans: their file is gone. An audience synced from another folder sharing this state
   // schema is live there, not an orphan (its attributes still count for the one-owner rule).
-  const orphans = known.filter((r) => !names.has(r.name) && r.rows > 0 && !existsSync(r.file));
+  const orphans: AudienceChecks['orphans'] = [];
+  for (const record of known.filter((r) => !names.has(r.name) && !existsSync(r.file))) {
+    const count = await countAudienceRows(db, schema, record.name);
+    if (count.rows > 0) orphans.push({ ...record, members: count.members });
+  }
   for (const o of orphans) {
     log.warn(`audience ${o.name} has ${o.members} member(s) in the state schema but no file in ${dir}: its attributes stay in Braze. Restore the file, or run braze-bridge retire ${o.name}`, {
       orphan: o.name,

@@ -141,24 +141,19 @@ export interface AudienceRecord {
   settings: { onExit?: Audience['onExit']; updateExistingOnly?: boolean };
   attributes: string[];
   backfillStartedAt: Date | null;
-  /** Members in the snapshot: present, and all rows (those who left but of whom Braze holds something). */
-  members: number;
-  rows: number;
 }
 
 /**
- * Every audience the state schema knows, from the audiences table and the snapshot. Tolerates a
- * schema that is missing or was migrated by an older braze-bridge (planning migrates nothing).
+ * Every audience the state schema knows, from the audiences table (one row per audience, read
+ * each run: the snapshot itself is not scanned). Tolerates a schema that is missing or was
+ * migrated by an older braze-bridge (planning migrates nothing).
  */
 export async function knownAudiences(db: Queryable, schema: string): Promise<AudienceRecord[]> {
   const s = escapeIdentifier(schema);
   const { rows: exists } = await db.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [`${s}.audiences`]);
   if (!exists[0]!.t) return [];
-  const { rows } = await db.query<{ name: string; file: string; identifier: IdentifierKind; settings: AudienceRecord['settings']; a: Record<string, unknown>; members: string; total: string }>(
-    `SELECT a.name, a.file, a.identifier, a.settings, to_jsonb(a) AS a,
-            (SELECT count(*) FROM ${s}.snapshots sn WHERE sn.audience = a.name AND coalesce((to_jsonb(sn) ->> 'present')::boolean, true)) AS members,
-            (SELECT count(*) FROM ${s}.snapshots sn WHERE sn.audience = a.name) AS total
-       FROM ${s}.audiences a ORDER BY a.name`,
+  const { rows } = await db.query<{ name: string; file: string; identifier: IdentifierKind; settings: AudienceRecord['settings']; a: Record<string, unknown> }>(
+    `SELECT a.name, a.file, a.identifier, a.settings, to_jsonb(a) AS a FROM ${s}.audiences a ORDER BY a.name`,
   );
   return rows.map((r) => ({
     name: r.name,
@@ -167,9 +162,19 @@ export async function knownAudiences(db: Queryable, schema: string): Promise<Aud
     settings: r.settings,
     attributes: Array.isArray(r.a.attributes) ? (r.a.attributes as string[]) : [],
     backfillStartedAt: typeof r.a.backfill_started_at === 'string' ? new Date(r.a.backfill_started_at) : null,
-    members: Number(r.members),
-    rows: Number(r.total),
   }));
+}
+
+/** An audience's rows in the snapshot: members present, and all (those who left but of whom Braze holds something). */
+export async function countAudienceRows(db: Queryable, schema: string, audience: string): Promise<{ members: number; rows: number }> {
+  const table = `${escapeIdentifier(schema)}.snapshots`;
+  // A schema an older braze-bridge migrated (planning migrates nothing) has no `present` yet.
+  const { rows: cols } = await db.query<{ current: boolean }>(`SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'present') AS current`, [table]);
+  const { rows } = await db.query<{ members: string; total: string }>(
+    `SELECT count(*) FILTER (WHERE ${cols[0]!.current ? 'present' : 'true'}) AS members, count(*) AS total FROM ${table} WHERE audience = $1`,
+    [audience],
+  );
+  return { members: Number(rows[0]!.members), rows: Number(rows[0]!.total) };
 }
 
 /** Mark a backfill started at `since`, unless an unfinished one (started earlier) is being resumed. */
