@@ -34,6 +34,8 @@ describe('the settings table and the docs', () => {
     ['--max-attempts', String(DEFAULTS.maxAttempts)],
     ['--max-change-ratio', String(DEFAULTS.maxChangeRatio)],
     ['--min-change-count', String(DEFAULTS.minChangeCount)],
+    ['--statement-timeout', `${DEFAULTS.statementTimeoutSeconds} s`],
+    ['--max-array-length', String(DEFAULTS.maxArrayLength)],
     ['--keep-days', `default ${DEFAULTS.keepDays}`],
     ['--notify-failed-ratio', `default ${DEFAULTS.notifyFailedRatio}`],
     ['--shutdown-timeout', `default ${DEFAULTS.shutdownTimeoutSeconds} s`],

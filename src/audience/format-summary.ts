@@ -53,6 +53,9 @@ export function formatSummary(summary: RunSummary): string {
     if (a.counts.unverified > 0) {
       out.push(`  ${a.audience}: ${a.counts.unverified} member(s) sent under @update_existing_only true are not known to exist in Braze; they are sent again each run`);
     }
+    for (const f of (a.failureReasons ?? []).slice(0, 10)) {
+      out.push(`  ${a.audience}: ${f.count} member(s) cannot be sent: ${f.reason}${f.examples.length ? ` (e.g. ${f.examples.join(', ')})` : ''}`);
+    }
     const perAttribute = planning ? a.counts.plannedPerAttribute : {};
     if (Object.keys(perAttribute).length > 0) {
       out.push(`  ${a.audience} data points per attribute: ${Object.entries(perAttribute).map(([k, n]) => `${k}=${n}`).join(', ')}`);

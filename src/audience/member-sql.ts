@@ -54,9 +54,18 @@ const SCALAR_KINDS: Record<string, AttributeKind> = {
   json: 'object',
   jsonb: 'object',
 };
-/** Names that Braze reads as something other than an attribute. */
-const RESERVED = new Set(['external_id', 'braze_id', 'user_alias', '_update_existing_only', '_merge_objects']);
+/** Names that Braze reads as something other than an attribute: identifiers and control keys. */
+const RESERVED = new Set(['external_id', 'braze_id', 'user_alias', '_update_existing_only', '_merge_objects', 'push_token_import', 'update_existing_only', 'app_id']);
+/** Braze's identifier precedence: an object is matched by the first of these it carries. */
+const PRECEDENCE: readonly string[] = ['external_id', 'braze_id', 'user_alias', 'email', 'phone'];
 const MAX_SAFE = '9007199254740991';
+/** Keys Braze reads as operations on the attribute rather than as the value. */
+const OPERATION_KEYS = ['inc', 'add', 'remove', '$add', '$remove', '$update', '$identifier_key', '$identifier_value', '$new_object'];
+
+export interface MemberSqlOptions {
+  /** Items an array attribute may hold (Braze keeps 25 by default, up to 100 when raised). */
+  maxArrayLength?: number;
+}
 
 /** Look up the types of the result columns, resolving domains to their base types. */
 export async function resolveTypes(db: Queryable, oids: number[]): Promise<Map<number, PgType>> {
@@ -76,7 +85,8 @@ export async function resolveTypes(db: Queryable, oids: number[]): Promise<Map<n
 /**
  * @param alias the name the expressions use for the row holding the audience's columns
  */
-export function buildMemberSql(audience: Audience, columns: Array<{ name: string; typeOid: number }>, types: Map<number, PgType>, alias = 'q'): MemberSql {
+export function buildMemberSql(audience: Audience, columns: Array<{ name: string; typeOid: number }>, types: Map<number, PgType>, alias = 'q', options: MemberSqlOptions = {}): MemberSql {
+  const maxArray = options.maxArrayLength ?? 25;
   const fail = (detail: string): never => {
     throw new AudienceError(audience.file, detail);
   };
@@ -94,11 +104,18 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     fail(`no identifier column: name one column external_id, braze_id, email or phone (or alias_name and alias_label), or set -- @identifier`);
   const idColumns = identifier === 'user_alias' ? ['alias_name', 'alias_label'] : [identifier];
   for (const c of idColumns) if (!names.includes(c)) fail(`@identifier ${identifier} needs a column named ${c}`);
+  // A column named like an identifier Braze matches before the audience's own would send the
+  // update to another profile (with both, email wins over phone).
+  for (const higher of PRECEDENCE.slice(0, PRECEDENCE.indexOf(identifier))) {
+    if (names.includes(higher) && higher !== 'user_alias') {
+      fail(`column "${higher}" would make Braze match profiles by ${higher} instead of this audience's @identifier ${identifier}: rename it with AS, or make it the @identifier`);
+    }
+  }
 
   const col = (n: string) => `${alias}.${escapeIdentifier(n)}`;
   const key =
     identifier === 'user_alias'
-      ? `CASE WHEN ${col('alias_name')} IS NULL OR ${col('alias_label')} IS NULL THEN NULL ELSE jsonb_build_array(${col('alias_name')}::text, ${col('alias_label')}::text)::text END`
+      ? `CASE WHEN ${col('alias_name')} IS NULL OR ${col('alias_label')} IS NULL OR ${col('alias_name')}::text = '' OR ${col('alias_label')}::text = '' THEN NULL ELSE jsonb_build_array(${col('alias_name')}::text, ${col('alias_label')}::text)::text END`
       : `NULLIF(${col(identifier)}::text, '')`;
 
   const hashed: string[] = [];
@@ -106,6 +123,15 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
   const objects: string[] = [];
   const checks: string[] = [];
   const attributes: MemberSql['attributes'] = [];
+  // The identifier itself: Braze would match a padded or malformed one to no profile, or the wrong one.
+  const idCheck = (cond: string, why: string) => checks.push(`CASE WHEN ${cond} THEN ${sqlString(why)} END`);
+  for (const c of idColumns) {
+    const v = `${col(c)}::text`;
+    idCheck(`${v} <> '' AND btrim(${v}, E' \\t\\r\\n') = ''`, `${c}: the identifier is only whitespace`);
+    idCheck(`btrim(${v}, E' \\t\\r\\n') <> '' AND btrim(${v}, E' \\t\\r\\n') <> ${v}`, `${c}: the identifier has leading or trailing whitespace`);
+  }
+  if (identifier === 'email') idCheck(`${col('email')}::text !~ '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$'`, 'email: not an email address');
+  if (identifier === 'phone') idCheck(`${col('phone')}::text !~ '^\\+[1-9][0-9]{6,14}$'`, 'phone: not a phone number in E.164 form (+ and 7 to 15 digits)');
   for (const c of columns) {
     if (idColumns.includes(c.name)) continue;
     if (RESERVED.has(c.name)) fail(`column "${c.name}" is reserved by Braze as an identifier or flag: rename it with AS, or make it the @identifier`);
@@ -123,41 +149,65 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         break;
       case 'bigint':
         plain.push(label, `to_jsonb(${v})`);
-        check(`abs(${v}) > ${MAX_SAFE}`, 'bigint beyond 2^53 cannot be sent as an exact JSON number (cast it to text)');
+        // Compared, not abs(): abs() of the smallest bigint overflows and would fail the whole audience.
+        check(`${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`, 'integer beyond ±2^53 cannot be sent as an exact JSON number (cast it to text)');
         break;
       case 'number':
         plain.push(label, `to_jsonb(${v})`);
         check(`${v}::text IN ('NaN', 'Infinity', '-Infinity')`, 'NaN or infinity is not a JSON number');
+        // numeric holds more than a double: beyond ±2^53 Braze would round it. real and double
+        // precision are doubles already and arrive as they are.
+        if (baseTypeName(c.typeOid, types) === 'numeric') {
+          check(`${v}::text NOT IN ('NaN', 'Infinity', '-Infinity') AND (${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE})`, 'number beyond ±2^53 cannot be sent exactly (cast it to text)');
+        }
         break;
       case 'string':
         plain.push(label, `to_jsonb(${v}::text)`);
-        check(`char_length(${v}::text) > 255`, 'longer than 255 characters (Braze limit for strings)');
+        check(`${utf16Length(`${v}::text`)} > 255`, 'longer than 255 characters as Braze counts them (UTF-16 code units)');
         break;
       case 'date':
         plain.push(label, `to_jsonb(to_char(${v}, 'YYYY-MM-DD'))`);
         check(`NOT isfinite(${v})`, 'infinite date');
+        check(`isfinite(${v}) AND (${v} < date '0001-01-01' OR ${v} > date '3000-12-31')`, 'year outside 0001–3000 (Braze would store it as a string, or lose the era)');
         break;
       case 'timestamp':
-        plain.push(label, `to_jsonb(to_char(${v}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`);
+      case 'timestamptz': {
+        const utc = kind === 'timestamptz' ? `(${v} AT TIME ZONE 'UTC')` : v;
+        plain.push(label, `to_jsonb(to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`);
         check(`NOT isfinite(${v})`, 'infinite timestamp');
+        check(`isfinite(${v}) AND (${utc} < timestamp '0001-01-01' OR ${utc} >= timestamp '3001-01-01')`, 'year outside 0001–3000 (Braze would store it as a string, or lose the era)');
         break;
-      case 'timestamptz':
-        plain.push(label, `to_jsonb(to_char(${v} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`);
-        check(`NOT isfinite(${v})`, 'infinite timestamp');
-        break;
+      }
       case 'string_array':
         plain.push(label, `to_jsonb(${v}::text[])`);
         check(`array_ndims(${v}) > 1`, 'multi-dimensional array (Braze arrays hold strings)');
-        check(`array_position(${v}::text[], NULL) IS NOT NULL`, 'array contains NULL');
-        check(`EXISTS (SELECT 1 FROM unnest(${v}::text[]) AS e(s) WHERE char_length(e.s) > 255)`, 'array element longer than 255 characters');
+        // Each check guards itself: array_position fails outright on a multi-dimensional array.
+        check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE array_position(${v}::text[], NULL) IS NOT NULL END`, 'array contains NULL');
+        check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE cardinality(${v}) > ${maxArray} END`, `array longer than ${maxArray} items (--max-array-length; Braze keeps no more)`);
+        check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE EXISTS (SELECT 1 FROM unnest(${v}::text[]) AS e(s) WHERE ${utf16Length('e.s')} > 255) END`, 'array element longer than 255 characters');
         break;
-      case 'object':
+      case 'object': {
         // Kept apart from jsonb_strip_nulls, which would also drop NULLs nested inside the object.
         objects.push(`CASE WHEN ${v} IS NULL OR jsonb_typeof(${v}::jsonb) = 'null' THEN '{}'::jsonb ELSE jsonb_build_object(${label}, ${v}::jsonb) END`);
+        const isObject = `jsonb_typeof(${v}::jsonb) = 'object'`;
         check(`jsonb_typeof(${v}::jsonb) NOT IN ('object', 'null')`, 'JSON value is not an object (nested attributes are objects)');
         check(`octet_length(${v}::text) > 102400`, 'JSON object larger than 100 KB (Braze limit)');
+        check(
+          `CASE WHEN ${isObject} THEN ${v}::jsonb ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] ELSE false END`,
+          'JSON object has a key Braze reads as an operation (inc, add, remove, $add, …), not as a value',
+        );
+        check(
+          `CASE WHEN ${isObject} THEN jsonb_path_exists(${v}::jsonb, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "[ .$]" && @.key != "$time")') ELSE false END`,
+          'nested key with a space, "." or "$" (Braze refuses them)',
+        );
+        check(
+          `CASE WHEN ${isObject} THEN jsonb_path_exists(${v}::jsonb, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key.size() > 255)') ELSE false END`,
+          'nested key longer than 255 characters',
+        );
         break;
+      }
     }
+    standardFieldCheck(c.name, kind, v, check, (why) => fail(`column "${c.name}" is a Braze standard field: ${why}`));
   }
   // jsonb_build_object takes at most 100 arguments: build in chunks of 50 attributes.
   const parts: string[] = [];
@@ -175,6 +225,12 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         : // Before PostgreSQL 14: the row's text (exact: extra_float_digits is raised while it runs).
           `('x' || left(md5($1 || ROW(${hashed.join(', ')})::text), 16))::bit(64)::bigint`;
   return { identifier, key, attrs, invalid, attributes, signature, rowHash };
+}
+
+function baseTypeName(oid: number, types: Map<number, PgType>): string | undefined {
+  let t = types.get(oid);
+  while (t && t.typtype === 'd') t = types.get(t.typbasetype);
+  return t?.typname;
 }
 
 function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>, file: string): AttributeKind {
@@ -198,6 +254,57 @@ function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>
     return unsupported(`${e?.typname ?? 'unknown'}[]`);
   }
   return unsupported(t.typname);
+}
+
+/** A string's length as Braze counts it: UTF-16 code units, so a character beyond U+FFFF counts 2. */
+function utf16Length(text: string): string {
+  return `(char_length(${text}) + char_length(regexp_replace(${text}, '[\\u0001-\\uffff]', '', 'g')))`;
+}
+
+/**
+ * Standard profile fields in their documented formats: a value in another one is stored wrong
+ * or dropped by Braze without a word. (Braze's user attributes object page.)
+ */
+function standardFieldCheck(name: string, kind: AttributeKind, v: string, check: (cond: string, why: string) => void, wrongType: (why: string) => never): void {
+  const text = `${v}::text`;
+  const pattern = (re: string, why: string) => (kind === 'string' ? check(`${text} !~ ${sqlString(re)}`, why) : wrongType(`cast it to text (${why})`));
+  switch (name) {
+    case 'dob':
+      if (kind !== 'date') pattern('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', 'dob is a date, YYYY-MM-DD');
+      break;
+    case 'gender':
+      pattern('^[MFONP]$', 'gender is one of M, F, O, N, P');
+      break;
+    case 'country':
+      pattern('^[A-Z]{2}$', 'country is an ISO 3166-1 alpha-2 code such as DE');
+      break;
+    case 'language':
+      pattern('^[a-z]{2}$', 'language is an ISO 639-1 code such as de');
+      break;
+    case 'email_subscribe':
+    case 'push_subscribe':
+      pattern('^(opted_in|unsubscribed|subscribed)$', `${name} is opted_in, unsubscribed or subscribed`);
+      break;
+    case 'email':
+      pattern('^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$', 'email is an email address');
+      break;
+    case 'phone':
+      pattern('^\\+[1-9][0-9]{6,14}$', 'phone is in E.164 form (+ and 7 to 15 digits)');
+      break;
+    case 'time_zone':
+      if (kind === 'string') check(`NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = ${text})`, 'time_zone is an IANA time zone such as Europe/Berlin');
+      else wrongType('cast it to text (an IANA time zone such as Europe/Berlin)');
+      break;
+    case 'email_open_tracking_disabled':
+    case 'email_click_tracking_disabled':
+      if (kind !== 'boolean') wrongType('it must be boolean');
+      break;
+    case 'date_of_first_session':
+    case 'date_of_last_session':
+    case 'marked_email_as_spam_at':
+      if (kind !== 'timestamp' && kind !== 'timestamptz' && kind !== 'date') wrongType('it must be a date or timestamp');
+      break;
+  }
 }
 
 function sqlString(s: string): string {

@@ -16,7 +16,7 @@ import {
   describeSql,
   DROP_PLAN_TABLES,
   deltaSql,
-  DUPLICATES_SQL,
+  duplicatesSql,
   fillCurrentSql,
   KEY_COUNTS_SQL,
   KIND_COUNTS_SQL,
@@ -70,29 +70,52 @@ export interface PlanOptions {
   backfillSince?: Date | null;
   /** What the audience looked like when it last ran: its file and its attributes. */
   previous?: { file: string; attributes: string[] };
+  /** How long the audience's query may run (describe and materialise each). */
+  statementTimeoutMs?: number;
+  maxArrayLength?: number;
 }
 
-/** Resolve the audience's columns and build its member SQL; validates the file before anything runs. */
-export async function describeAudience(db: Database, conn: Queryable, audience: Audience): Promise<{ member: MemberSql; columns: Array<{ name: string; typeOid: number }>; types: Awaited<ReturnType<typeof resolveTypes>> }> {
-  let columns;
+export interface DescribeOptions {
+  statementTimeoutMs?: number;
+  maxArrayLength?: number;
+}
+
+type Column = { name: string; typeOid: number; typmod: number };
+
+/**
+ * Resolve the audience's columns and build its member SQL; validates the file before anything
+ * runs. The query is planned, never run, read-only, as one statement (pool.describe).
+ */
+export async function describeAudience(
+  db: Database,
+  conn: Queryable,
+  audience: Audience,
+  options: DescribeOptions = {},
+): Promise<{ member: MemberSql; columns: Column[]; types: Awaited<ReturnType<typeof resolveTypes>> }> {
+  let described;
   try {
-    columns = await db.describe(describeSql(audience));
+    described = await db.describe(describeSql(audience), { statementTimeoutMs: options.statementTimeoutMs });
   } catch (error) {
     throw queryError(error, audience, DESCRIBE_PREFIX.length);
   }
+  // PostgreSQL cuts a longer column name to 63 bytes with only a notice: the attribute would
+  // reach Braze under a name nobody wrote.
+  const truncated = described.notices.find((n) => /will be truncated to/.test(n));
+  if (truncated) throw new AudienceError(audience.file, `a column name is longer than PostgreSQL's 63 bytes (${truncated}): shorten it with AS`);
+  const columns = described.columns;
   const types = await resolveTypes(conn, columns.map((c) => c.typeOid));
   // Expressions over the materialised row `h`; validated here, before anything runs.
-  return { member: buildMemberSql(audience, columns, types, 'h'), columns, types };
+  return { member: buildMemberSql(audience, columns, types, 'h', { maxArrayLength: options.maxArrayLength }), columns, types };
 }
 
 export async function planDeltas(db: Database, conn: Connection, schema: string, audience: Audience, options: PlanOptions): Promise<Plan> {
-  const { member, columns, types } = await describeAudience(db, conn, audience);
+  const { member, columns, types } = await describeAudience(db, conn, audience, options);
   const { planning, backfill } = options;
-  await materialiseCurrent(conn, audience, buildMemberSql(audience, columns, types, 'q'));
+  await materialiseCurrent(conn, audience, columns, buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength }), options.statementTimeoutMs);
   const snapshots = await snapshotSource(conn, schema, planning);
   const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
   await conn.query(candidates.text, candidates.values);
-  await conn.query(DUPLICATES_SQL);
+  await conn.query(duplicatesSql(member.identifier));
   const delta = deltaSql(snapshots, audience, member, backfill);
   await conn.query(delta.text, delta.values);
 
@@ -134,14 +157,22 @@ export async function dropPlanTables(conn: Connection): Promise<void> {
  * row's attribute values (seeded with the column signature), and the row's own columns. JSON
  * is built later, and only for rows whose hash differs from the snapshot's.
  */
-async function materialiseCurrent(conn: Connection, audience: Audience, member: MemberSql): Promise<void> {
+async function materialiseCurrent(conn: Connection, audience: Audience, columns: Column[], member: MemberSql, statementTimeoutMs?: number): Promise<void> {
   await conn.query(DROP_PLAN_TABLES);
   const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
-  await conn.query(createCurrentSql(audience));
+  // The table is made from the described column types: the audience's text never reaches a
+  // statement outside the read-only transaction below.
+  const { rows: typeNames } = await conn.query<{ t: string }>(
+    'SELECT format_type(o, m) AS t FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS u(o, m, i) ORDER BY i',
+    [columns.map((c) => c.typeOid), columns.map((c) => c.typmod)],
+  );
+  await conn.query(createCurrentSql(columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t }))));
   const fill = fillCurrentSql(audience, member, version);
   // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
+  // The statement has parameters, so it goes through the extended protocol: one statement only.
   await conn.query('BEGIN READ ONLY');
   try {
+    if (statementTimeoutMs) await conn.query(`SELECT set_config('statement_timeout', $1, true)`, [String(statementTimeoutMs)]);
     // Exact float text in the row hash on every server version (lossy text could hide a change).
     await conn.query('SET LOCAL extra_float_digits = 3');
     await conn.query(fill.text, fill.values);
@@ -179,11 +210,15 @@ async function summarise(conn: Connection, identifier: IdentifierKind): Promise<
   return { counts, failures, sendable };
 }
 
-/** A PostgreSQL error in the audience query, pointed at the file's line. */
+/**
+ * A PostgreSQL error in the audience query, pointed at the file's line, without the values it
+ * may quote (`invalid input syntax for type integer: "ann@example.com"`): errors reach logs,
+ * the run history and the notify webhook, and people's data must not.
+ */
 function queryError(error: unknown, audience: Audience, prefixLength: number): unknown {
   if (!(error instanceof DatabaseError)) return error;
   let line: number | undefined;
-  let detail = error.message;
+  let detail = withoutValues(error.message, error.code);
   if (error.position !== undefined) {
     const offset = error.position - 1 - prefixLength;
     if (offset >= 0 && offset <= audience.sql.length) {
@@ -192,5 +227,13 @@ function queryError(error: unknown, audience: Audience, prefixLength: number): u
     }
   }
   if (error.code === '25006') detail = `the query tries to write (${error.message}); audience queries run read-only`;
+  if (error.code === '57014') detail = `the query ran longer than --statement-timeout and was cancelled`;
+  if (error.code === '42601' && /multiple commands/.test(error.message)) detail = 'more than one statement: an audience file holds exactly one SELECT';
   return new AudienceError(audience.file, detail, line, { cause: error });
+}
+
+/** A server message with any quoted value replaced: data exceptions quote the offending value. */
+export function withoutValues(message: string, code: string | undefined): string {
+  if (!code || !/^(22|23)/.test(code)) return message;
+  return message.replace(/"(?:[^"]|"")*"/g, '"…"').replace(/'(?:[^']|'')*'/g, "'…'");
 }

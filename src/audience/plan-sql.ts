@@ -14,6 +14,7 @@
  */
 import type { Audience } from '../types.js';
 import type { MemberSql } from './member-sql.js';
+import { escapeIdentifier } from '../db/pool.js';
 import { STANDARD_FIELDS } from '../braze/standard-fields.js';
 
 export interface Statement {
@@ -29,9 +30,10 @@ export function describeSql(audience: Audience): string {
   return `${DESCRIBE_PREFIX}${audience.sql}\n) AS q LIMIT 0`;
 }
 
-/** bb_current's shape, from the query's column types; WITH NO DATA plans the query but does not run it. No parameters. */
-export function createCurrentSql(audience: Audience): string {
-  return `CREATE TEMP TABLE bb_current AS SELECT NULL::text AS "__bb_key", NULL::bigint AS "__bb_hash", q.* FROM (\n${audience.sql}\n) AS q WITH NO DATA`;
+/** bb_current's shape, from the described column names and types (never the audience's text). No parameters. */
+export function createCurrentSql(columns: Array<{ name: string; type: string }>): string {
+  const defs = columns.map((c) => `${escapeIdentifier(c.name)} ${c.type}`);
+  return `CREATE TEMP TABLE bb_current ("__bb_key" text, "__bb_hash" bigint${defs.map((d) => `, ${d}`).join('')})`;
 }
 
 /**
@@ -68,13 +70,20 @@ export function candidatesSql(snapshots: string, audience: Audience, identifier:
 }
 
 /**
- * bb_dups: two rows for one member; we cannot know which is right, so neither is sent. Only
- * candidate keys can change anything, so only those are counted (identical copies of an
- * unchanged member change nothing). No parameters.
+ * bb_dups: two rows for one member; we cannot know which is right, so neither is sent. Emails
+ * are one member whatever their case (Braze matches them so). Only candidate keys can change
+ * anything, so only those are counted (identical copies of an unchanged member change nothing).
+ * One row per result row in a duplicated group. No parameters.
  */
-export const DUPLICATES_SQL = `CREATE TEMP TABLE bb_dups AS
-     SELECT "__bb_key" AS member_key, count(*) AS n FROM pg_temp.bb_current
-      WHERE "__bb_key" IN (SELECT "__bb_key" FROM pg_temp.bb_cand) GROUP BY 1 HAVING count(*) > 1`;
+export function duplicatesSql(identifier: string): string {
+  const norm = (key: string) => (identifier === 'email' ? `lower(${key})` : key);
+  return `CREATE TEMP TABLE bb_dups AS
+     SELECT member_key, grp, n FROM (
+       SELECT "__bb_key" AS member_key, ${norm('"__bb_key"')} AS grp, count(*) OVER (PARTITION BY ${norm('"__bb_key"')}) AS n
+         FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL
+          AND ${norm('"__bb_key"')} IN (SELECT ${norm('c."__bb_key"')} FROM pg_temp.bb_cand AS c WHERE c."__bb_key" IS NOT NULL)
+     ) AS d WHERE n > 1`;
+}
 
 /**
  * bb_delta, for candidates only: the Braze JSON, the validation, the comparison, the payload,
@@ -146,7 +155,7 @@ export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHE
 /** Rows without a key, rows with one, and duplicated keys and their rows. No parameters. */
 export const KEY_COUNTS_SQL = `SELECT (SELECT count(*) FROM pg_temp.bb_current WHERE "__bb_key" IS NULL) AS nulls,
             (SELECT count(*) FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS keyed,
-            (SELECT count(*) FROM pg_temp.bb_dups) AS dup_keys, (SELECT coalesce(sum(n), 0) FROM pg_temp.bb_dups) AS dup_rows`;
+            (SELECT count(DISTINCT grp) FROM pg_temp.bb_dups) AS dup_keys, (SELECT count(*) FROM pg_temp.bb_dups) AS dup_rows`;
 
 /** Data points per attribute in the planned payloads. No parameters. */
 export const PER_ATTRIBUTE_SQL = `SELECT k, count(*) AS n FROM pg_temp.bb_delta, jsonb_object_keys(payload) AS k WHERE payload IS NOT NULL GROUP BY k ORDER BY k`;
@@ -155,7 +164,11 @@ export const PER_ATTRIBUTE_SQL = `SELECT k, count(*) AS n FROM pg_temp.bb_delta,
 export const UNSENDABLE_SQL = `SELECT member_key, reason FROM (
        SELECT DISTINCT ON (member_key) member_key, invalid AS reason FROM pg_temp.bb_delta WHERE kind = 'invalid' ORDER BY member_key
      ) AS i
-     UNION ALL SELECT member_key, 'identifier appears in ' || n || ' rows of the result' FROM pg_temp.bb_dups`;
+     UNION ALL SELECT * FROM (
+       SELECT DISTINCT ON (d.grp) d.member_key,
+              'identifier appears in ' || d.n || ' rows of the result'
+              || CASE WHEN EXISTS (SELECT 1 FROM pg_temp.bb_dups AS o WHERE o.grp = d.grp AND o.member_key <> d.member_key) THEN ' (differing only in case)' ELSE '' END
+         FROM pg_temp.bb_dups AS d ORDER BY d.grp, d.member_key) AS g`;
 
 /**
  * The deltas that need a request, exits or the rest (exits go first: every exit is confirmed

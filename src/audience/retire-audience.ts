@@ -16,7 +16,7 @@ import { abandonStaleRuns, finishRun, startRun } from '../run/run-store.js';
 import { emptyCounts, type Audience } from '../types.js';
 import { deliverDeltas, writeBodies } from './deliver-deltas.js';
 import type { MemberSql } from './member-sql.js';
-import { candidatesSql, deltaSql, DUPLICATES_SQL, KIND_COUNTS_SQL, PER_ATTRIBUTE_SQL } from './plan-sql.js';
+import { candidatesSql, deltaSql, duplicatesSql, KIND_COUNTS_SQL, PER_ATTRIBUTE_SQL } from './plan-sql.js';
 import { dropPlanTables } from './plan-deltas.js';
 import { applyWithoutSending, forgetAudience, knownAudiences, snapshotSource } from './snapshot-store.js';
 import type { AudienceResult } from './sync-audience.js';
@@ -80,7 +80,7 @@ export async function retireAudience(deps: RetireDeps, name: string, options: Re
       // still holds of the audience's custom attributes is cleared before it is forgotten.
       const candidates = candidatesSql(snapshots, audience, record.identifier, { everyone: true });
       await conn.query(candidates.text, candidates.values);
-      await conn.query(DUPLICATES_SQL);
+      await conn.query(duplicatesSql(record.identifier));
       const delta = deltaSql(snapshots, audience, none, false, audience.onExit.kind === 'unset');
       await conn.query(delta.text, delta.values);
       const kinds = await conn.query<{ kind: string; n: string; sendable: string }>(KIND_COUNTS_SQL);

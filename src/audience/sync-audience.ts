@@ -11,12 +11,12 @@ import { AbortError, AppError, AudienceError, BrazeHttpError, DatabaseError, exi
 import type { Database, Queryable } from '../db/pool.js';
 import type { Logger } from '../log.js';
 import type { TrackClient } from '../braze/track-client.js';
-import { abandonStaleRuns, finishRun, recordFailures, startRun } from '../run/run-store.js';
+import { abandonStaleRuns, finishRun, recordFailures, startRun, type MemberFailure } from '../run/run-store.js';
 import { releaseAudienceLock, tryAudienceLock } from '../run/run-lock.js';
 import { DEFAULTS } from '../config/environment.js';
 import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
 import { deliverDeltas, writeBodies } from './deliver-deltas.js';
-import { dropPlanTables, planDeltas, type Guardrail, type Plan, type SyncMode } from './plan-deltas.js';
+import { dropPlanTables, planDeltas, withoutValues, type Guardrail, type Plan, type SyncMode } from './plan-deltas.js';
 import { applyWithoutSending, countUnverified, finishBackfill, knownAudiences, recordAudience, startBackfill } from './snapshot-store.js';
 
 export type { SyncMode } from './plan-deltas.js';
@@ -46,6 +46,10 @@ export interface SyncOptions {
   force: boolean;
   /** The file is the audience last synced from another path (moved or renamed folder). */
   adopt?: boolean;
+  /** How long the audience's query may run. */
+  statementTimeoutMs?: number;
+  /** Items an array attribute may hold. */
+  maxArrayLength?: number;
   /** When planning: where to write the exact request bodies, one JSON object per line. */
   out?: Writable;
   /** Recorded in the run history (never secrets). */
@@ -65,6 +69,8 @@ export interface AudienceResult {
   fatal?: boolean;
   /** Share of existing members that change or exit, and whether that trips the guardrail. */
   guardrail?: Plan['guardrail'];
+  /** Members that cannot be sent, by reason: how many, and a few of their keys (never values). */
+  failureReasons?: Array<{ reason: string; count: number; examples: string[] }>;
 }
 
 export async function syncAudience(deps: SyncDeps, audience: Audience, options: SyncOptions): Promise<AudienceResult> {
@@ -121,14 +127,17 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
         minChangeCount: options.minChangeCount ?? DEFAULTS.minChangeCount,
         force: options.force,
         previous: previous && { file: previous.file, attributes: previous.attributes },
+        statementTimeoutMs: options.statementTimeoutMs,
+        maxArrayLength: options.maxArrayLength,
       });
       Object.assign(counts, plan.counts);
+      const failureReasons = summariseFailures(plan.failures);
       // From here on the audience's update mode is known: its own, or Braze's default for its identifier.
       audience = { ...audience, updateExistingOnly: updateExistingOnlyFor(audience, plan.identifier) };
       runLog.info('planned', { new: counts.new, changed: counts.changed, exited: counts.exited, unchanged: counts.unchanged, failed: counts.failed, updates: counts.plannedUpdates });
       if (planning) {
         if (options.out) await writeBodies(conn, audience, options.batchSize, options.out);
-        return result('planned', { guardrail: plan.guardrail });
+        return result('planned', { guardrail: plan.guardrail, failureReasons });
       }
       const id = runId!;
       await recordFailures(conn, deps.schema, id, audience.name, plan.failures);
@@ -186,7 +195,7 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
         runLog.info('members sent under @update_existing_only true whose profile is not known to exist are sent again each run', { waiting: counts.unverified });
       }
       if (sent.abort) runLog.error(error!);
-      return result(status, { runId, guardrail: plan.guardrail, error, fatal: isFatal(sent.abort) });
+      return result(status, { runId, guardrail: plan.guardrail, error, fatal: isFatal(sent.abort), failureReasons });
     } catch (error) {
       const e = asAudienceError(error, audience);
       const status = outcomeOfError(e);
@@ -227,6 +236,18 @@ async function databaseNow(conn: Queryable): Promise<Date> {
   return (await conn.query<{ t: Date }>('SELECT now() AS t')).rows[0]!.t;
 }
 
+/** Failures grouped by reason, with counts and up to three member keys each. */
+function summariseFailures(failures: readonly MemberFailure[]): AudienceResult['failureReasons'] {
+  const byReason = new Map<string, { count: number; examples: string[] }>();
+  for (const f of failures) {
+    const entry = byReason.get(f.reason) ?? { count: 0, examples: [] };
+    entry.count++;
+    if (f.memberKey !== null && entry.examples.length < 3) entry.examples.push(f.memberKey);
+    byReason.set(f.reason, entry);
+  }
+  return [...byReason].map(([reason, e]) => ({ reason, ...e })).sort((a, b) => b.count - a.count);
+}
+
 /** Failures that would repeat for every audience: stop the whole run. */
 function isFatal(error: unknown): boolean {
   return error instanceof BrazeHttpError;
@@ -239,7 +260,7 @@ function isFatal(error: unknown): boolean {
  */
 function asAudienceError(error: unknown, audience: Audience): unknown {
   if (error instanceof DatabaseError && /^(22|42)/.test(error.code ?? '')) {
-    return new AudienceError(audience.file, `query failed: ${error.message}`, undefined, { cause: error });
+    return new AudienceError(audience.file, `query failed: ${withoutValues(error.message, error.code)}`, undefined, { cause: error });
   }
   return error;
 }

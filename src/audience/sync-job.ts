@@ -32,6 +32,8 @@ export async function syncJob(config: Readonly<Config>, mode: SyncMode, names: r
         minChangeCount: config.minChangeCount,
         force: config.force,
         adopt: config.adopt,
+        statementTimeoutMs: config.statementTimeoutMs,
+        maxArrayLength: config.maxArrayLength,
         outFile: planning ? config.out : undefined,
         args: { names, batchSize: config.batchSize, concurrency: config.concurrency, rateLimit: config.rateLimit, maxChangeRatio: config.maxChangeRatio, force: config.force },
       },

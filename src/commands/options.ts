@@ -50,7 +50,9 @@ export function audienceOptions(y: Argv): Argv {
     .option('max-change-ratio', { type: 'number', describe: `stop before sending if more than this share of existing members change or exit [default: ${DEFAULTS.maxChangeRatio}]` })
     .option('min-change-count', { type: 'number', describe: `the guardrail applies only from this many exits plus value changes [default: ${DEFAULTS.minChangeCount}]` })
     .option('force', { type: 'boolean', describe: 'send even when the guardrail would stop (name audiences to force only those)' })
-    .option('adopt', { type: 'boolean', describe: 'take over an audience last synced from another path (the file moved)' });
+    .option('adopt', { type: 'boolean', describe: 'take over an audience last synced from another path (the file moved)' })
+    .option('statement-timeout', { type: 'number', describe: `seconds an audience's query may run before it is cancelled [default: ${DEFAULTS.statementTimeoutSeconds}]` })
+    .option('max-array-length', { type: 'number', describe: `items an array attribute may hold; Braze keeps 25 unless raised, up to 100 [default: ${DEFAULTS.maxArrayLength}]` });
 }
 
 /** Where Currents files come from (ingest and schedule). */

@@ -41,6 +41,8 @@ export const DEFAULTS = {
   maxAttempts: 6,
   maxChangeRatio: 0.5,
   minChangeCount: 100,
+  statementTimeoutSeconds: 1800,
+  maxArrayLength: 25,
   keepDays: 30,
   notifyFailedRatio: 0.05,
   shutdownTimeoutSeconds: 60,

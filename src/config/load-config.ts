@@ -30,6 +30,10 @@ export interface Config {
   force: boolean;
   /** Take over an audience last synced from another path. */
   adopt: boolean;
+  /** How long an audience's query may run. */
+  statementTimeoutMs: number;
+  /** Items an array attribute may hold (Braze keeps 25 unless raised, up to 100). */
+  maxArrayLength: number;
   dryRun: boolean;
   json: boolean;
   out?: string;
@@ -63,6 +67,8 @@ export interface Flags {
   minChangeCount?: number;
   force?: boolean;
   adopt?: boolean;
+  statementTimeout?: number;
+  maxArrayLength?: number;
   dryRun?: boolean;
   json?: boolean;
   out?: string;
@@ -129,6 +135,8 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, c
     minChangeCount: num('--min-change-count', flags.minChangeCount, DEFAULTS.minChangeCount, 0, 1_000_000_000),
     force: flags.force ?? false,
     adopt: flags.adopt ?? false,
+    statementTimeoutMs: num('--statement-timeout', flags.statementTimeout, DEFAULTS.statementTimeoutSeconds, 1, 86_400, false) * 1000,
+    maxArrayLength: num('--max-array-length', flags.maxArrayLength, DEFAULTS.maxArrayLength, 1, 100),
     dryRun: flags.dryRun ?? false,
     json: flags.json ?? false,
     out: flags.out ? absolute(cwd, flags.out) : undefined,

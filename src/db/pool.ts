@@ -27,8 +27,14 @@ export interface Database extends Queryable {
   withTransaction<T>(fn: (tx: Connection) => Promise<T>): Promise<T>;
   /** Run `fn` on one dedicated connection (session state such as advisory locks, temp tables). */
   withConnection<T>(fn: (conn: Connection) => Promise<T>): Promise<T>;
-  /** Column names and type OIDs of a query's result, without running it. */
-  describe(text: string): Promise<Array<{ name: string; typeOid: number }>>;
+  /**
+   * Column names, type OIDs and modifiers of a query's result, planned but not run (the caller
+   * adds LIMIT 0), as one statement through the extended protocol (a second statement is
+   * refused by the server) inside a READ ONLY transaction that is rolled back: whatever the
+   * text, nothing is written, even by a function the planner evaluates. Also the server's
+   * notices (e.g. an identifier truncated to 63 bytes).
+   */
+  describe(text: string, options?: { statementTimeoutMs?: number }): Promise<{ columns: Array<{ name: string; typeOid: number; typmod: number }>; notices: string[] }>;
   end(): Promise<void>;
 }
 
@@ -40,15 +46,17 @@ export interface DatabaseOptions {
 }
 
 export function createDatabase(options: DatabaseOptions): Database {
+  const { connectionString, userOptions } = splitOptions(options.connectionString);
   const pool = new pg.Pool({
-    connectionString: options.connectionString,
+    connectionString,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'braze-bridge',
     // Every session keeps its temporary tables (a materialised audience, a Currents file being
     // staged) in memory rather than temp files: 8 MB by default. A ceiling, allocated only as
     // used, and settable only before a session's first temporary table, hence at startup.
-    // (An `options` parameter in DATABASE_URL takes precedence.)
-    options: '-c temp_buffers=512MB',
+    // An `options` parameter in DATABASE_URL (say, a statement_timeout) is kept and comes after
+    // ours, so it wins where both set the same thing.
+    options: ['-c temp_buffers=512MB', userOptions].filter(Boolean).join(' '),
     // Idle connections of a pool that outlives a run must not keep a CronJob pod alive.
     idleTimeoutMillis: 10_000,
   });
@@ -122,13 +130,22 @@ export function createDatabase(options: DatabaseOptions): Database {
           throw error;
         }
       }),
-    describe: (text) =>
+    describe: (text, options = {}) =>
       withConnection(async (conn) => {
-        // LIMIT 0 runs the planner but reads no rows: cheap, and errors carry positions.
-        const result = await (conn.raw as pg.PoolClient).query({ text, rowMode: 'array' }).catch((e: unknown) => {
-          throw asDatabaseError(e);
-        });
-        return result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID }));
+        const notices: string[] = [];
+        const onNotice = (n: { message?: string }) => notices.push(n.message ?? '');
+        conn.raw.on('notice', onNotice);
+        await conn.query('BEGIN READ ONLY');
+        try {
+          if (options.statementTimeoutMs) await conn.query(`SELECT set_config('statement_timeout', $1, true)`, [String(options.statementTimeoutMs)]);
+          const result = await conn.raw.query({ text, rowMode: 'array', queryMode: 'extended' } as pg.QueryConfig).catch((e: unknown) => {
+            throw asDatabaseError(e);
+          });
+          return { columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID, typmod: f.dataTypeModifier })), notices };
+        } finally {
+          await conn.query('ROLLBACK').catch(() => {});
+          conn.raw.off('notice', onNotice);
+        }
       }),
     end: () => pool.end(),
   };
@@ -164,6 +181,22 @@ export async function copyFrom(conn: Connection, sql: string, chunks: AsyncItera
     await pipeline(Readable.from(chunks, { objectMode: false }), target);
   } catch (error) {
     throw asDatabaseError(error);
+  }
+}
+
+/**
+ * Take `options` out of a connection string: pg would otherwise let it replace the session
+ * settings braze-bridge passes, instead of adding to them.
+ */
+function splitOptions(connectionString: string | undefined): { connectionString: string | undefined; userOptions?: string } {
+  if (!connectionString || !/[?&]options=/.test(connectionString)) return { connectionString };
+  try {
+    const url = new URL(connectionString);
+    const userOptions = url.searchParams.get('options') ?? undefined;
+    url.searchParams.delete('options');
+    return { connectionString: url.toString(), userOptions };
+  } catch {
+    return { connectionString };
   }
 }
 

@@ -1,0 +1,230 @@
+/**
+ * The audience file is a checked contract: read-only for real, every header, identifier and
+ * value checked, every refusal one line naming the file, the line or the column, and people's
+ * values never in an error. Through the CLI and the library, against real PostgreSQL and the
+ * strict Braze sandbox.
+ */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { useDatabaseAndSandbox } from './helpers/fixture.js';
+import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
+import { cli } from './helpers/cli.js';
+import { loadAudience } from '../src/audience/load-audience.js';
+
+const f = useDatabaseAndSandbox();
+
+beforeEach(async () => {
+  await f.t.db.query(`DROP TABLE IF EXISTS victims; CREATE TABLE victims (id int PRIMARY KEY, tier text); INSERT INTO victims SELECT i, 'gold' FROM generate_series(1, 5) i`);
+  await f.t.db.query(`TRUNCATE braze_bridge.snapshots, braze_bridge.runs, braze_bridge.audiences CASCADE`);
+  f.sandbox.reset();
+});
+
+const env = () => ({ DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY });
+const victims = async () => (await f.t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM victims`)).rows[0]!.n;
+const oneFile = (name: string, text: string) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bb-contract-'));
+  writeFileSync(join(dir, `${name}.sql`), text);
+  return { dir, file: join(dir, `${name}.sql`) };
+};
+const loadError = (text: string | Buffer): string => {
+  const { file } = oneFile('a', '');
+  writeFileSync(file, text);
+  try {
+    loadAudience(file);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return 'loaded';
+};
+
+describe('read-only for real', () => {
+  // Balances the wrapper's parenthesis: a second statement that would delete rows.
+  const escape = `SELECT 1 AS external_id) AS q LIMIT 0; DELETE FROM victims; SELECT * FROM (SELECT 1 AS external_id`;
+
+  it.each(['plan', 'sync'])('%s: a file that breaks out of the wrapper is refused and the database is untouched', async (command) => {
+    const { dir } = oneFile('escape', escape);
+    const r = await cli([command, '--audiences', dir], env());
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/escape\.sql:\d+: more than one statement/);
+    expect(await victims()).toBe(5);
+  });
+
+  it.each([
+    ['plan', 'IMMUTABLE'],
+    ['sync', 'IMMUTABLE'],
+    ['plan', 'VOLATILE'],
+    ['sync', 'VOLATILE'],
+  ])('%s: a function that writes (declared %s) cannot write, at planning or at run time', async (command, volatility) => {
+    await f.t.db.query(`CREATE OR REPLACE FUNCTION sneaky(x int) RETURNS int LANGUAGE plpgsql ${volatility} AS $$ BEGIN EXECUTE 'DELETE FROM victims'; RETURN x; END $$`);
+    // Called with a constant too: the planner evaluates an IMMUTABLE call while it plans.
+    const { dir } = oneFile('sneaky', `SELECT sneaky(id) AS external_id, sneaky(1) AS one, tier FROM victims`);
+    const r = await cli([command, '--audiences', dir], env());
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/sneaky\.sql.*(read-only|non-volatile function)/);
+    expect(await victims()).toBe(5);
+  });
+});
+
+describe('headers and files', () => {
+  it('block comments and blank lines may sit among header lines; BOM accepted; a comment after the final ; allowed', () => {
+    const { file } = oneFile('ok', '');
+    writeFileSync(file, '\uFEFF/* owner: crm team\n   reviewed 2026 */\n\n-- @identifier external_id\n/* one more */\n-- @on_exit keep\nSELECT 1 AS external_id; -- done\n');
+    const a = loadAudience(file);
+    expect(a).toMatchObject({ identifier: 'external_id', onExit: { kind: 'keep' }, sql: 'SELECT 1 AS external_id' });
+  });
+
+  it.each([
+    ['-- @ identifier external_id\nSELECT 1', /a\.sql:1: .*no space after @/],
+    ['SELECT 1 AS external_id\n-- @on_exit keep\n', /a\.sql:2: a header line below the query is ignored/],
+    ['-- @colour blue\nSELECT 1', /a\.sql:1: @colour is not a known header key/],
+    ['-- @schedule 99 * * * *\nSELECT 1', /a\.sql:1: @schedule must be a 5-field cron expression/],
+    ['-- @on_exit {"external_id": "someone-else"}\nSELECT 1', /key "external_id": is an identifier or control key/],
+    ['-- @on_exit {"visits": {"inc": 1}}\nSELECT 1', /key "visits": an object Braze would read as an operation/],
+    ['-- @on_exit {"prefs": {"a b": 1}}\nSELECT 1', /nested keys may not hold a space/],
+    ['-- @on_exit {"name": "' + 'x'.repeat(256) + '"}\nSELECT 1', /longer than 255 characters/],
+    ['SELECT 1 AS external_id;\nDELETE FROM victims', /a\.sql:2: more than one statement/],
+  ])('refuses %j with its line', (text, expected) => {
+    expect(loadError(text)).toMatch(expected);
+  });
+
+  it('refuses a file that is not UTF-8', () => {
+    expect(loadError(Buffer.from([0x2d, 0x2d, 0x20, 0xe9, 0x0a, 0x53, 0x45, 0x4c, 0x45, 0x43, 0x54, 0x20, 0x31]))).toMatch(/not UTF-8/);
+  });
+
+  it('ignores hidden files and editor leftovers in the folder', async () => {
+    const dir = audienceDir({ real: `SELECT id AS external_id, tier FROM victims` });
+    writeFileSync(join(dir, '.real.sql'), 'garbage');
+    writeFileSync(join(dir, '#real.sql'), 'garbage');
+    writeFileSync(join(dir, 'real.sql~'), 'garbage');
+    const summary = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    expect(summary.audiences.map((a) => a.audience)).toEqual(['real']);
+    expect(summary.exitCode).toBe(0);
+  });
+
+  it('a syntax error points at the line of the file, and a column name PostgreSQL would cut is refused', async () => {
+    const { dir } = oneFile('typo', `-- @identifier external_id\n\nSELECT id AS external_id,\n       tier\nFROM victims\nWHER id > 1`);
+    const r = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    expect(r.audiences[0]!.error).toMatch(/typo\.sql:6: syntax error/);
+    const long = audienceDir({ long: `SELECT id AS external_id, tier AS ${'a'.repeat(70)} FROM victims` });
+    const l = await run(f.t.db, long, { client: testClient(f.sandbox.url) });
+    expect(l.exitCode).toBe(2);
+    expect(l.audiences[0]!.error).toMatch(/longer than PostgreSQL's 63 bytes/);
+  });
+});
+
+describe('identifiers', () => {
+  it('refuses a column Braze would match before the audience\'s own identifier', async () => {
+    await f.t.db.query(`ALTER TABLE victims ADD COLUMN phone text, ADD COLUMN mail text; UPDATE victims SET phone = '+4915100000' || id, mail = id || '@example.com'`);
+    const dir = audienceDir({ by_phone: `-- @identifier phone\nSELECT phone, mail AS email, tier FROM victims` });
+    const r = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    expect(r.exitCode).toBe(2);
+    expect(r.audiences[0]!.error).toMatch(/column "email" would make Braze match profiles by email instead of this audience's @identifier phone/);
+  });
+
+  it('fails padded, blank and malformed identifiers with a reason, and emails differing only in case are duplicates', async () => {
+    await f.t.db.query(`CREATE TABLE IF NOT EXISTS contacts (mail text, tier text); TRUNCATE contacts;
+      INSERT INTO contacts VALUES ('ok@example.com', 'a'), (' pad@example.com', 'b'), ('   ', 'c'), ('not-an-email', 'd'),
+                                  ('Same@Example.com', 'e'), ('same@example.com', 'f')`);
+    const dir = audienceDir({ mails: `SELECT mail AS email, tier FROM contacts` });
+    const r = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    const a = r.audiences[0]!;
+    expect(a.counts).toMatchObject({ new: 1 });
+    const reasons = Object.fromEntries((a.failureReasons ?? []).flatMap((x) => x.examples.map((k) => [k, x.reason])));
+    expect(reasons[' pad@example.com']).toMatch(/leading or trailing whitespace/);
+    expect(reasons['   ']).toMatch(/only whitespace/);
+    expect(reasons['not-an-email']).toMatch(/not an email address/);
+    expect(reasons['Same@Example.com']).toMatch(/appears in 2 rows of the result \(differing only in case\)/);
+    expect(f.sandbox.profiles.size).toBe(1);
+  });
+});
+
+describe('values, member by member', () => {
+  it('fails each member Braze would reject or misread, with the column and reason, and sends the others', async () => {
+    await f.t.db.query(`DROP TABLE IF EXISTS odd; CREATE TABLE odd (id text, tags text[], o jsonb, d date, n numeric, b bigint, s text, gender text, country text, dob text)`);
+    await f.t.db.query(`INSERT INTO odd VALUES
+      ('fine', ARRAY['a'], '{"k": 1, "when": {"$time": "2024-01-01"}}', '2024-01-01', 1.5, 1, 'x', 'F', 'DE', '1990-01-31'),
+      ('grid', ARRAY[['a','b'],['c','d']], NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+      ('many', (SELECT array_agg('t' || i) FROM generate_series(1, 26) i), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+      ('op', NULL, '{"inc": 5}', NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+      ('dotted', NULL, '{"a": {"b.c": 1}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+      ('bc', NULL, NULL, '0044-03-15 BC', NULL, NULL, NULL, NULL, NULL, NULL),
+      ('sentinel', NULL, NULL, '9999-12-31', NULL, NULL, NULL, NULL, NULL, NULL),
+      ('huge', NULL, NULL, NULL, 12345678901234567890, NULL, NULL, NULL, NULL, NULL),
+      ('minint', NULL, NULL, NULL, NULL, -9223372036854775808, NULL, NULL, NULL, NULL),
+      ('emoji', NULL, NULL, NULL, NULL, NULL, repeat('😀', 128), NULL, NULL, NULL),
+      ('gender', NULL, NULL, NULL, NULL, NULL, NULL, 'female', NULL, NULL),
+      ('country', NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'Germany', NULL),
+      ('dob', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '31/01/1990')`);
+    const dir = audienceDir({ odd: `SELECT id AS external_id, tags, o, d, n, b, s, gender, country, dob FROM odd` });
+    const r = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    const a = r.audiences[0]!;
+    expect(a.exitCode).toBe(1); // partial: the others went out, nothing aborted
+    expect(a.counts.new).toBe(1);
+    expect(f.sandbox.profile({ external_id: 'fine' })).toMatchObject({ tags: ['a'], gender: 'F', country: 'DE', dob: '1990-01-31' });
+    const byKey = Object.fromEntries((a.failureReasons ?? []).flatMap((x) => x.examples.map((k) => [k, x.reason])));
+    expect(byKey).toMatchObject({
+      grid: expect.stringMatching(/tags: multi-dimensional array/),
+      many: expect.stringMatching(/tags: array longer than 25 items/),
+      op: expect.stringMatching(/o: JSON object has a key Braze reads as an operation/),
+      dotted: expect.stringMatching(/o: nested key with a space, "\." or "\$"/),
+      bc: expect.stringMatching(/d: year outside 0001–3000/),
+      sentinel: expect.stringMatching(/d: year outside 0001–3000/),
+      huge: expect.stringMatching(/n: number beyond ±2\^53/),
+      minint: expect.stringMatching(/b: integer beyond ±2\^53/),
+      emoji: expect.stringMatching(/s: longer than 255 characters as Braze counts them/),
+      gender: expect.stringMatching(/gender is one of M, F, O, N, P/),
+      country: expect.stringMatching(/country is an ISO 3166-1 alpha-2 code/),
+      dob: expect.stringMatching(/dob is a date, YYYY-MM-DD/),
+    });
+    // Reasons name the column, never the value.
+    expect(JSON.stringify(a.failureReasons)).not.toMatch(/female|Germany|31\/01\/1990|12345678901234567890/);
+  });
+
+  it('--max-array-length raises the array limit', async () => {
+    await f.t.db.query(`DROP TABLE IF EXISTS lists; CREATE TABLE lists (id text, tags text[]); INSERT INTO lists SELECT 'l', array_agg('t' || i) FROM generate_series(1, 40) i`);
+    const dir = audienceDir({ lists: `SELECT id AS external_id, tags FROM lists` });
+    const { dir: d2 } = { dir };
+    const r = await cli(['sync', '--audiences', d2, '--max-array-length', '50', '--json'], env());
+    expect(r.code, r.stderr).toBe(0);
+    expect((f.sandbox.profile({ external_id: 'l' })!.tags as string[]).length).toBe(40);
+  });
+});
+
+describe('errors and time limits', () => {
+  it('never carries a person\'s value quoted by PostgreSQL into the logs, the run history or the summary', async () => {
+    await f.t.db.query(`DROP TABLE IF EXISTS leaky; CREATE TABLE leaky (id text, contact text); INSERT INTO leaky VALUES ('1', 'ann.private@example.com')`);
+    const { dir } = oneFile('leaky', `SELECT id AS external_id, contact::int AS n FROM leaky`);
+    const r = await cli(['sync', '--audiences', dir, '--json'], env());
+    expect(r.code).toBe(2);
+    expect(r.stdout).toMatch(/invalid input syntax for type integer/);
+    expect(r.stdout + r.stderr).not.toContain('ann.private');
+    const runs = await f.t.db.query<{ e: string }>(`SELECT coalesce(error, '') AS e FROM braze_bridge.runs`);
+    expect(runs.rows.map((x) => x.e).join('')).not.toContain('ann.private');
+  });
+
+  it('--statement-timeout cancels a runaway query with one line, and DATABASE_URL options keep the tool\'s own settings', async () => {
+    const { dir } = oneFile('slow', `SELECT id AS external_id, pg_sleep(5)::text AS waited FROM victims`);
+    const started = Date.now();
+    const r = await cli(['sync', '--audiences', dir, '--statement-timeout', '1'], env());
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/slow\.sql: the query ran longer than --statement-timeout/);
+    expect(Date.now() - started).toBeLessThan(20_000);
+
+    const { dir: settings } = oneFile('settings', `SELECT 1 AS external_id, current_setting('temp_buffers') AS tb, current_setting('work_mem') AS wm`);
+    const url = `${f.t.url}?options=${encodeURIComponent('-c work_mem=7MB')}`;
+    const out = join(mkdtempSync(join(tmpdir(), 'bb-plan-')), 'plan.ndjson');
+    const p = await cli(['plan', '--audiences', settings, '--out', out], { ...env(), DATABASE_URL: url });
+    expect(p.code, p.stderr).toBe(0);
+    const body = JSON.parse(readFileSync(out, 'utf8').trim());
+    expect(body.attributes[0]).toMatchObject({ tb: '512MB' });
+  });
+
+  it('plan prints why members cannot be sent, with counts and a few keys', async () => {
+    const dir = audienceDir({ shown: `SELECT id::text || CASE WHEN id > 3 THEN ' ' ELSE '' END AS external_id, tier FROM victims` });
+    const r = await cli(['plan', '--audiences', dir], env());
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/shown: 2 member\(s\) cannot be sent: external_id: the identifier has leading or trailing whitespace \(e\.g\. 4 , 5 \)/);
+  });
+});
