@@ -60,7 +60,7 @@ export function createTrackClient(config: Config, log: Logger): TrackClient {
   return new TrackClient({
     endpoint,
     apiKey,
-    rateLimiter: new RateLimiter({ ...config.rateLimit, reserve: config.concurrency }),
+    rateLimiter: new RateLimiter({ ...config.rateLimit, reserve: config.concurrency, log }),
     timeoutMs: config.requestTimeoutMs,
     maxAttempts: config.maxAttempts,
     log,
