@@ -4,7 +4,7 @@
  */
 import { requireBraze, secretsOf, type Config } from './config/load-config.js';
 import { startEmbeddedPostgres } from './db/embedded.js';
-import { migrate } from './db/migrate.js';
+import { migrate, requireCurrentSchema } from './db/migrate.js';
 import { createDatabase, type Database } from './db/pool.js';
 import { createLogger, type Logger } from './log.js';
 import { RateLimiter } from './http/rate-limiter.js';
@@ -48,6 +48,18 @@ export async function openMigrated(config: Config, log: Logger, options: { poolS
   const open = await openDatabase(config, log, options);
   try {
     await migrate(open.db, config.stateSchema, log);
+    return open;
+  } catch (error) {
+    await open.close();
+    throw error;
+  }
+}
+
+/** For read-only commands: connect and check the state schema is current; create nothing. */
+export async function openCurrent(config: Config, log: Logger, options: { poolSize?: number } = {}): Promise<OpenDatabase> {
+  const open = await openDatabase(config, log, { poolSize: options.poolSize ?? 2 });
+  try {
+    await requireCurrentSchema(open.db, config.stateSchema);
     return open;
   } catch (error) {
     await open.close();

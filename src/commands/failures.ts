@@ -6,8 +6,8 @@ import { stateOptions } from './options.js';
 
 /** The failed members of the audience's last finished run. */
 export async function failuresCommand(config: Readonly<Config>, audience: string, limit = 1000) {
-  const [{ createAppLogger, openMigrated }, { lastRunFailures }] = await Promise.all([import('../app.js'), import('../run/run-store.js')]);
-  const open = await openMigrated(config, createAppLogger(config));
+  const [{ createAppLogger, openCurrent }, { lastRunFailures }] = await Promise.all([import('../app.js'), import('../run/run-store.js')]);
+  const open = await openCurrent(config, createAppLogger(config));
   try {
     return await lastRunFailures(open.db, config.stateSchema, audience, limit);
   } finally {
@@ -17,8 +17,8 @@ export async function failuresCommand(config: Readonly<Config>, audience: string
 
 /** Events a forwarding destination rejected for good, newest first, with the answer. */
 export async function rejectedEvents(config: Readonly<Config>, destination: string, limit = 1000) {
-  const [{ createAppLogger, openMigrated }, { listRejectedEvents }] = await Promise.all([import('../app.js'), import('../forward/forward-store.js')]);
-  const open = await openMigrated(config, createAppLogger(config));
+  const [{ createAppLogger, openCurrent }, { listRejectedEvents }] = await Promise.all([import('../app.js'), import('../forward/forward-store.js')]);
+  const open = await openCurrent(config, createAppLogger(config));
   try {
     return await listRejectedEvents(open.db, config.stateSchema, destination, limit);
   } finally {

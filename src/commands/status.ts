@@ -6,8 +6,8 @@ import { stateOptions } from './options.js';
 
 /** The last run of every audience and job, or the last `runs` runs of one audience. */
 export async function statusCommand(config: Readonly<Config>, audience?: string, runs = 1): Promise<RunRow[]> {
-  const [{ createAppLogger, openMigrated }, { listRuns }] = await Promise.all([import('../app.js'), import('../run/run-store.js')]);
-  const open = await openMigrated(config, createAppLogger(config));
+  const [{ createAppLogger, openCurrent }, { listRuns }] = await Promise.all([import('../app.js'), import('../run/run-store.js')]);
+  const open = await openCurrent(config, createAppLogger(config));
   try {
     return await listRuns(open.db, config.stateSchema, { audience, perAudience: runs });
   } finally {

@@ -196,6 +196,10 @@ export function asDatabaseError(error: unknown, connected = true): AppError {
   if (network || /^08|^57P0[123]$/.test(e?.code ?? '')) {
     return new DatabaseError(`lost the connection to PostgreSQL mid-run (${e.code ?? message}): this run stops; what was confirmed stays confirmed and the next run continues`, e?.code, undefined, { cause: error });
   }
+  if (e?.code === '42501') {
+    // A grant is missing: a person must fix it; retrying would fail the same way.
+    return new ConfigError([`PostgreSQL refused a statement: ${message} (42501, insufficient privilege); grant the job role that privilege (README: "Grants for a job role")`], { cause: error });
+  }
   const position = e?.position ? Number(e.position) : undefined;
   return new DatabaseError(message, e?.code, position, { cause: error });
 }
