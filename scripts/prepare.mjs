@@ -4,19 +4,11 @@
 // how to install for production, instead of failing the whole install.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 
-const require = createRequire(import.meta.url);
-let tsc;
-try {
-  tsc = require.resolve('typescript/bin/tsc');
-} catch {
-  tsc = undefined;
-}
-if (tsc) {
-  const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { stdio: 'inherit' });
-  process.exit(r.status ?? 1);
-}
+// npm puts node_modules/.bin on PATH for lifecycle scripts; tsc is there only with dev dependencies.
+const r = spawnSync('tsc', ['-p', 'tsconfig.json'], { stdio: 'inherit', shell: process.platform === 'win32' });
+if (!r.error) process.exit(r.status ?? 1);
+if (r.error.code !== 'ENOENT') throw r.error;
 if (!existsSync(new URL('../dist/src/cli.js', import.meta.url))) {
   process.stderr.write(
     'braze-bridge: TypeScript is not installed (--omit=dev), so nothing was compiled. To install for production: ' +
