@@ -5,10 +5,13 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
-// npm puts node_modules/.bin on PATH for lifecycle scripts; tsc is there only with dev dependencies.
-const r = spawnSync('tsc', ['-p', 'tsconfig.json'], { stdio: 'inherit', shell: process.platform === 'win32' });
-if (!r.error) process.exit(r.status ?? 1);
-if (r.error.code !== 'ENOENT') throw r.error;
+// This package's own tsc (never one found further up PATH): there only with dev dependencies.
+const tsc = new URL('../node_modules/.bin/tsc', import.meta.url);
+if (existsSync(tsc)) {
+  const r = spawnSync(tsc.pathname, ['-p', 'tsconfig.json'], { stdio: 'inherit', shell: process.platform === 'win32' });
+  if (r.error) throw r.error;
+  process.exit(r.status ?? 1);
+}
 if (!existsSync(new URL('../dist/src/cli.js', import.meta.url))) {
   process.stderr.write(
     'braze-bridge: TypeScript is not installed (--omit=dev), so nothing was compiled. To install for production: ' +
