@@ -27,7 +27,7 @@ export function createAppLogger(config: Pick<Config, 'logLevel'> & Parameters<ty
 export async function openDatabase(config: Config, log: Logger, options: { database?: string; poolSize?: number } = {}): Promise<OpenDatabase> {
   const max = options.poolSize ?? config.concurrency + 3;
   if (!config.embedded) {
-    const db = createDatabase({ connectionString: config.databaseUrl, max });
+    const db = createDatabase({ connectionString: config.databaseUrl, max, connectTimeoutMs: config.connectTimeoutMs });
     return { db, close: () => db.end() };
   }
   const server = await startEmbeddedPostgres({ dir: config.embeddedDir, log });

@@ -4,6 +4,7 @@
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { userInfo } from 'node:os';
 import pg from 'pg';
 import Cursor from 'pg-cursor';
 import { from as copyFromStdin } from 'pg-copy-streams';
@@ -37,11 +38,28 @@ export interface DatabaseOptions {
   connectionString?: string;
   max?: number;
   applicationName?: string;
+  /** Milliseconds to wait for a connection (and its login) before failing. */
+  connectTimeoutMs?: number;
 }
+
+/**
+ * When neither the URL nor PGUSER names a user, libpq logs in as the operating-system user.
+ * node-postgres uses $USER instead, which cron and systemd often leave unset, so
+ * `postgres:///db?host=/var/run/postgresql` failed where psql works. Do as libpq does.
+ */
+export function osUser(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
+  }
+}
+pg.defaults.user = osUser() ?? pg.defaults.user;
 
 export function createDatabase(options: DatabaseOptions): Database {
   const pool = new pg.Pool({
     connectionString: options.connectionString,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 30_000,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'braze-bridge',
     // Every session keeps its temporary tables (a materialised audience, a Currents file being

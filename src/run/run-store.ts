@@ -147,3 +147,11 @@ export async function runMetrics(db: Queryable, schema: string) {
   );
   return { byOutcome: byOutcome.rows, last: last.rows, lastSuccess: success.rows };
 }
+
+/** Audiences that have runs in the history (or are known from a sync), by name. */
+export async function knownAudiences(db: Queryable, schema: string): Promise<string[]> {
+  const { rows } = await db.query<{ audience: string }>(
+    `SELECT audience FROM ${runs(schema)} WHERE audience IS NOT NULL UNION SELECT name FROM ${escapeIdentifier(schema)}.audiences ORDER BY 1`,
+  );
+  return rows.map((r) => r.audience);
+}
