@@ -52,6 +52,16 @@ export function installShutdown(log: Logger, timeoutMs: number, exit: (code: num
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   current = controller.signal;
+  // Started behind a wrapper (npx, a shell) that alone got the signal and exited: we were
+  // re-parented. Stop as if signalled rather than keep sending as an orphan.
+  const parent = process.ppid;
+  const watchdog = setInterval(() => {
+    if (parent > 1 && process.ppid !== parent && !controller.signal.aborted) {
+      log.warn('the parent process exited (a wrapper such as npx got the signal): stopping as on SIGTERM', { parent });
+      onSignal('SIGTERM');
+    }
+  }, 500);
+  watchdog.unref();
   return {
     signal: controller.signal,
     get exitCode() {
@@ -59,6 +69,7 @@ export function installShutdown(log: Logger, timeoutMs: number, exit: (code: num
     },
     dispose() {
       clearTimeout(timer);
+      clearInterval(watchdog);
       if (current === controller.signal) current = new AbortController().signal;
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
