@@ -65,6 +65,18 @@ describe('strict options', () => {
     expect((await cli(['status', 'people'], env)).code).toBe(0);
   });
 
+  it('a broken audience file is a failed run in the history, so status shows it', async () => {
+    const broken = audienceDir({ broken_file: '-- @identifier nonsense\nSELECT id AS external_id FROM people' });
+    const r = await cli(['sync', '--audiences', broken], env);
+    expect(r.code).toBe(2);
+    const s = await cli(['status', 'broken_file', '--json'], env);
+    expect(s.code).toBe(0);
+    expect(JSON.parse(s.stdout)).toEqual([expect.objectContaining({ audience: 'broken_file', status: 'failed', error: expect.stringMatching(/broken_file\.sql/) })]);
+    // plan records nothing
+    await cli(['plan', '--audiences', broken], env);
+    expect((await t.db.query(`SELECT 1 FROM braze_bridge.runs WHERE audience = 'broken_file'`)).rowCount).toBe(1);
+  });
+
   it('a mistyped command gets a suggestion, exit 2', async () => {
     const r = await cli(['snyc'], env);
     expect(r.code).toBe(2);
