@@ -3,7 +3,7 @@
 set -euo pipefail
 audience="${1:?usage: jobs/backfill.sh <audience>}"
 cd "$(dirname "$0")/.."
-npx braze-bridge plan "$audience" --out "backfill-$audience.ndjson"
+node bin/braze-bridge.js plan "$audience" --out "backfill-$audience.ndjson"
 read -r -p "Send the full attribute set of every member of $audience to Braze? [y/N] " answer
 [ "$answer" = "y" ] || { echo "nothing sent"; exit 0; }
-npx braze-bridge backfill "$audience"
+exec node bin/braze-bridge.js backfill "$audience"

@@ -4,7 +4,7 @@
  */
 import { requireBraze, secretsOf, type Config } from './config/load-config.js';
 import { startEmbeddedPostgres } from './db/embedded.js';
-import { migrate } from './db/migrate.js';
+import { migrate, requireCurrentSchema } from './db/migrate.js';
 import { createDatabase, type Database } from './db/pool.js';
 import { createLogger, type Logger } from './log.js';
 import { RateLimiter } from './http/rate-limiter.js';
@@ -27,7 +27,7 @@ export function createAppLogger(config: Pick<Config, 'logLevel'> & Parameters<ty
 export async function openDatabase(config: Config, log: Logger, options: { database?: string; poolSize?: number } = {}): Promise<OpenDatabase> {
   const max = options.poolSize ?? config.concurrency + 3;
   if (!config.embedded) {
-    const db = createDatabase({ connectionString: config.databaseUrl, max });
+    const db = createDatabase({ connectionString: config.databaseUrl, max, connectTimeoutMs: config.connectTimeoutMs });
     return { db, close: () => db.end() };
   }
   const server = await startEmbeddedPostgres({ dir: config.embeddedDir, log });
@@ -55,12 +55,24 @@ export async function openMigrated(config: Config, log: Logger, options: { poolS
   }
 }
 
+/** For read-only commands: connect and check the state schema is current; create nothing. */
+export async function openCurrent(config: Config, log: Logger, options: { poolSize?: number } = {}): Promise<OpenDatabase> {
+  const open = await openDatabase(config, log, { poolSize: options.poolSize ?? 2 });
+  try {
+    await requireCurrentSchema(open.db, config.stateSchema);
+    return open;
+  } catch (error) {
+    await open.close();
+    throw error;
+  }
+}
+
 export function createTrackClient(config: Config, log: Logger): TrackClient {
   const { endpoint, apiKey } = requireBraze(config);
   return new TrackClient({
     endpoint,
     apiKey,
-    rateLimiter: new RateLimiter({ ...config.rateLimit, reserve: config.concurrency }),
+    rateLimiter: new RateLimiter({ ...config.rateLimit, reserve: config.concurrency, log }),
     timeoutMs: config.requestTimeoutMs,
     maxAttempts: config.maxAttempts,
     log,

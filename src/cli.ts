@@ -4,7 +4,7 @@
  * and `migrate` never load the AWS SDK. Errors become exit codes in one place (`exitCodeFor`);
  * an error nobody caught, even in a callback, still exits 4 through the logger.
  */
-import yargs from 'yargs';
+import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ExitCode, exitCodeFor, messageOf } from './errors.js';
 import { createLogger } from './log.js';
@@ -22,7 +22,18 @@ import { scheduleBinding } from './commands/schedule.js';
 import { demoBinding } from './commands/demo.js';
 import { retireBinding } from './commands/retire.js';
 
-const commands = [syncBinding, planBinding, backfillBinding, retireBinding, migrateBinding, statusBinding, failuresBinding, currentsBinding, forwardBinding, scheduleBinding, demoBinding];
+/** `help env`: the environment variables and exit codes, printed once here rather than under every command. */
+const helpBinding: CommandModule = {
+  command: 'help [topic]',
+  describe: 'help env: the environment variables and exit codes',
+  builder: (y) => y.positional('topic', { type: 'string', choices: ['env'] }),
+  handler: (args) => {
+    if ((args as { topic?: string }).topic === 'env') process.stdout.write(`${epilogue}\n`);
+    else process.stdout.write('braze-bridge --help lists the commands; braze-bridge <command> --help its options; braze-bridge help env the environment\n');
+  },
+};
+
+const commands = [syncBinding, planBinding, backfillBinding, retireBinding, migrateBinding, statusBinding, failuresBinding, currentsBinding, forwardBinding, scheduleBinding, demoBinding, helpBinding];
 
 export async function main(argv = hideBin(process.argv)): Promise<void> {
   // A reader that goes away (`| head`, a closed log pipe) must not kill a run half-way: the
@@ -60,7 +71,10 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
       process.exitCode = ExitCode.config;
       return;
     }
-    process.stderr.write(`braze-bridge: ${messageOf(error)}\n`);
+    // The last line of defence, as in the logger: no secret of the environment is printed.
+    const secrets = environmentSecrets().filter((x) => x.length >= 4);
+    const line = secrets.reduce((t, x) => t.split(x).join('[redacted]'), messageOf(error));
+    process.stderr.write(`braze-bridge: ${line}\n`);
     process.exitCode = exitCodeFor(error);
   }
 }

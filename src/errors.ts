@@ -10,6 +10,7 @@
  *   AppError                      exit 4 unless a subclass says otherwise
  *   ├─ ConfigError                exit 2  a setting, a credential or the database login is wrong
  *   ├─ AudienceError              exit 2  an audience file is invalid or its query failed
+ *   ├─ InterruptedError           exit 143 a wait ended by SIGTERM/SIGINT (the shutdown handler sets 130/143)
  *   ├─ AbortError                 exit 4  the run stopped before sending more (guardrail, retries exhausted)
  *   │  └─ TransientSourceError    exit 4  S3 did not answer; the file stays pending
  *   ├─ BrazeHttpError             exit 4  Braze refused every request the same way (401, 403, 404, 400 size)
@@ -130,6 +131,14 @@ export class DatabaseError extends AppError {
   ) {
     super(message, options);
   }
+}
+
+/**
+ * A wait (retry, rate-limit pause, backoff) ended because the process was asked to stop: the
+ * work it held is not done and is picked up by the next run. Not a failure of the run.
+ */
+export class InterruptedError extends AppError {
+  override readonly exitCode = ExitCode.sigterm;
 }
 
 /** S3 (or the local folder) did not answer: the file is left pending for the next try. */

@@ -9,6 +9,7 @@ import type { Writable } from 'node:stream';
 import type { Connection, Database } from '../db/pool.js';
 import type { Logger } from '../log.js';
 import type { TrackClient } from '../braze/track-client.js';
+import { InterruptedError } from '../errors.js';
 import { createDispatcher } from '../run/dispatcher.js';
 import { recordFailures } from '../run/run-store.js';
 import type { Audience, IdentifierKind } from '../types.js';
@@ -124,7 +125,8 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
     } finally {
       await dispatcher.drain();
     }
-    return dispatcher.error;
+    // A retry wait or rate-limit pause ended by a signal is a stop, not a failure of the run.
+    return dispatcher.error instanceof InterruptedError ? undefined : dispatcher.error;
   };
 
   // Exits first, all confirmed before any entry or change goes out: when two member keys reach

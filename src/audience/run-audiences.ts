@@ -6,6 +6,7 @@ import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { combineExitCodes, exitCodeFor, type ExitCode, messageOf } from '../errors.js';
 import { emptyCounts } from '../types.js';
+import { finishRun, startRun } from '../run/run-store.js';
 import { checkAudiences } from './check-audiences.js';
 import { findAudienceFiles, loadAudience } from './load-audience.js';
 import { syncAudience, type AudienceResult, type SyncDeps, type SyncOptions } from './sync-audience.js';
@@ -41,14 +42,26 @@ export async function runAudiences(
         audience = loadAudience(file);
       } catch (error) {
         deps.log.error(messageOf(error));
+        const name = file.replace(/^.*\//, '').replace(/\.sql$/, '');
+        let runId: number | undefined;
+        if (options.mode !== 'plan') {
+          // A broken file is a run that failed: `status`, metrics and alerts must see it.
+          try {
+            runId = await startRun(deps.db, deps.schema, { job: options.mode, audience: name, args: options.args ?? {} });
+            await finishRun(deps.db, deps.schema, runId, { status: 'failed', counts: emptyCounts(), error: messageOf(error) });
+          } catch (recordError) {
+            deps.log.warn('could not record the failed run', { audience: name, error: messageOf(recordError) });
+          }
+        }
         results.push({
-          audience: file.replace(/^.*\//, '').replace(/\.sql$/, ''),
+          audience: name,
           file,
           status: 'failed',
           exitCode: exitCodeFor('failed'),
           counts: emptyCounts(),
           durationMs: 0,
           error: messageOf(error),
+          ...(runId ? { runId } : {}),
         });
         continue;
       }

@@ -72,12 +72,12 @@ function progressBar() {
 }
 
 async function showStatus(config: Readonly<CurrentsConfig>): Promise<CurrentsStatus> {
-  const [{ createAppLogger, openMigrated }, { currentsStatus }, { openSource }] = await Promise.all([
+  const [{ createAppLogger, openCurrent }, { currentsStatus }, { openSource }] = await Promise.all([
     import('../app.js'),
     import('../currents/status.js'),
     import('../currents/source/open-source.js'),
   ]);
-  const open = await openMigrated(config, createAppLogger(config));
+  const open = await openCurrent(config, createAppLogger(config));
   try {
     return await currentsStatus(open.db, config.stateSchema, config.source ? openSource(config.source).name : undefined);
   } finally {

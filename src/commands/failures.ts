@@ -6,10 +6,18 @@ import { stateOptions } from './options.js';
 
 /** The failed members of the audience's last finished run. */
 export async function failuresCommand(config: Readonly<Config>, audience: string, limit = 1000) {
-  const [{ createAppLogger, openMigrated }, { lastRunFailures }] = await Promise.all([import('../app.js'), import('../run/run-store.js')]);
-  const open = await openMigrated(config, createAppLogger(config));
+  const [{ createAppLogger, openCurrent }, { lastRunFailures }] = await Promise.all([import('../app.js'), import('../run/run-store.js')]);
+  const open = await openCurrent(config, createAppLogger(config));
   try {
-    return await lastRunFailures(open.db, config.stateSchema, audience, limit);
+    const result = await lastRunFailures(open.db, config.stateSchema, audience, limit);
+    if (!result.run) {
+      const { knownAudiences } = await import('../run/run-store.js');
+      if (!(await knownAudiences(open.db, config.stateSchema)).includes(audience)) {
+        const { unknownAudience } = await import('./status.js');
+        throw await unknownAudience(open.db, config.stateSchema, audience);
+      }
+    }
+    return result;
   } finally {
     await open.close();
   }
@@ -17,8 +25,8 @@ export async function failuresCommand(config: Readonly<Config>, audience: string
 
 /** Events a forwarding destination rejected for good, newest first, with the answer. */
 export async function rejectedEvents(config: Readonly<Config>, destination: string, limit = 1000) {
-  const [{ createAppLogger, openMigrated }, { listRejectedEvents }] = await Promise.all([import('../app.js'), import('../forward/forward-store.js')]);
-  const open = await openMigrated(config, createAppLogger(config));
+  const [{ createAppLogger, openCurrent }, { listRejectedEvents }] = await Promise.all([import('../app.js'), import('../forward/forward-store.js')]);
+  const open = await openCurrent(config, createAppLogger(config));
   try {
     return await listRejectedEvents(open.db, config.stateSchema, destination, limit);
   } finally {
@@ -36,6 +44,7 @@ export const failuresBinding: CommandModule = {
       .option('limit', { type: 'number', describe: 'at most this many [default: 1000]' }),
   handler: async (args) => {
     const a = args as unknown as Flags & { audience?: string; destination?: string; limit?: number };
+    if (a.limit !== undefined && !(Number.isInteger(a.limit) && a.limit >= 1)) throw new ConfigError([`--limit must be a whole number of at least 1; got ${a.limit}`]);
     const config = loadConfig(a);
     if (a.destination) {
       const rows = await rejectedEvents(config, a.destination, a.limit ?? 1000);

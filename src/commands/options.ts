@@ -18,12 +18,16 @@ export const epilogue = [
   'Audience file format and examples: README.md',
 ].join('\n');
 
+/** Under each command's --help: a pointer, not the whole environment block again. */
+export const commandEpilogue = 'Environment variables and exit codes: braze-bridge help env';
+
 /** Where the state lives, and how to print the result: every command takes these. */
 export function stateOptions(y: Argv): Argv {
   return y
-    .epilogue(epilogue)
+    .epilogue(commandEpilogue)
     .option('state-schema', { type: 'string', describe: `schema for braze-bridge state [default: ${DEFAULTS.stateSchema}]` })
     .option('database-url', { type: 'string', describe: 'overrides DATABASE_URL' })
+    .option('connect-timeout', { type: 'number', describe: `seconds to wait for a PostgreSQL connection [default: ${DEFAULTS.connectTimeoutSeconds}]` })
     .option('json', { type: 'boolean', describe: 'print the result as JSON on stdout' });
 }
 
@@ -37,18 +41,24 @@ export function runOptions(y: Argv): Argv {
     .option('shutdown-timeout', { type: 'number', describe: `seconds to let in-flight work finish after SIGTERM/SIGINT [default: ${DEFAULTS.shutdownTimeoutSeconds}]` });
 }
 
+/** What plan and sync share: which audiences, and how they are batched and guarded. */
 export function audienceOptions(y: Argv): Argv {
   return stateOptions(y)
     .positional('names', { type: 'string', array: true, describe: 'audience names (file names without .sql); default: all' })
     .option('audiences', { type: 'string', describe: `folder of audience .sql files [default: ${DEFAULTS.audiences}]` })
     .option('batch-size', { type: 'number', describe: `attribute objects per request, at most 75 (50 for MAU CY 24-25 contracts) [default: ${DEFAULTS.batchSize}]` })
+    .option('max-change-ratio', { type: 'number', describe: `stop before sending if more than this share of existing members change or exit [default: ${DEFAULTS.maxChangeRatio}]` })
+    .option('min-change-count', { type: 'number', describe: `the guardrail applies only from this many exits plus value changes [default: ${DEFAULTS.minChangeCount}]` });
+}
+
+/** Only commands that send (sync, backfill, schedule) take these. */
+export function sendOptions(y: Argv): Argv {
+  return y
     .option('concurrency', { type: 'number', describe: `requests in flight at once [default: ${DEFAULTS.concurrency}]` })
     .option('rate-limit', { type: 'number', describe: `requests per --rate-window [default: ${DEFAULTS.rateLimit}]` })
     .option('rate-window', { type: 'number', describe: `rate-limit window in seconds [default: ${DEFAULTS.rateWindowSeconds}]` })
     .option('timeout', { type: 'number', describe: `seconds before a request is abandoned and retried [default: ${DEFAULTS.timeoutSeconds}]` })
     .option('max-attempts', { type: 'number', describe: `attempts per batch before the run aborts [default: ${DEFAULTS.maxAttempts}]` })
-    .option('max-change-ratio', { type: 'number', describe: `stop before sending if more than this share of existing members change or exit [default: ${DEFAULTS.maxChangeRatio}]` })
-    .option('min-change-count', { type: 'number', describe: `the guardrail applies only from this many exits plus value changes [default: ${DEFAULTS.minChangeCount}]` })
     .option('force', { type: 'boolean', describe: 'send even when the guardrail would stop (name audiences to force only those)' })
     .option('adopt', { type: 'boolean', describe: 'take over an audience last synced from another path (the file moved)' })
     .option('statement-timeout', { type: 'number', describe: `seconds an audience's query may run before it is cancelled [default: ${DEFAULTS.statementTimeoutSeconds}]` })

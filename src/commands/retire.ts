@@ -1,6 +1,6 @@
 /** `retire <audience>`: apply a deleted audience's last @on_exit to every member, then forget it. */
 import type { CommandModule } from 'yargs';
-import { loadConfig, type Flags } from '../config/load-config.js';
+import { loadConfig, scrubSecrets, type Flags } from '../config/load-config.js';
 import { DEFAULTS } from '../config/environment.js';
 import { runOptions, stateOptions } from './options.js';
 
@@ -22,7 +22,7 @@ export const retireBinding: CommandModule = {
       import('../audience/format-summary.js'),
     ]);
     const summary = await withShutdown(config, createAppLogger(config), (stop) => retireJob(config, args.audience, stop));
-    process.stdout.write(`${config.json ? summaryJson(summary) : formatSummary(summary)}\n`);
+    process.stdout.write(`${scrubSecrets(config, config.json ? summaryJson(summary) : formatSummary(summary))}\n`);
     process.exitCode = summary.exitCode;
   },
 };

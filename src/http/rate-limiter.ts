@@ -4,34 +4,50 @@
  *   server's fixed windows, so it never causes a 429 by itself);
  * - the server's word: `X-RateLimit-Remaining` / `X-RateLimit-Reset` (epoch seconds) and 429s
  *   pause every caller until the reset time, exactly.
- * Callers acquire in FIFO order, so no batch starves.
+ * Callers acquire in FIFO order, so no batch starves. Pauses are bounded: a server asking
+ * every request to wait longer than `maxPauseMs` (a Retry-After of a day) makes `acquire` throw
+ * until then, so the run ends with its members pending instead of sleeping for a day; and every
+ * pause ends at once when the process is asked to stop.
  */
 
-import { realClock, realSleep, type Clock, type Sleep } from './clock.js';
+import { AbortError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { realClock, realSleep, throwIfStopped, type Clock, type Sleep } from './clock.js';
+import { formatWait, LOGGED_WAIT_MS } from './with-retries.js';
 
 export interface RateLimiterOptions {
   limit: number;
   windowMs: number;
   /** Pause when the server says fewer than this many requests remain (requests in flight). */
   reserve?: number;
-  /** Longest pause the server's headers may impose, to survive a badly skewed clock. */
+  /**
+   * Longest pause the server may impose (default 5 min, the retry time of a batch). Longer
+   * rate-limit resets are capped (a badly skewed clock); a longer Retry-After refuses requests.
+   */
   maxPauseMs?: number;
   clock?: Clock;
   sleep?: Sleep;
+  log?: Logger;
 }
 
 export class RateLimiter {
   private readonly starts: number[] = [];
   private head = 0;
   private pausedUntil = 0;
+  /** Set when the server asked for a wait longer than maxPauseMs: requests are refused until then. */
+  private refused?: { untilMs: number; message: string };
   private queue: Promise<void> = Promise.resolve();
   private readonly clock: Clock;
   private readonly sleep: Sleep;
+  private readonly log: Logger;
+  private readonly maxPauseMs: number;
 
   constructor(private readonly options: RateLimiterOptions) {
     if (!(options.limit >= 1) || !(options.windowMs >= 1)) throw new RangeError('rate limit must be at least 1 request per window');
     this.clock = options.clock ?? realClock;
     this.sleep = options.sleep ?? realSleep;
+    this.log = options.log ?? silentLogger;
+    this.maxPauseMs = options.maxPauseMs ?? 5 * 60_000;
   }
 
   /** Wait until one more request may start, then count it. */
@@ -43,7 +59,9 @@ export class RateLimiter {
 
   private async waitForSlot(): Promise<void> {
     for (;;) {
+      throwIfStopped('waiting for the rate limit');
       const now = this.clock();
+      if (this.refused && this.refused.untilMs > now) throw new AbortError(this.refused.message);
       if (this.pausedUntil > now) {
         await this.sleep(this.pausedUntil - now);
         continue;
@@ -61,10 +79,27 @@ export class RateLimiter {
     }
   }
 
-  /** Hold every caller until `untilMs` (epoch milliseconds). */
-  pauseUntil(untilMs: number): void {
-    const capped = Math.min(untilMs, this.clock() + (this.options.maxPauseMs ?? 15 * 60_000));
-    if (capped > this.pausedUntil) this.pausedUntil = capped;
+  /**
+   * Hold every caller until `untilMs` (epoch milliseconds), as a Retry-After asks. A wait
+   * longer than maxPauseMs is not slept: requests are refused until then, with `why`.
+   */
+  pauseUntil(untilMs: number, why = 'the server asked every request to wait'): void {
+    const now = this.clock();
+    if (untilMs - now > this.maxPauseMs) {
+      const message = `${why} ${formatWait(untilMs - now)} (until ${new Date(untilMs).toISOString()}), longer than the ${formatWait(this.maxPauseMs)} a run waits; stopping so that what is pending is sent by the next run`;
+      if (!this.refused || untilMs > this.refused.untilMs) this.refused = { untilMs, message };
+      return;
+    }
+    this.pause(untilMs);
+  }
+
+  private pause(untilMs: number): void {
+    const capped = Math.min(untilMs, this.clock() + this.maxPauseMs);
+    if (capped <= this.pausedUntil) return;
+    if (capped - Math.max(this.clock(), this.pausedUntil) >= LOGGED_WAIT_MS) {
+      this.log.info(`rate limited: pausing every request for ${formatWait(capped - this.clock())}`, { until: new Date(capped).toISOString() });
+    }
+    this.pausedUntil = capped;
   }
 
   /** Read the server's rate-limit headers from a response. */
@@ -72,7 +107,7 @@ export class RateLimiter {
     const remaining = Number(headers.get('x-ratelimit-remaining') ?? NaN);
     const reset = Number(headers.get('x-ratelimit-reset') ?? NaN);
     if (Number.isFinite(remaining) && Number.isFinite(reset) && remaining < (this.options.reserve ?? 1)) {
-      this.pauseUntil(reset * 1000);
+      this.pause(reset * 1000);
     }
   }
 }

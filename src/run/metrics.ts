@@ -21,7 +21,7 @@ export async function renderMetrics(db: Queryable, schema: string, now = Date.no
   const add = (name: string, help: string, type: Metric['type'], samples: Metric['samples']) => metrics.push({ name, help, type, samples });
 
   const runs = await runMetrics(db, schema);
-  add('braze_bridge_runs_total', 'Runs by job, audience and outcome (within --keep-days).', 'counter',
+  add('braze_bridge_runs_total', 'Runs by job, audience and outcome (pruned runs included).', 'counter',
     runs.byOutcome.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '', outcome: r.status }, value: Number(r.n) })));
   add('braze_bridge_last_success_timestamp_seconds', 'When the last run that finished (succeeded or partial) ended.', 'gauge',
     runs.lastSuccess.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: r.t.getTime() / 1000 })));

@@ -66,8 +66,17 @@ export async function recordFailures(db: Queryable, schema: string, runId: numbe
 }
 
 /** Delete finished runs (and, by cascade, their failures) older than `keepDays`. */
+/** Delete finished runs older than `keepDays`, adding them to run_totals in the same statement. */
 export async function pruneRuns(db: Queryable, schema: string, keepDays: number): Promise<void> {
-  await db.query(`DELETE FROM ${runs(schema)} WHERE status <> 'running' AND started_at < now() - make_interval(days => $1::int)`, [keepDays]);
+  await db.query(
+    `WITH pruned AS (
+       DELETE FROM ${runs(schema)} WHERE status <> 'running' AND started_at < now() - make_interval(days => $1::int)
+       RETURNING job, coalesce(audience, '') AS audience, status)
+     INSERT INTO ${escapeIdentifier(schema)}.run_totals AS t (job, audience, status, n)
+     SELECT job, audience, status, count(*) FROM pruned GROUP BY 1, 2, 3
+     ON CONFLICT (job, audience, status) DO UPDATE SET n = t.n + excluded.n`,
+    [keepDays],
+  );
 }
 
 /** A run as `status` shows it. */
@@ -123,7 +132,11 @@ export async function lastRunFailures(db: Queryable, schema: string, audience: s
 /** What the metrics file says about runs: outcomes, the last run and the last success per job and audience. */
 export async function runMetrics(db: Queryable, schema: string) {
   const byOutcome = await db.query<{ job: string; audience: string | null; status: string; n: string }>(
-    `SELECT job, audience, status, count(*) AS n FROM ${runs(schema)} WHERE status <> 'running' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
+    // Live runs plus those pruned: a counter that never decreases. (`running` is not an outcome yet.)
+    `SELECT job, nullif(audience, '') AS audience, status, sum(n) AS n FROM (
+       SELECT job, coalesce(audience, '') AS audience, status, count(*) AS n FROM ${runs(schema)} WHERE status <> 'running' GROUP BY 1, 2, 3
+       UNION ALL SELECT job, audience, status, n FROM ${escapeIdentifier(schema)}.run_totals) r
+     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
   );
   const last = await db.query<{ job: string; audience: string | null; status: string; counts: Record<string, unknown>; started_at: Date; finished_at: Date }>(
     `SELECT DISTINCT ON (job, audience) job, audience, status, counts, started_at, finished_at FROM ${runs(schema)}
@@ -133,4 +146,12 @@ export async function runMetrics(db: Queryable, schema: string) {
     `SELECT job, audience, max(finished_at) AS t FROM ${runs(schema)} WHERE status IN ('succeeded', 'partial') GROUP BY 1, 2 ORDER BY 1, 2`,
   );
   return { byOutcome: byOutcome.rows, last: last.rows, lastSuccess: success.rows };
+}
+
+/** Audiences that have runs in the history (or are known from a sync), by name. */
+export async function knownAudiences(db: Queryable, schema: string): Promise<string[]> {
+  const { rows } = await db.query<{ audience: string }>(
+    `SELECT audience FROM ${runs(schema)} WHERE audience IS NOT NULL UNION SELECT name FROM ${escapeIdentifier(schema)}.audiences ORDER BY 1`,
+  );
+  return rows.map((r) => r.audience);
 }

@@ -2,7 +2,8 @@
  * Graceful shutdown for every command. The first SIGTERM or SIGINT stops new work from
  * starting (batches, files, scheduled runs) and lets what is in flight finish and be
  * recorded, for at most --shutdown-timeout; a second signal, or the timeout, exits at once.
- * Either way the state stays consistent, because it only ever advances on proof.
+ * Either way the state stays consistent, because it only ever advances on proof. Waits do not
+ * count as in-flight work: every sleep in src/http ends at once on the first signal.
  */
 import { ExitCode } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -16,6 +17,17 @@ export interface Shutdown {
 }
 
 const CODES: Record<string, number> = { SIGINT: ExitCode.sigint, SIGTERM: ExitCode.sigterm };
+
+let current: AbortSignal = new AbortController().signal;
+
+/**
+ * The stop signal of the shutdown installed in this process (one that never aborts when none
+ * is). Every sleep of the shared HTTP layer (src/http: retry waits, rate-limit pauses, backoff)
+ * ends at once when it aborts, without each job having to pass it down.
+ */
+export function processStop(): AbortSignal {
+  return current;
+}
 
 export function installShutdown(log: Logger, timeoutMs: number, exit: (code: number) => void = (c) => process.exit(c)): Shutdown {
   const controller = new AbortController();
@@ -39,6 +51,17 @@ export function installShutdown(log: Logger, timeoutMs: number, exit: (code: num
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  current = controller.signal;
+  // Started behind a wrapper (npx, a shell) that alone got the signal and exited: we were
+  // re-parented. Stop as if signalled rather than keep sending as an orphan.
+  const parent = process.ppid;
+  const watchdog = setInterval(() => {
+    if (parent > 1 && process.ppid !== parent && !controller.signal.aborted) {
+      log.warn('the parent process exited (a wrapper such as npx got the signal): stopping as on SIGTERM', { parent });
+      onSignal('SIGTERM');
+    }
+  }, 500);
+  watchdog.unref();
   return {
     signal: controller.signal,
     get exitCode() {
@@ -46,6 +69,8 @@ export function installShutdown(log: Logger, timeoutMs: number, exit: (code: num
     },
     dispose() {
       clearTimeout(timer);
+      clearInterval(watchdog);
+      if (current === controller.signal) current = new AbortController().signal;
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
     },

@@ -16,6 +16,7 @@ export function nextCron(expression: string, after: number, timezone = 'UTC'): n
  */
 export function audienceJobs(dir: string, run: (audience: Audience) => Promise<void>, log: Logger): () => ScheduledJob[] {
   const reported = new Map<string, string>();
+  let lastUnscheduled: string | undefined;
   return () => {
     let files: string[];
     try {
@@ -25,6 +26,7 @@ export function audienceJobs(dir: string, run: (audience: Audience) => Promise<v
       return [];
     }
     const jobs: ScheduledJob[] = [];
+    const unscheduled: string[] = [];
     for (const file of files) {
       let audience: Audience;
       try {
@@ -37,7 +39,10 @@ export function audienceJobs(dir: string, run: (audience: Audience) => Promise<v
         reported.set(file, message);
         continue;
       }
-      if (!audience.schedule) continue;
+      if (!audience.schedule) {
+        unscheduled.push(audience.name);
+        continue;
+      }
       const { schedule, timezone } = audience;
       jobs.push({
         id: audience.name,
@@ -46,6 +51,12 @@ export function audienceJobs(dir: string, run: (audience: Audience) => Promise<v
         run: () => run(audience),
       });
     }
+    // Said at start and whenever the set changes: an audience without @schedule never runs here.
+    const key = unscheduled.join(',');
+    if (key !== (lastUnscheduled ?? '')) {
+      if (unscheduled.length > 0) log.warn(`not scheduled (no @schedule line): ${unscheduled.join(', ')}; add @schedule to run them here, or sync them from cron`);
+    }
+    lastUnscheduled = key;
     return jobs;
   };
 }
