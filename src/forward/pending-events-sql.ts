@@ -96,7 +96,8 @@ export async function pendingEventsSql(db: Queryable, stateSchema: string, confi
         ? (propertiesJson ?? 'NULL::jsonb')
         : rule.properties.length === 0
           ? `'{}'::jsonb`
-          : `jsonb_strip_nulls(jsonb_build_object(${rule.properties.map((p) => `${text(p)}, ${property(p)}`).join(', ')}))`;
+          : // Not jsonb_strip_nulls: it strips nulls inside nested values too; absent top-level ones are dropped in build-payload.ts.
+            `jsonb_build_object(${rule.properties.map((p) => `${text(p)}, ${property(p)}`).join(', ')})`;
     const anonymous = config.anonymousId;
     const email =
       anonymous.kind === 'email_md5'
