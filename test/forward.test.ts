@@ -180,7 +180,7 @@ describe('the forward config and payloads', () => {
 
   it('the notification of a run: every stopped run notifies; a partial one by its share of rejected events', () => {
     const summary = (status: ForwardSummary['status'], sent: number, rejected: number, error?: string): ForwardSummary => ({
-      destination: 'movable-ink', status, exitCode: 0, events: { pending: sent + rejected, sent, rejected, leftPending: 0 }, perEvent: {}, requests: 0, retries: 0, rateLimited: 0, skippedRules: [], durationMs: 0, error,
+      destination: 'movable-ink', status, exitCode: 0, events: { pending: sent + rejected, sent, rejected, leftPending: 0, gaveUp: 0, requeued: 0 }, perEvent: {}, requests: 0, retries: 0, rateLimited: 0, skippedRules: [], durationMs: 0, error,
     });
     expect(forwardOutcome(summary('partial', 3, 1))).toMatchObject({ job: 'forward', bad: false, failedRatio: 0.25, text: 'braze-bridge forward movable-ink: partial, 3 sent, 1 rejected, 0 left pending' });
     expect(forwardOutcome(summary('aborted', 0, 0, 'Movable Ink answered 401'))).toMatchObject({ bad: true, failedRatio: 0, text: expect.stringContaining('aborted: Movable Ink answered 401') });

@@ -22,6 +22,13 @@ import { normalisedTableName, tableName } from './parse-key.js';
 
 /** Columns a table may reach (PostgreSQL allows 1,600, dropped ones included); the rest go to extra_fields. */
 export const MAX_COLUMNS = 1590;
+/**
+ * Estimated bytes of a row's columns a table may reach: a heap row must fit in 8 kB, so 1,590
+ * bigint columns ("row is too big") would fail every file even below the column limit.
+ * Fixed-width columns count their size, others 8 (a short value, or part of a TOAST pointer).
+ */
+export const MAX_ROW_BYTES = 6000;
+const widthOf = (pgType: string) => (pgType === 'boolean' ? 1 : pgType === '' ? 0 : 8);
 const FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
 /** Where a file's fields go in its table. */
@@ -105,7 +112,13 @@ export async function ensureEventTable(db: Database, tx: Connection, schema: str
     await lockForTransaction(tx, lock, 2);
     current = await columnsOf(tx, qualified);
     if (current.have.size === 0) {
-      const own = fields.filter(fits).slice(0, MAX_COLUMNS - 6);
+      const own: EventColumn[] = [];
+      let bytes = 64; // braze-bridge's own columns
+      for (const f of fields.filter(fits)) {
+        if (own.length >= MAX_COLUMNS - 6 || bytes + widthOf(f.pgType) > MAX_ROW_BYTES) break;
+        own.push(f);
+        bytes += widthOf(f.pgType);
+      }
       const defs = own.map((c) => `${escapeIdentifier(c.name)} ${c.pgType}${c.name === 'id' ? ' NOT NULL' : ''}`);
       // id_key is the id, or the MD5 of an id too long for a btree entry (about 2.7 kB): very long
       // ids load. (md5 because a generated column needs an immutable function; sha256 of text is not.)
@@ -126,16 +139,18 @@ export async function ensureEventTable(db: Database, tx: Connection, schema: str
       await lockForTransaction(ddl, lock, 2);
       const now = await columnsOf(ddl, qualified);
       let slots = now.slots;
+      let bytes = [...now.have.values()].reduce((sum, type) => sum + widthOf(type), 64);
       if (!now.have.has('extra_fields')) {
         await ddl.query(`ALTER TABLE ${qualified} ADD COLUMN extra_fields jsonb`);
         now.have.set('extra_fields', 'jsonb');
         slots++;
       }
       for (const c of missing) {
-        if (now.have.has(c.name) || slots >= MAX_COLUMNS) continue;
+        if (now.have.has(c.name) || slots >= MAX_COLUMNS || bytes + widthOf(c.pgType) > MAX_ROW_BYTES) continue;
         await ddl.query(`ALTER TABLE ${qualified} ADD COLUMN ${escapeIdentifier(c.name)} ${c.pgType}`);
         now.have.set(c.name, c.pgType);
         slots++;
+        bytes += widthOf(c.pgType);
       }
       return now;
     });

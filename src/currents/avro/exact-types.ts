@@ -28,6 +28,10 @@ class DecimalType extends avro.types.LogicalType {
     this.scale = schema.scale ?? 0;
     this.precision = schema.precision ?? 0;
   }
+  /** Kept when the schema is written out (a file encoded with this type keeps its scale). */
+  override _export(schema: avro.Schema): void {
+    Object.assign(schema as object, { precision: this.precision, scale: this.scale });
+  }
   override _fromValue(buf: Buffer): string {
     return decimalText(buf, this.scale);
   }
