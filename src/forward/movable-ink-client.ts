@@ -78,13 +78,14 @@ export class MovableInkClient {
   }
 
   /** The retry policy's settings, for the relay's own retry loop. */
-  get policy(): { maxAttempts: number; backoffMs: number; maxBackoffMs: number; clock: Clock; sleep: Sleep; random: () => number } {
+  get policy(): { maxAttempts: number; backoffMs: number; maxBackoffMs: number; clock: Clock; sleep?: Sleep; random: () => number } {
     return {
       maxAttempts: this.o.maxAttempts ?? 5,
       backoffMs: this.o.backoffMs ?? 30_000,
       maxBackoffMs: 10 * 60_000,
       clock: this.o.clock ?? realClock,
-      sleep: this.o.sleep ?? realSleep,
+      // Absent unless injected: the relay then waits on a timer it can cancel on SIGTERM.
+      sleep: this.o.sleep,
       random: this.o.random ?? Math.random,
     };
   }

@@ -12,6 +12,7 @@
 import type { Writable } from 'node:stream';
 import { AbortError, exitCodeFor, messageOf, outcomeOfError, type ExitCode, type Outcome } from '../errors.js';
 import type { Database } from '../db/pool.js';
+import { setTimeout as delay } from 'node:timers/promises';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { realClock, type Clock, type Sleep } from '../http/clock.js';
 import { lock, lockHolder, lockKey, tryLock, unlock } from '../db/locks.js';
@@ -262,9 +263,21 @@ async function deliver(o: ForwardOptions, payload: object, slots: LimitFunction,
   }
 }
 
-/** Sleep, or end early when `stop` fires; true when the full time passed. */
-async function sleepUnlessStopped(sleep: Sleep, ms: number, stop?: AbortSignal): Promise<boolean> {
+/**
+ * Sleep, or end early when `stop` fires; true when the full time passed. Without an injected
+ * sleep, the timer itself is cancelled, or a pending 30 s timer would keep the process alive
+ * after SIGTERM.
+ */
+async function sleepUnlessStopped(sleep: Sleep | undefined, ms: number, stop?: AbortSignal): Promise<boolean> {
   if (stop?.aborted) return false;
+  if (!sleep) {
+    try {
+      await delay(Math.max(0, ms), undefined, { signal: stop });
+      return true;
+    } catch {
+      return false;
+    }
+  }
   if (!stop) {
     await sleep(ms);
     return true;
