@@ -227,7 +227,7 @@ describe('forwarding to Movable Ink', () => {
     expect(runs.rows).toEqual([{ status: 'succeeded', events: { pending: 6, sent: 6, rejected: 0, leftPending: 0, gaveUp: 0, requeued: 0 } }]);
 
     const again = await run();
-    expect(again.events).toEqual({ pending: 0, sent: 0, rejected: 0, leftPending: 0 });
+    expect(again.events).toEqual({ pending: 0, sent: 0, rejected: 0, leftPending: 0, gaveUp: 0, requeued: 0 });
   });
 
   it('retries 429 honouring Retry-After exactly and 5xx with backoff, records a 400 as rejected and never retries it', async () => {

@@ -218,27 +218,31 @@ async function forwardUser(
       summary.perEvent[rule.event] = (summary.perEvent[rule.event] ?? 0) + 1;
       continue;
     }
-    const delivery = await deliver(o, payload, slots, log);
+    // Recorded while the request's slot is still held: at any moment at most `concurrency`
+    // events are sent but not recorded, which bounds what a kill -9 re-sends.
+    const record = async (delivery: Delivery) => {
+      let handled: HandledEvent;
+      if (delivery.ok) {
+        summary.events.sent++;
+        summary.perEvent[rule.event] = (summary.perEvent[rule.event] ?? 0) + 1;
+        handled = { table: ev.event_table, id: ev.id, status: 'sent', http: delivery.status, response: null };
+      } else {
+        summary.events.rejected++;
+        handled = { table: ev.event_table, id: ev.id, status: 'rejected', http: delivery.status, response: delivery.response };
+        log.warn('event rejected by Movable Ink', { event: rule.event, status: delivery.status });
+      }
+      await recordHandled(db, o.stateSchema, config.destination, summary.runId, [handled]);
+      if (known && known !== learned) {
+        await learnIdentity(db, o.stateSchema, config.destination, user, known);
+        learned = known;
+      }
+    };
+    const delivery = await deliver(o, payload, slots, log, record);
     if (delivery === 'stopped') break;
     if (delivery === 'gave-up') {
       summary.events.gaveUp++;
       log.warn('event not accepted after the last attempt; it and the user\'s later events stay pending for the next run', { event: rule.event });
       break;
-    }
-    let handled: HandledEvent;
-    if (delivery.ok) {
-      summary.events.sent++;
-      summary.perEvent[rule.event] = (summary.perEvent[rule.event] ?? 0) + 1;
-      handled = { table: ev.event_table, id: ev.id, status: 'sent', http: delivery.status, response: null };
-    } else {
-      summary.events.rejected++;
-      handled = { table: ev.event_table, id: ev.id, status: 'rejected', http: delivery.status, response: delivery.response };
-      log.warn('event rejected by Movable Ink', { event: rule.event, status: delivery.status });
-    }
-    await recordHandled(db, o.stateSchema, config.destination, summary.runId, [handled]);
-    if (known && known !== learned) {
-      await learnIdentity(db, o.stateSchema, config.destination, user, known);
-      learned = known;
     }
   }
 }
@@ -248,12 +252,22 @@ async function forwardUser(
  * a server-given wait honoured exactly). A slot is held only while a request is in flight, and
  * every wait ends at once on SIGTERM/SIGINT.
  */
-async function deliver(o: ForwardOptions, payload: object, slots: LimitFunction, log: Logger): Promise<Delivery | 'gave-up' | 'stopped'> {
+async function deliver(
+  o: ForwardOptions,
+  payload: object,
+  slots: LimitFunction,
+  log: Logger,
+  record: (delivery: Delivery) => Promise<void>,
+): Promise<'done' | 'gave-up' | 'stopped'> {
   const client = o.client!;
   const policy = client.policy;
   for (let n = 1; ; n++) {
-    const outcome = await slots(() => client.attemptOnce(payload));
-    if (outcome.kind === 'done') return outcome.result;
+    const outcome = await slots(async () => {
+      const attempt = await client.attemptOnce(payload);
+      if (attempt.kind === 'done') await record(attempt.result);
+      return attempt;
+    });
+    if (outcome.kind === 'done') return 'done';
     if (outcome.rateLimited) client.stats.rateLimited++;
     if (n >= policy.maxAttempts) return 'gave-up';
     const wait = outcome.waitMs ?? Math.min(policy.maxBackoffMs, policy.backoffMs * 2 ** (n - 1)) * policy.random();
