@@ -109,7 +109,7 @@ async function main() {
     const out = createWriteStream(tsv);
     for (let i = 0; i < EVENTS; i++) {
       const r = record(i) as Record<string, unknown>;
-      const cells = columns.map((c) => c.format(r[c.name]));
+      const cells = columns.map((c) => c.format(r[c.name], { nul: 0 }));
       cells.push(new Date((r.time as number) * 1000).toISOString(), key(0, 'x'));
       if (!out.write(`${cells.join('\t')}\n`)) await once(out, 'drain');
     }

@@ -97,7 +97,8 @@ describe('Currents ingestion from S3', () => {
       { id: 'ce2', properties: 'not json {', sku: null, ad_tracking_enabled: null, tags: null },
     ]);
     const p = await t.db.query(`SELECT price, pg_typeof(price)::text AS type FROM ${ev}.users_behaviors_purchase`);
-    expect(p.rows[0]).toEqual({ price: Math.fround(19.99), type: 'double precision' });
+    // An Avro float is stored as the shortest decimal that reads back as the same float: 19.99, not 19.989999771118164.
+    expect(p.rows[0]).toEqual({ price: 19.99, type: 'double precision' });
     const columns = await t.db.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'users_messages_email_send' ORDER BY ordinal_position`, [ev]);
     expect(columns.rows.map((r) => r.column_name)).toContain('from_domain');
 
@@ -186,7 +187,7 @@ describe('Currents ingestion from S3', () => {
     await s3.put('many', currentsKey(SEND, '2026-11-03-00', 'late'), await encodeAvro(emailSendV1, emailSends(1, 50_002)));
 
     const summary = await run('many', ev, { eventTypes: [SEND], since: new Date('2026-11-01T00:00:00Z'), until: new Date('2026-11-02T23:00:00Z') });
-    expect(summary.discovered).toEqual({ listed: 1034, currents: 4, ignored: 1030, new: 1 });
+    expect(summary.discovered).toEqual({ listed: 1034, currents: 4, ignored: 1030, refused: 0, new: 1 });
     expect(summary.files.loaded).toBe(1);
     const keys = await t.db.query<{ key: string }>(`SELECT key FROM braze_bridge.currents_files WHERE source = 's3://many'`);
     expect(keys.rows.map((r) => r.key.replace(/^.*\//, ''))).toEqual(['inside.avro']);
@@ -211,7 +212,7 @@ describe('Currents ingestion from S3', () => {
       mkdirSync(join(dir, dirname(gone)), { recursive: true });
       writeFileSync(join(dir, gone), await encodeAvro(emailSendV1, emailSends(1, 71_000)));
       const source = openSource(`file://${dir}`);
-      const deleting = { name: source.name, list: source.list.bind(source), open: async (k: string) => {
+      const deleting = { name: source.name, prefix: source.prefix, location: source.location, list: source.list.bind(source), open: async (k: string) => {
         if (k === gone) rmSync(join(dir, gone));
         return source.open(k);
       } };

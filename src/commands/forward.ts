@@ -19,7 +19,12 @@ import { runOptions, stateOptions } from './options.js';
  * it prunes the history, rewrites the metrics file and notifies when needed; a dry run does none
  * of that.
  */
-export async function forwardCommand(config: Readonly<Config>, configFile: string, stop?: AbortSignal): Promise<ForwardSummary> {
+export async function forwardCommand(
+  config: Readonly<Config>,
+  configFile: string,
+  stop?: AbortSignal,
+  flags: { retryRejected?: boolean; wait?: boolean } = {},
+): Promise<ForwardSummary> {
   const { createAppLogger, openMigrated } = await import('../app.js');
   const log = createAppLogger(config);
   if (config.dryRun) return forwardDryRun(config, configFile, log, stop);
@@ -47,7 +52,16 @@ export async function forwardCommand(config: Readonly<Config>, configFile: strin
         const rateLimiter = new RateLimiter({ limit: forward.ratePerSecond, windowMs: 1000, reserve: forward.concurrency });
         const client = new MovableInkClient({ ...movableInkSettings(config), rateLimiter, log });
         open = await openMigrated(config, log, poolFor(forward));
-        return forwardEvents(open.db, log, { config: forward, stateSchema: config.stateSchema, client, dryRun: false, stop, args: { config: configFile } });
+        return forwardEvents(open.db, log, {
+          config: forward,
+          stateSchema: config.stateSchema,
+          client,
+          dryRun: false,
+          stop,
+          retryRejected: flags.retryRejected,
+          waitForLock: flags.wait,
+          args: { config: configFile, ...(flags.retryRejected ? { retryRejected: true } : {}) },
+        });
       },
       forwardOutcome,
     );
@@ -77,21 +91,21 @@ async function forwardDryRun(config: Readonly<Config>, configFile: string, log: 
   }
 }
 
-/** Connections: the cursor, the run lock, and one per user being relayed (its bookkeeping). */
+/** Connections: the cursor, the destination's lock, the run lock, and one per request slot (its bookkeeping). */
 function poolFor(forward: ForwardConfig): { poolSize: number } {
-  return { poolSize: forward.concurrency + 3 };
+  return { poolSize: forward.concurrency + 4 };
 }
 
 export function formatForward(s: ForwardSummary): string {
   const out = [
     `braze-bridge forward ${s.destination}: ${s.status} in ${(s.durationMs / 1000).toFixed(1)} s${s.status === 'planned' ? ' (dry run: nothing sent, no state changed)' : ''}`,
-    `  events pending ${s.events.pending}: sent ${s.events.sent}, rejected ${s.events.rejected}, left pending ${s.events.leftPending}`,
+    `  events pending ${s.events.pending}: sent ${s.events.sent}, rejected ${s.events.rejected}, left pending ${s.events.leftPending}${s.events.gaveUp ? ` (${s.events.gaveUp} not accepted after 5 attempts, for the next run)` : ''}${s.events.requeued ? `; ${s.events.requeued} rejected events re-queued` : ''}`,
     `  requests ${s.requests}, retries ${s.retries}, 429s ${s.rateLimited}`,
   ];
   for (const [event, n] of Object.entries(s.perEvent).sort()) out.push(`  ${event}: ${n}`);
   for (const r of s.skippedRules) out.push(`  skipped ${r}`);
   if (s.error) out.push(`  ${s.error}`);
-  if (s.events.rejected > 0) out.push(`  rejected events are listed by: braze-bridge failures --destination ${s.destination}`);
+  if (s.events.rejected > 0) out.push(`  rejected events are listed by: braze-bridge failures --destination ${s.destination}; resend them with --retry-rejected`);
   return out.join('\n');
 }
 
@@ -103,13 +117,15 @@ export const forwardBinding: CommandModule = {
       .positional('destination', { type: 'string', choices: ['movable-ink'] })
       .option('config', { type: 'string', demandOption: true, describe: 'the mapping of Braze events to partner events, e.g. jobs/movable-ink.json' })
       .option('dry-run', { type: 'boolean', describe: 'build the payloads only: nothing sent, no state changed' })
-      .option('out', { type: 'string', describe: 'with --dry-run: write the exact payloads as NDJSON here' }),
+      .option('out', { type: 'string', describe: 'with --dry-run: write the exact payloads as NDJSON here' })
+      .option('retry-rejected', { type: 'boolean', describe: 'make events rejected for good pending again and send them (after fixing the cause)' })
+      .option('wait', { type: 'boolean', describe: 'wait for another forward run of the destination to end, instead of exit 3' }),
   handler: async (args) => {
-    const a = args as unknown as Flags & { config: string; destination: string };
+    const a = args as unknown as Flags & { config: string; destination: string; retryRejected?: boolean; wait?: boolean };
     const config = loadConfig(a);
     if (config.out && !config.dryRun) throw new ConfigError(['--out goes with --dry-run']);
     const { createAppLogger, withShutdown } = await import('../app.js');
-    const summary = await withShutdown(config, createAppLogger(config), (stop) => forwardCommand(config, a.config, stop));
+    const summary = await withShutdown(config, createAppLogger(config), (stop) => forwardCommand(config, a.config, stop, { retryRejected: a.retryRejected, wait: a.wait }));
     process.stdout.write(`${config.json ? JSON.stringify(summary, null, 2) : formatForward(summary)}\n`);
     process.exitCode = summary.exitCode;
   },

@@ -5,6 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
+import { parseHour } from '../currents/parse-key.js';
 import { ConfigError } from '../errors.js';
 import type { LogLevel } from '../log.js';
 import { DEFAULTS } from './environment.js';
@@ -219,14 +220,17 @@ export function loadCurrentsConfig(flags: CurrentsFlags, env: NodeJS.ProcessEnv 
   for (const t of eventTypes) if (!/^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$/.test(t)) problems.push(`--event-types: "${t}" is not an event type such as users.messages.email.Send`);
   const hour = (name: string, value: string | undefined, endOfDay: boolean): Date | undefined => {
     if (!value) return undefined;
-    const m = /^(\d{4})-(\d{2})-(\d{2})(?:-(\d{2}))?$/.exec(value);
-    if (!m) {
-      problems.push(`${name} must be YYYY-MM-DD or YYYY-MM-DD-HH (UTC, the date= hour of the keys); got "${value}"`);
+    const parsed = parseHour(value, true);
+    if (typeof parsed === 'string') {
+      problems.push(`${name} must be YYYY-MM-DD or YYYY-MM-DD-HH (UTC, the date= hour of the keys); got "${value}": ${parsed}`);
       return undefined;
     }
-    const h = m[4] !== undefined ? Number(m[4]) : endOfDay ? 23 : 0;
-    return new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), h));
+    if (value.length === 10 && endOfDay) parsed.setUTCHours(23);
+    return parsed;
   };
+  const since = hour('--since', flags.since, false);
+  const until = hour('--until', flags.until, true);
+  if (since && until && since > until) problems.push(`--since ${flags.since} is after --until ${flags.until}: no hour would be loaded`);
   const source = flags.source;
   if (source !== undefined && !/^(s3:\/\/[^/]+|file:\/\/\/)/.test(source)) problems.push(`--source must be s3://bucket/prefix or file:///path; got "${source}"`);
   const s3Endpoint = flags.s3Endpoint ?? (env.AWS_ENDPOINT_URL_S3 || undefined);
@@ -237,8 +241,8 @@ export function loadCurrentsConfig(flags: CurrentsFlags, env: NodeJS.ProcessEnv 
     region: env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined,
     targetSchema,
     eventTypes,
-    since: hour('--since', flags.since, false),
-    until: hour('--until', flags.until, true),
+    since,
+    until,
     retryFailed: flags.retryFailed ?? false,
   };
   if (problems.length > 0) throw new ConfigError(problems);

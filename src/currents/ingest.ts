@@ -6,7 +6,7 @@
  * This module only orchestrates: the manifest SQL is in manifest.ts, one file's load in
  * load-file.ts, the event-table DDL in event-tables.ts.
  */
-import { exitCodeFor, messageOf, outcomeOfError, type ExitCode, type Outcome } from '../errors.js';
+import { ConfigError, exitCodeFor, messageOf, outcomeOfError, type ExitCode, type Outcome } from '../errors.js';
 import type { Database } from '../db/pool.js';
 import { finishRun, startRun } from '../run/run-store.js';
 import { sweepAbandonedRuns, withRunLock } from '../run/run-lock.js';
@@ -48,7 +48,11 @@ export interface IngestSummary {
   /** succeeded, partial (a file failed or was left pending) or interrupted (stopped by a signal). */
   status: Outcome;
   exitCode: ExitCode;
-  discovered: { listed: number; currents: number; ignored: number; new: number };
+  discovered: { listed: number; currents: number; ignored: number; refused: number; new: number };
+  /** Keys that look like Currents files but cannot be read as one (an impossible date=), with the reason; the first 20. */
+  refusedKeys: Array<{ key: string; reason: string }>;
+  /** NUL characters replaced by U+FFFD in the files loaded (PostgreSQL cannot store them). */
+  nulReplaced: number;
   files: { loaded: number; alreadyLoaded: number; failed: number; leftPending: number };
   rows: number;
   duplicates: number;
@@ -73,7 +77,9 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
     source: options.source.name,
     status: 'succeeded',
     exitCode: exitCodeFor('succeeded'),
-    discovered: { listed: 0, currents: 0, ignored: 0, new: 0 },
+    discovered: { listed: 0, currents: 0, ignored: 0, refused: 0, new: 0 },
+    refusedKeys: [],
+    nulReplaced: 0,
     files: { loaded: 0, alreadyLoaded: 0, failed: 0, leftPending: 0 },
     rows: 0,
     duplicates: 0,
@@ -83,14 +89,21 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
   };
   const scope: FileScope = {
     source: options.source.name,
+    prefix: options.source.prefix,
     eventTypes: options.eventTypes && options.eventTypes.length > 0 ? options.eventTypes : null,
     since: options.since ?? null,
     until: options.until ?? null,
   };
   try {
     await ensureEventSchema(db, options.targetSchema);
-    await discover(db, log, options, scope, summary.discovered);
+    await discover(db, log, options, scope, summary);
     log.info('discovered', { ...summary.discovered });
+    if (summary.discovered.currents === 0 && summary.discovered.refused === 0) {
+      // An empty or mistyped prefix: say so, rather than "already loaded" and exit 0.
+      throw new ConfigError([
+        `no Currents files under ${options.source.location}${summary.discovered.listed > 0 ? ` (${summary.discovered.listed} other keys)` : ''}: check the bucket and prefix in --source`,
+      ]);
+    }
     if (options.retryFailed) log.info('retrying failed files', { files: await resetFailedFiles(db, options.stateSchema, scope) });
     const counts = await countFilesByStatus(db, options.stateSchema, scope);
     summary.files.alreadyLoaded = counts.loaded;
@@ -101,6 +114,7 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
       if (load.outcome === 'loaded') {
         summary.files.loaded++;
         summary.rows += load.inserted;
+        summary.nulReplaced += load.nulReplaced;
         summary.duplicates += load.records - load.inserted;
         perType.files++;
         perType.rows += load.inserted;
@@ -133,7 +147,8 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
  * List every key under the prefix and register the Currents files the run wants, counting
  * into `found` as it goes, so a listing that fails half-way still records what it saw.
  */
-async function discover(db: Database, log: Logger, options: IngestOptions, scope: FileScope, found: IngestSummary['discovered']): Promise<void> {
+async function discover(db: Database, log: Logger, options: IngestOptions, scope: FileScope, summary: IngestSummary): Promise<void> {
+  const found = summary.discovered;
   const wanted = (eventType: string, hour: Date) =>
     (!scope.eventTypes || scope.eventTypes.includes(eventType)) && (!scope.since || hour >= scope.since) && (!scope.until || hour <= scope.until);
   let batch: DiscoveredFile[] = [];
@@ -145,6 +160,12 @@ async function discover(db: Database, log: Logger, options: IngestOptions, scope
     found.listed++;
     const parsed = parseKey(object.key);
     if ('skip' in parsed) {
+      if (parsed.refused) {
+        found.refused++;
+        if (summary.refusedKeys.length < 20) summary.refusedKeys.push({ key: object.key, reason: parsed.skip });
+        log.warn('refusing key', { key: object.key, reason: parsed.skip });
+        continue;
+      }
       found.ignored++;
       log.debug('ignoring key', { key: object.key, reason: parsed.skip });
       continue;

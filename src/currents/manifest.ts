@@ -17,6 +17,12 @@ export type FileStatus = 'pending' | 'loaded' | 'failed';
 export interface FileScope {
   /** `s3://bucket` or `file:///dir`, as the source names itself. */
   source: string;
+  /**
+   * The key prefix of --source (s3://bucket/<prefix>); '' for a folder. Keys are stored whole,
+   * so bucket + prefix select a run's files: an empty or mistyped prefix no longer counts the
+   * bucket's other files as "already loaded".
+   */
+  prefix: string;
   /** Null or empty: every event type. */
   eventTypes: readonly string[] | null;
   since: Date | null;
@@ -40,11 +46,11 @@ export interface ClaimedFile {
   eventType: string;
 }
 
-/** The scope as a WHERE clause on parameters $1..$4, and its values. */
+/** The scope as a WHERE clause on parameters $1..$5, and its values. */
 function scopeWhere(scope: FileScope): { sql: string; values: unknown[] } {
   return {
-    sql: `source = $1 AND ($2::text[] IS NULL OR event_type = ANY($2)) AND ($3::timestamptz IS NULL OR hour >= $3) AND ($4::timestamptz IS NULL OR hour <= $4)`,
-    values: [scope.source, scope.eventTypes && scope.eventTypes.length > 0 ? [...scope.eventTypes] : null, scope.since, scope.until],
+    sql: `source = $1 AND ($2::text[] IS NULL OR event_type = ANY($2)) AND ($3::timestamptz IS NULL OR hour >= $3) AND ($4::timestamptz IS NULL OR hour <= $4) AND starts_with(key, $5::text)`,
+    values: [scope.source, scope.eventTypes && scope.eventTypes.length > 0 ? [...scope.eventTypes] : null, scope.since, scope.until, scope.prefix],
   };
 }
 
@@ -88,7 +94,7 @@ export async function claimPendingFile(tx: Queryable, schema: string, scope: Fil
   const where = scopeWhere(scope);
   const { rows } = await tx.query<{ key: string; etag: string; event_type: string }>(
     `SELECT key, etag, event_type FROM ${files(schema)}
-      WHERE status = 'pending' AND ${where.sql} AND NOT (key = ANY($5::text[]))
+      WHERE status = 'pending' AND ${where.sql} AND NOT (key = ANY($6::text[]))
       ORDER BY hour, key LIMIT 1 FOR UPDATE SKIP LOCKED`,
     [...where.values, [...skipKeys]],
   );
@@ -102,13 +108,13 @@ export async function markFileLoaded(
   schema: string,
   source: string,
   file: ClaimedFile,
-  load: { targetTable: string; records: number; inserted: number; runId: number },
+  load: { targetTable: string; records: number; inserted: number; runId: number; nulReplaced: number },
 ): Promise<void> {
   await tx.query(
     `UPDATE ${files(schema)} SET status = 'loaded', target_table = $4, records = $5, rows_loaded = $6, duplicates = $7,
-            error = NULL, record_index = NULL, attempts = attempts + 1, loaded_at = now(), run_id = $8
+            error = NULL, record_index = NULL, attempts = attempts + 1, loaded_at = now(), run_id = $8, nul_replaced = $9
       WHERE source = $1 AND key = $2 AND etag = $3`,
-    [source, file.key, file.etag, load.targetTable, load.records, load.inserted, load.records - load.inserted, load.runId],
+    [source, file.key, file.etag, load.targetTable, load.records, load.inserted, load.records - load.inserted, load.runId, load.nulReplaced],
   );
 }
 

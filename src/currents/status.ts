@@ -5,6 +5,7 @@
  * this module shapes and formats their answer.
  */
 import type { Queryable } from '../db/pool.js';
+import { renamedEventTables } from './event-tables.js';
 import { failedFiles, loadedHours, statusByEventType } from './manifest.js';
 
 export interface CurrentsStatus {
@@ -14,6 +15,8 @@ export interface CurrentsStatus {
   missingHours: string[];
   oldestHour: string | null;
   newestHour: string | null;
+  /** Event types whose table is not their normalised name: too long for 63 bytes, or colliding with another type. */
+  renamedTables: Array<{ targetSchema: string; eventType: string; table: string }>;
 }
 
 /** An hour as the keys write it: YYYY-MM-DD-HH (UTC). */
@@ -29,6 +32,7 @@ export async function currentsStatus(db: Queryable, stateSchema: string, source?
     missingHours: hours.missing.map((d) => hourOf(d)!),
     oldestHour: hourOf(hours.oldest),
     newestHour: hourOf(hours.newest),
+    renamedTables: await renamedEventTables(db, stateSchema),
   };
 }
 
@@ -47,6 +51,7 @@ export function formatStatus(status: CurrentsStatus): string {
   } else if (status.oldestHour) {
     out.push('no missing hours between the oldest and newest hour loaded');
   }
+  for (const r of status.renamedTables) out.push(`TABLE ${r.eventType} → ${r.targetSchema}.${r.table} (its own name is too long or taken by another type)`);
   for (const f of status.failures) out.push(`FAILED ${f.key}: ${f.error}${f.recordIndex !== null ? ` (record ${f.recordIndex})` : ''}`);
   return out.join('\n');
 }

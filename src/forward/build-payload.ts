@@ -5,6 +5,40 @@
  */
 import { createHash } from 'node:crypto';
 import { PII, type ForwardConfig, type ForwardRule } from './config.js';
+
+/** A value that looks like an email address. */
+const EMAIL_VALUE = /[^\s@]+@[^\s@]+\.[^\s@]+/;
+
+/**
+ * A value that looks like a phone number: 7 to 15 digits written as a phone number is (a leading
+ * +, or separated by spaces, dots, dashes or parentheses). Bare digit strings (order ids, SKUs)
+ * are kept.
+ */
+function looksLikePhone(v: string): boolean {
+  if (!/^\+?[\d\s().-]+$/.test(v)) return false;
+  const digits = v.replace(/\D/g, '').length;
+  return digits >= 7 && digits <= 15 && (v.trim().startsWith('+') || /\d[\s().-]+\d/.test(v));
+}
+
+/**
+ * "all": every property except personal data, at any depth: keys that name it (email, e_mail,
+ * phone, mobile, dob, birth…) and string values that look like an email address or a phone
+ * number, wherever they are. Nulls are kept: they say "no value" to the partner.
+ */
+export function withoutPersonalData(value: unknown): unknown {
+  if (typeof value === 'string') return EMAIL_VALUE.test(value) || looksLikePhone(value) ? undefined : value;
+  if (Array.isArray(value)) return value.map(withoutPersonalData).filter((v) => v !== undefined);
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      if (PII.test(k)) continue;
+      const kept = withoutPersonalData(v);
+      if (kept !== undefined) out[k] = kept;
+    }
+    return out;
+  }
+  return value;
+}
 import type { PendingEvent } from './pending-events-sql.js';
 
 /** What the payload is built from: one pending event's fields. */
@@ -18,8 +52,11 @@ export type PayloadSource = Pick<PendingEvent, 'user_id' | 'time_ms' | 'timezone
 export function buildPayload(config: ForwardConfig, rule: ForwardRule, ev: PayloadSource, known: string | null): Record<string, unknown> {
   const anonymous =
     config.anonymousId.kind === 'email_md5' && ev.email ? createHash('md5').update(ev.email.trim().toLowerCase()).digest('hex') : ev.user_id;
-  // "all" passes every property except those that look like personal data.
-  const properties = rule.properties === 'all' ? Object.fromEntries(Object.entries(ev.props ?? {}).filter(([k]) => !PII.test(k))) : (ev.props ?? {});
+  // "all" passes every property except personal data; a list passes the named ones that have a value.
+  const properties =
+    rule.properties === 'all'
+      ? (withoutPersonalData(ev.props ?? {}) as Record<string, unknown>)
+      : Object.fromEntries(Object.entries(ev.props ?? {}).filter(([, v]) => v !== null && v !== undefined));
   const ids = rule.identify ? { ...(known ? { user_id: known } : {}), anonymous_id: anonymous } : known ? { user_id: known } : { anonymous_id: anonymous };
   return {
     type: rule.identify ? 'identify' : 'track',

@@ -31,7 +31,7 @@ export interface ForwardConfig {
 }
 
 /** Keys that look like personal data: never sent unless a rule names them explicitly. */
-export const PII = /e-?mail|phone|mobile|dob|birth/i;
+export const PII = /e[-_. ]?mail|phone|mobile|msisdn|dob|birth/i;
 
 /** Product Viewed → product_viewed; users.behaviors.Purchase → purchase. */
 export function snakeCase(name: string): string {
@@ -57,13 +57,19 @@ export function parseForwardConfig(raw: unknown, file = 'config'): ForwardConfig
   const c = (raw ?? {}) as Record<string, unknown>;
   const known = ['destination', 'source_schema', 'since', 'anonymous_id', 'events', 'concurrency', 'rate_limit_per_second'];
   for (const k of Object.keys(c)) if (!known.includes(k)) problems.push(`${file}: unknown key "${k}" (known: ${known.join(', ')})`);
-  const destination = typeof c.destination === 'string' && /^[a-z0-9_-]+$/.test(c.destination) ? c.destination : 'movable-ink';
-  const sourceSchema = typeof c.source_schema === 'string' ? c.source_schema : 'braze_currents';
-  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(sourceSchema)) problems.push(`${file}: source_schema must be a lower-case SQL name`);
+  // A wrong value is a problem to report, never a silent fall-back to the default.
+  const destination = c.destination === undefined ? 'movable-ink' : String(c.destination);
+  if (c.destination !== undefined && (typeof c.destination !== 'string' || !/^[a-z0-9_-]+$/.test(c.destination))) {
+    problems.push(`${file}: destination must be a lower-case name such as "movable-ink"; got ${JSON.stringify(c.destination)}`);
+  }
+  const sourceSchema = c.source_schema === undefined ? 'braze_currents' : String(c.source_schema);
+  if (typeof c.source_schema !== 'undefined' && (typeof c.source_schema !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(c.source_schema))) {
+    problems.push(`${file}: source_schema must be a lower-case SQL name; got ${JSON.stringify(c.source_schema)}`);
+  }
   let since: Date | undefined;
   if (c.since !== undefined) {
     since = new Date(String(c.since));
-    if (Number.isNaN(since.getTime())) problems.push(`${file}: since must be an ISO date such as 2026-11-01T00:00:00Z`);
+    if (typeof c.since !== 'string' || Number.isNaN(since.getTime())) problems.push(`${file}: since must be an ISO date such as 2026-11-01T00:00:00Z`);
   }
   let anonymousId: ForwardConfig['anonymousId'] = { kind: 'braze_user_id' };
   if (c.anonymous_id === 'email_md5') anonymousId = { kind: 'email_md5', property: 'email' };
@@ -82,6 +88,9 @@ export function parseForwardConfig(raw: unknown, file = 'config'): ForwardConfig
       problems.push(`${where}: event_type must be a Currents event type such as users.behaviors.CustomEvent`);
       continue;
     }
+    if (r.name !== undefined && (typeof r.name !== 'string' || r.name === '')) problems.push(`${where}: name must be the Braze event name as a string; got ${JSON.stringify(r.name)}`);
+    if (r.identify !== undefined && typeof r.identify !== 'boolean') problems.push(`${where}: identify must be true or false; got ${JSON.stringify(r.identify)}`);
+    if (r.event !== undefined && typeof r.event !== 'string') problems.push(`${where}: event must be a string; got ${JSON.stringify(r.event)}`);
     const name = typeof r.name === 'string' ? r.name : undefined;
     if (r.event_type === 'users.behaviors.CustomEvent' && !name) problems.push(`${where}: custom events need the Braze event "name" to forward`);
     const properties = r.properties === undefined ? [] : r.properties === 'all' ? 'all' : Array.isArray(r.properties) && r.properties.every((p) => typeof p === 'string') ? (r.properties as string[]) : null;

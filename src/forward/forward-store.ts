@@ -40,6 +40,15 @@ export async function recordHandled(db: Queryable, schema: string, destination: 
   );
 }
 
+/**
+ * --retry-rejected: a destination's events rejected for good become pending again (their rows
+ * go), for when the rejection was the configuration's fault. Returns how many.
+ */
+export async function requeueRejected(db: Queryable, schema: string, destination: string): Promise<number> {
+  const { rowCount } = await db.query(`DELETE FROM ${forwardTables(schema).events} WHERE destination = $1 AND status = 'rejected'`, [destination]);
+  return rowCount ?? 0;
+}
+
 /** Remember the external id a Braze user is known by, so later runs send it with every event of theirs. */
 export async function learnIdentity(db: Queryable, schema: string, destination: string, brazeUserId: string, externalUserId: string): Promise<void> {
   await db.query(

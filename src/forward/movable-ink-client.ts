@@ -68,6 +68,28 @@ export class MovableInkClient {
     );
   }
 
+  /**
+   * One request, no waiting: the relay runs the retries itself, so that a user waiting for a
+   * retry does not hold a concurrency slot. Throws AbortError when the answer says the setup is
+   * wrong (401, 403, 404, 3xx): every event would get it, so none is recorded.
+   */
+  attemptOnce(payload: object): Promise<Attempt<Delivery>> {
+    return this.attempt(JSON.stringify(payload));
+  }
+
+  /** The retry policy's settings, for the relay's own retry loop. */
+  get policy(): { maxAttempts: number; backoffMs: number; maxBackoffMs: number; clock: Clock; sleep?: Sleep; random: () => number } {
+    return {
+      maxAttempts: this.o.maxAttempts ?? 5,
+      backoffMs: this.o.backoffMs ?? 30_000,
+      maxBackoffMs: 10 * 60_000,
+      clock: this.o.clock ?? realClock,
+      // Absent unless injected: the relay then waits on a timer it can cancel on SIGTERM.
+      sleep: this.o.sleep,
+      random: this.o.random ?? Math.random,
+    };
+  }
+
   private async attempt(body: string): Promise<Attempt<Delivery>> {
     await this.o.rateLimiter.acquire();
     this.stats.requests++;
@@ -82,6 +104,12 @@ export class MovableInkClient {
     if (res.status === 401 || res.status === 403) {
       // Every event would fail the same way; recording them as rejected would lose them.
       throw new AbortError(`Movable Ink answered ${res.status}: check MOVABLE_INK_AUTH and the key in MOVABLE_INK_ENDPOINT`);
+    }
+    if (res.status === 404 || (res.status >= 300 && res.status < 400)) {
+      // A wrong URL (a wrong key in it, http for https, a moved host): the configuration's
+      // fault, not the event's. Stop without recording, so fixing the URL sends the backlog.
+      const location = res.headers.get('location') ? ' (redirected elsewhere)' : '';
+      throw new AbortError(`Movable Ink answered ${res.status}${location}: check MOVABLE_INK_ENDPOINT (https://collector.movableink-dmz.com/behavioral/<key>); nothing was recorded`);
     }
     if (isRetryableStatus(res.status)) {
       const clock = this.o.clock ?? realClock;

@@ -63,7 +63,14 @@ export async function pendingEventsSql(db: Queryable, stateSchema: string, confi
   const rules: ForwardRule[] = [];
   const skipped: string[] = [];
   const columnsOf = new Map<string, Set<string>>();
-  for (const rule of config.rules) {
+  // The table each event type was really loaded into (long or colliding types get a hashed name).
+  const mapped = await db.query<{ event_type: string; table_name: string }>(
+    `SELECT event_type, table_name FROM ${escapeIdentifier(stateSchema)}.currents_event_tables WHERE target_schema = $1 AND event_type = ANY($2::text[])`,
+    [config.sourceSchema, config.rules.map((r) => r.eventType)],
+  );
+  const tableOf = new Map(mapped.rows.map((r) => [r.event_type, r.table_name]));
+  for (const configured of config.rules) {
+    const rule = { ...configured, table: tableOf.get(configured.eventType) ?? configured.table };
     const qualified = `${escapeIdentifier(config.sourceSchema)}.${escapeIdentifier(rule.table)}`;
     let cols = columnsOf.get(rule.table);
     if (!cols) {
@@ -89,7 +96,8 @@ export async function pendingEventsSql(db: Queryable, stateSchema: string, confi
         ? (propertiesJson ?? 'NULL::jsonb')
         : rule.properties.length === 0
           ? `'{}'::jsonb`
-          : `jsonb_strip_nulls(jsonb_build_object(${rule.properties.map((p) => `${text(p)}, ${property(p)}`).join(', ')}))`;
+          : // Not jsonb_strip_nulls: it strips nulls inside nested values too; absent top-level ones are dropped in build-payload.ts.
+            `jsonb_build_object(${rule.properties.map((p) => `${text(p)}, ${property(p)}`).join(', ')})`;
     const anonymous = config.anonymousId;
     const email =
       anonymous.kind === 'email_md5'

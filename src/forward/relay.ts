@@ -12,15 +12,18 @@
 import type { Writable } from 'node:stream';
 import { AbortError, exitCodeFor, messageOf, outcomeOfError, type ExitCode, type Outcome } from '../errors.js';
 import type { Database } from '../db/pool.js';
-import { realClock, type Clock } from '../http/clock.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import pLimit, { type LimitFunction } from 'p-limit';
+import { realClock, type Clock, type Sleep } from '../http/clock.js';
+import { lock, lockHolder, lockKey, tryLock, unlock } from '../db/locks.js';
 import type { Logger } from '../log.js';
 import { createDispatcher } from '../run/dispatcher.js';
 import { sweepAbandonedRuns, withRunLock } from '../run/run-lock.js';
 import { finishRun, startRun } from '../run/run-store.js';
 import { buildPayload } from './build-payload.js';
 import type { ForwardConfig } from './config.js';
-import { learnIdentity, recordHandled, type HandledEvent } from './forward-store.js';
-import type { MovableInkClient } from './movable-ink-client.js';
+import { learnIdentity, recordHandled, requeueRejected, type HandledEvent } from './forward-store.js';
+import type { Delivery, MovableInkClient } from './movable-ink-client.js';
 import { pendingEventsSql, type PendingEvent, type PendingEventsSql } from './pending-events-sql.js';
 
 export interface ForwardOptions {
@@ -36,6 +39,10 @@ export interface ForwardOptions {
   args?: object;
   /** Times the run; tests replace it. */
   clock?: Clock;
+  /** Events rejected for good before become pending again (after the cause was fixed). */
+  retryRejected?: boolean;
+  /** Wait for another forward run of the destination to finish instead of ending `locked` (exit 3). */
+  waitForLock?: boolean;
 }
 
 /** What a forward run did: printed, returned as --json, kept as the run's counts. */
@@ -45,7 +52,16 @@ export interface ForwardSummary {
   status: Outcome;
   /** Always `exitCodeFor(status)`. */
   exitCode: ExitCode;
-  events: { pending: number; sent: number; rejected: number; leftPending: number };
+  events: {
+    pending: number;
+    sent: number;
+    rejected: number;
+    leftPending: number;
+    /** Events not accepted after the last attempt (Braze's webhook rule: 5): left pending for a later run. */
+    gaveUp: number;
+    /** Rejected events made pending again by --retry-rejected. */
+    requeued: number;
+  };
   /** Events sent (or, in a dry run, built) per Movable Ink event name. */
   perEvent: Record<string, number>;
   requests: number;
@@ -57,9 +73,6 @@ export interface ForwardSummary {
   error?: string;
 }
 
-/** Events recorded per statement: few enough that a crash re-sends little, many enough to save round trips. */
-const RECORD_EVERY = 25;
-
 export async function forwardEvents(db: Database, log: Logger, o: ForwardOptions): Promise<ForwardSummary> {
   const clock = o.clock ?? realClock;
   const started = clock();
@@ -67,7 +80,7 @@ export async function forwardEvents(db: Database, log: Logger, o: ForwardOptions
     destination: o.config.destination,
     status: o.dryRun ? 'planned' : 'succeeded',
     exitCode: exitCodeFor(o.dryRun ? 'planned' : 'succeeded'),
-    events: { pending: 0, sent: 0, rejected: 0, leftPending: 0 },
+    events: { pending: 0, sent: 0, rejected: 0, leftPending: 0, gaveUp: 0, requeued: 0 },
     perEvent: {},
     requests: 0,
     retries: 0,
@@ -75,25 +88,47 @@ export async function forwardEvents(db: Database, log: Logger, o: ForwardOptions
     skippedRules: [],
     durationMs: 0,
   };
-  const pending = await pendingEventsSql(db, o.stateSchema, o.config);
-  summary.skippedRules = pending.skipped;
+  let pending: PendingEventsSql;
   const relayAndFinish = async () => {
+    if (o.retryRejected && !o.dryRun) summary.events.requeued = await requeueRejected(db, o.stateSchema, o.config.destination);
+    pending = await pendingEventsSql(db, o.stateSchema, o.config);
+    summary.skippedRules = pending.skipped;
     const runLog = log.child({ run: summary.runId, destination: o.config.destination });
     const abort = await relay(db, o, pending, summary, runLog);
     finishSummary(o, summary, abort, clock() - started);
     if (abort) runLog.error(summary.error!);
     if (summary.runId) await finishRun(db, o.stateSchema, summary.runId, { status: summary.status, counts: summary, error: summary.error });
-    runLog.info('finished', { sent: summary.events.sent, rejected: summary.events.rejected, left: summary.events.leftPending });
-    // An AbortError is an outcome (retries exhausted, access refused): the summary says it. Anything else is a fault to raise.
+    runLog.info('finished', { sent: summary.events.sent, rejected: summary.events.rejected, left: summary.events.leftPending, gaveUp: summary.events.gaveUp });
+    // An AbortError is an outcome (access refused, a wrong URL): the summary says it. Anything else is a fault to raise.
     if (abort && !(abort instanceof AbortError)) throw abort;
     return summary;
   };
   // A dry run changes nothing: no run row, no lock.
   if (o.dryRun) return relayAndFinish();
-  await sweepAbandonedRuns(db, o.stateSchema, 'forward');
-  summary.runId = await startRun(db, o.stateSchema, { job: 'forward', audience: o.config.destination, args: { ...o.args, destination: o.config.destination } });
-  return withRunLock(db, o.stateSchema, summary.runId, relayAndFinish);
+  // One forward run per destination at a time: two at once would each send the whole backlog.
+  return db.withConnection(async (conn) => {
+    const key = lockKey(o.stateSchema, `forward:${o.config.destination}`);
+    if (o.waitForLock) await lock(conn, key, FORWARD_LOCK);
+    else if (!(await tryLock(conn, key, FORWARD_LOCK))) {
+      const holder = await lockHolder(conn, key, FORWARD_LOCK);
+      summary.status = 'locked';
+      summary.exitCode = exitCodeFor('locked');
+      summary.error = `another forward run to ${o.config.destination} is running${holder ? ` (PostgreSQL backend ${holder})` : ''}; nothing sent (use --wait to wait for it)`;
+      summary.durationMs = clock() - started;
+      log.warn(summary.error);
+      return summary;
+    }
+    try {
+      await sweepAbandonedRuns(db, o.stateSchema, 'forward');
+      summary.runId = await startRun(db, o.stateSchema, { job: 'forward', audience: o.config.destination, args: { ...o.args, destination: o.config.destination } });
+      return await withRunLock(db, o.stateSchema, summary.runId, relayAndFinish);
+    } finally {
+      await unlock(conn, key, FORWARD_LOCK);
+    }
+  });
 }
+
+const FORWARD_LOCK = 4;
 
 /** Stream the pending events, one task per user; returns what stopped the run, if anything. */
 async function relay(db: Database, o: ForwardOptions, pending: PendingEventsSql, summary: ForwardSummary, log: Logger): Promise<unknown> {
@@ -104,7 +139,10 @@ async function relay(db: Database, o: ForwardOptions, pending: PendingEventsSql,
     await db.withConnection(async (conn) => {
       // Users in parallel; each user's events one at a time, in order, inside one task. The
       // dispatcher blocks the cursor once enough users are queued, so memory stays bounded.
-      const dispatcher = createDispatcher(concurrency, concurrency * 2);
+      // Requests in flight are limited by `slots` (one per request, released while a user waits
+      // for a retry); users in progress by the dispatcher, so a waiting user never blocks one slot.
+      const slots = pLimit(concurrency);
+      const dispatcher = createDispatcher(concurrency * USERS_PER_SLOT, concurrency * USERS_PER_SLOT * 2);
       const stopped = () => Boolean(dispatcher.error || o.stop?.aborted);
       let group: PendingEvent[] = [];
       try {
@@ -114,14 +152,14 @@ async function relay(db: Database, o: ForwardOptions, pending: PendingEventsSql,
             if (group.length > 0 && group[0]!.user_id !== row.user_id) {
               if (stopped()) break;
               const events = group;
-              await dispatcher.submit(() => forwardUser(db, o, pending, events, summary, log));
+              await dispatcher.submit(() => forwardUser(db, o, pending, events, summary, log, slots));
               group = [];
             }
             group.push(row);
           }
           if (stopped()) break;
         }
-        if (group.length > 0 && !stopped()) await dispatcher.submit(() => forwardUser(db, o, pending, group, summary, log));
+        if (group.length > 0 && !stopped()) await dispatcher.submit(() => forwardUser(db, o, pending, group, summary, log, slots));
       } finally {
         await dispatcher.drain();
         abort ??= dispatcher.error;
@@ -142,51 +180,130 @@ function finishSummary(o: ForwardOptions, summary: ForwardSummary, abort: unknow
   if (abort) status = outcomeOfError(abort);
   else if (o.stop?.aborted) status = 'interrupted';
   else if (o.dryRun) status = 'planned';
-  else status = events.rejected > 0 ? 'partial' : 'succeeded';
+  else status = events.rejected > 0 || events.gaveUp > 0 ? 'partial' : 'succeeded';
   summary.status = status;
   summary.exitCode = exitCodeFor(status);
   if (abort) summary.error = messageOf(abort);
   summary.durationMs = durationMs;
 }
 
-/** One user's events, in time order, one request at a time. */
-async function forwardUser(db: Database, o: ForwardOptions, pending: PendingEventsSql, events: PendingEvent[], summary: ForwardSummary, log: Logger): Promise<void> {
+/** Users in progress per request slot: enough that users waiting for a retry leave the slots busy. */
+const USERS_PER_SLOT = 8;
+
+/**
+ * One user's events, in time order, one request at a time. Each answer is recorded as soon as it
+ * comes (a kill -9 re-sends at most the requests in flight). An event still not accepted after
+ * the last attempt is left pending with the user's later events, and the run goes on.
+ */
+async function forwardUser(
+  db: Database,
+  o: ForwardOptions,
+  pending: PendingEventsSql,
+  events: PendingEvent[],
+  summary: ForwardSummary,
+  log: Logger,
+  slots: LimitFunction,
+): Promise<void> {
   const { config } = o;
   const user = events[0]!.user_id;
   let known = events[0]!.known_external;
-  const knownBefore = known;
-  let handled: HandledEvent[] = [];
-  const record = async () => {
-    if (o.dryRun) return;
-    await recordHandled(db, o.stateSchema, config.destination, summary.runId, handled);
-    handled = [];
-    if (known && known !== knownBefore) await learnIdentity(db, o.stateSchema, config.destination, user, known);
-  };
-  try {
-    for (const ev of events) {
-      if (o.stop?.aborted) break;
-      if (ev.external_user_id) known = ev.external_user_id;
-      const rule = pending.rules[ev.rule]!;
-      const payload = buildPayload(config, rule, ev, known);
-      if (o.dryRun) {
-        if (o.out && !o.out.write(`${JSON.stringify(payload)}\n`)) await new Promise((r) => o.out!.once('drain', r));
-        summary.perEvent[rule.event] = (summary.perEvent[rule.event] ?? 0) + 1;
-        continue;
-      }
-      const delivery = await o.client!.send(payload);
+  let learned = known;
+  for (const ev of events) {
+    if (o.stop?.aborted) break;
+    if (ev.external_user_id) known = ev.external_user_id;
+    const rule = pending.rules[ev.rule]!;
+    const payload = buildPayload(config, rule, ev, known);
+    if (o.dryRun) {
+      if (o.out && !o.out.write(`${JSON.stringify(payload)}\n`)) await new Promise((r) => o.out!.once('drain', r));
+      summary.perEvent[rule.event] = (summary.perEvent[rule.event] ?? 0) + 1;
+      continue;
+    }
+    // Recorded while the request's slot is still held: at any moment at most `concurrency`
+    // events are sent but not recorded, which bounds what a kill -9 re-sends.
+    const record = async (delivery: Delivery) => {
+      let handled: HandledEvent;
       if (delivery.ok) {
         summary.events.sent++;
         summary.perEvent[rule.event] = (summary.perEvent[rule.event] ?? 0) + 1;
-        handled.push({ table: ev.event_table, id: ev.id, status: 'sent', http: delivery.status, response: null });
+        handled = { table: ev.event_table, id: ev.id, status: 'sent', http: delivery.status, response: null };
       } else {
         summary.events.rejected++;
-        handled.push({ table: ev.event_table, id: ev.id, status: 'rejected', http: delivery.status, response: delivery.response });
+        handled = { table: ev.event_table, id: ev.id, status: 'rejected', http: delivery.status, response: delivery.response };
         log.warn('event rejected by Movable Ink', { event: rule.event, status: delivery.status });
       }
-      if (handled.length >= RECORD_EVERY) await record();
+      await recordHandled(db, o.stateSchema, config.destination, summary.runId, [handled]);
+      if (known && known !== learned) {
+        await learnIdentity(db, o.stateSchema, config.destination, user, known);
+        learned = known;
+      }
+    };
+    const delivery = await deliver(o, payload, slots, log, record);
+    if (delivery === 'stopped') break;
+    if (delivery === 'gave-up') {
+      summary.events.gaveUp++;
+      log.warn('event not accepted after the last attempt; it and the user\'s later events stay pending for the next run', { event: rule.event });
+      break;
     }
+  }
+}
+
+/**
+ * Send one event with Braze's webhook rule (up to 5 attempts, exponential backoff with jitter,
+ * a server-given wait honoured exactly). A slot is held only while a request is in flight, and
+ * every wait ends at once on SIGTERM/SIGINT.
+ */
+async function deliver(
+  o: ForwardOptions,
+  payload: object,
+  slots: LimitFunction,
+  log: Logger,
+  record: (delivery: Delivery) => Promise<void>,
+): Promise<'done' | 'gave-up' | 'stopped'> {
+  const client = o.client!;
+  const policy = client.policy;
+  for (let n = 1; ; n++) {
+    const outcome = await slots(async () => {
+      const attempt = await client.attemptOnce(payload);
+      if (attempt.kind === 'done') await record(attempt.result);
+      return attempt;
+    });
+    if (outcome.kind === 'done') return 'done';
+    if (outcome.rateLimited) client.stats.rateLimited++;
+    if (n >= policy.maxAttempts) return 'gave-up';
+    const wait = outcome.waitMs ?? Math.min(policy.maxBackoffMs, policy.backoffMs * 2 ** (n - 1)) * policy.random();
+    client.stats.retries++;
+    log.debug('retrying event', { attempt: n, reason: outcome.reason, waitMs: Math.round(wait) });
+    if (!(await sleepUnlessStopped(policy.sleep, wait, o.stop))) return 'stopped';
+  }
+}
+
+/**
+ * Sleep, or end early when `stop` fires; true when the full time passed. Without an injected
+ * sleep, the timer itself is cancelled, or a pending 30 s timer would keep the process alive
+ * after SIGTERM.
+ */
+async function sleepUnlessStopped(sleep: Sleep | undefined, ms: number, stop?: AbortSignal): Promise<boolean> {
+  if (stop?.aborted) return false;
+  if (!sleep) {
+    try {
+      await delay(Math.max(0, ms), undefined, { signal: stop });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  if (!stop) {
+    await sleep(ms);
+    return true;
+  }
+  let onAbort: () => void = () => {};
+  const stopped = new Promise<false>((resolve) => {
+    onAbort = () => resolve(false);
+    stop.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([sleep(ms).then(() => true as const), stopped]);
   } finally {
-    // What was answered is recorded even when a later event of this user aborts the run.
-    await record();
+    stop.removeEventListener('abort', onAbort);
   }
 }

@@ -10,6 +10,7 @@ import { inflateRaw } from 'node:zlib';
 import avro from 'avsc';
 import snappy from 'snappyjs';
 import { AvroDecodeError } from '../../errors.js';
+import { exactTypeOptions } from './exact-types.js';
 
 const inflate = promisify(inflateRaw);
 const MAGIC = Buffer.from('Obj\x01', 'latin1');
@@ -104,7 +105,7 @@ export async function openAvroFile(source: Source): Promise<AvroFile> {
   if (!decompress) throw new AvroDecodeError(`unsupported codec "${codec}" (braze-bridge reads null, deflate and snappy)`);
   let type: avro.Type;
   try {
-    type = avro.Type.forSchema(JSON.parse(meta.get('avro.schema')?.toString('utf8') ?? 'null'));
+    type = avro.Type.forSchema(JSON.parse(meta.get('avro.schema')?.toString('utf8') ?? 'null'), exactTypeOptions());
   } catch (error) {
     throw new AvroDecodeError(`the embedded writer schema is invalid: ${(error as Error).message}`, undefined, { cause: error });
   }

@@ -11,6 +11,10 @@ export interface SourceObject {
 export interface CurrentsSource {
   /** Stable name of the bucket or folder, recorded in the manifest (`s3://bucket`, `file:///dir`). */
   readonly name: string;
+  /** The key prefix listed (s3://bucket/<prefix>); '' for a folder. Scopes the manifest. */
+  readonly prefix: string;
+  /** Where the files are looked for, for messages: `s3://bucket/prefix`, `file:///dir`. */
+  readonly location: string;
   /** Every object under the prefix, recursively, following pagination. */
   list(): AsyncGenerator<SourceObject>;
   open(key: string): Promise<Readable>;

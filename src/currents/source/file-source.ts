@@ -12,10 +12,13 @@ import type { CurrentsSource, SourceObject } from './currents-source.js';
 
 export class FileSource implements CurrentsSource {
   readonly name: string;
+  readonly prefix = '';
+  readonly location: string;
   private readonly root: string;
   constructor(root: string) {
     this.root = resolve(root);
     this.name = `file://${this.root}`;
+    this.location = this.name;
   }
 
   async *list(): AsyncGenerator<SourceObject> {

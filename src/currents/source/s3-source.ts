@@ -18,13 +18,17 @@ export interface S3Options {
 
 export class S3Source implements CurrentsSource {
   readonly name: string;
+  readonly location: string;
   private readonly client: S3Client;
   constructor(
     private readonly bucket: string,
-    private readonly prefix: string,
+    readonly prefix: string,
     options: S3Options,
   ) {
+    // The manifest's source stays the bucket (rows of earlier versions keep matching); the
+    // prefix scopes a run through the keys, which are stored whole.
     this.name = `s3://${bucket}`;
+    this.location = `s3://${bucket}/${prefix}`;
     // The SDK warns on every run that its releases after January 2027 need Node 22; the lock
     // file pins a release that supports Node 20, so the warning is only noise in cron mail.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
