@@ -44,7 +44,7 @@ export async function runAudiences(
         deps.log.error(messageOf(error));
         const name = file.replace(/^.*\//, '').replace(/\.sql$/, '');
         let runId: number | undefined;
-        if (options.mode !== 'plan') {
+        if (options.mode !== 'plan' && !options.dryRun) {
           // A broken file is a run that failed: `status`, metrics and alerts must see it.
           try {
             runId = await startRun(deps.db, deps.schema, { job: options.mode, audience: name, args: options.args ?? {} });
