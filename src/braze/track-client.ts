@@ -107,7 +107,7 @@ export class TrackClient {
         `Braze answered 400 "${message}": this workspace accepts fewer objects per request; lower --batch-size (50 for MAU CY 24-25 contracts)`, 400);
     }
     if (status === 404) {
-      throw new BrazeHttpError(`Braze answered 404 for ${this.url}: check BRAZE_REST_ENDPOINT (e.g. https://rest.iad-01.braze.com)`, 404);
+      throw new BrazeHttpError(`Braze answered 404 for ${this.url.origin}${this.url.pathname}: check BRAZE_REST_ENDPOINT (e.g. https://rest.iad-01.braze.com)`, 404);
     }
     return { kind: 'done', result: allFailed(count, `Braze rejected the batch: ${status} ${message}`) };
   }
