@@ -27,12 +27,12 @@ export interface AudienceChecks {
 }
 
 /** The attributes an audience writes: its columns but the identifier, and its @on_exit keys. */
-export async function attributesOf(db: Database, audience: Audience): Promise<string[]> {
-  const { member } = await describeAudience(db, db, audience);
+export async function attributesOf(db: Database, audience: Audience, statementTimeoutMs?: number): Promise<string[]> {
+  const { member } = await describeAudience(db, db, audience, { statementTimeoutMs });
   return [...member.attributes.map((a) => a.name), ...(audience.onExit.kind === 'set' ? Object.keys(audience.onExit.values) : [])];
 }
 
-export async function checkAudiences(db: Database, schema: string, dir: string, log: Logger): Promise<AudienceChecks> {
+export async function checkAudiences(db: Database, schema: string, dir: string, log: Logger, statementTimeoutMs?: number): Promise<AudienceChecks> {
   const owners = new Map<string, Array<{ name: string; file: string }>>();
   const claim = (attribute: string, owner: { name: string; file: string }) => {
     const list = owners.get(attribute) ?? [];
@@ -46,7 +46,7 @@ export async function checkAudiences(db: Database, schema: string, dir: string, 
     const name = basename(file, '.sql');
     try {
       const audience: Audience = loadAudience(file);
-      for (const attribute of await attributesOf(db, audience)) claim(attribute, { name, file });
+      for (const attribute of await attributesOf(db, audience, statementTimeoutMs)) claim(attribute, { name, file });
     } catch (error) {
       // A file that does not load or describe fails on its own turn, with its own message; what
       // it last wrote still belongs to it.

@@ -15,6 +15,8 @@ const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/;
 const HEADER = /^--\s*@([A-Za-z_]+)(?:\s+(.*))?$/;
 /** Anything that looks meant as a header line, to refuse the ones that would be ignored. */
 const HEADER_LIKE = /^\s*--\s*@/;
+/** The same after a block comment or SQL on one line: it would be ignored too. */
+const HEADER_ANYWHERE = /--\s*@[A-Za-z_]/;
 /** Keys an @on_exit object may not set: identifiers and control keys Braze reads specially. */
 const ON_EXIT_FORBIDDEN = new Set(['external_id', 'braze_id', 'user_alias', 'email', 'phone', '_update_existing_only', '_merge_objects', 'push_token_import', 'update_existing_only', 'app_id']);
 const OPERATION_KEYS = new Set(['inc', 'add', 'remove', '$add', '$remove', '$update']);
@@ -93,12 +95,14 @@ export function parseAudience(name: string, file: string, text: string): Audienc
     const key = m[1]!.toLowerCase();
     if (seen.has(key)) throw new AudienceError(file, `@${key} is given twice (first on line ${seen.get(key)})`, i + 1);
     seen.set(key, i + 1);
-    header[key] = { value: (m[2] ?? '').trim(), line: i + 1 };
+    // A comment after a value is allowed (`-- @on_exit keep -- see ticket 42`); JSON keeps its text.
+    const raw = (m[2] ?? '').trim();
+    header[key] = { value: raw.startsWith('{') ? raw : raw.replace(/\s+--.*$/, ''), line: i + 1 };
   }
   const sqlLine = i + 1;
   // A header line below the SQL's start would be ignored without a word: refuse it.
   for (let j = i; j < lines.length; j++) {
-    if (HEADER_LIKE.test(lines[j]!)) throw new AudienceError(file, `a header line below the query is ignored: move "${lines[j]!.trim().slice(0, 60)}" above the SELECT`, j + 1);
+    if (HEADER_ANYWHERE.test(lines[j]!)) throw new AudienceError(file, `a header line below the query is ignored: move "${lines[j]!.trim().slice(0, 60)}" above the SELECT`, j + 1);
   }
   const rest = lines.slice(i).join('\n');
   const { body, secondAt } = splitStatement(rest);
@@ -194,6 +198,7 @@ function onExitProblem(key: string, value: unknown): string | undefined {
   if (typeof value === 'string') return value.length > 255 ? 'longer than 255 characters' : undefined;
   if (Array.isArray(value)) {
     if (!value.every((e) => typeof e === 'string' && e.length <= 255)) return 'arrays hold strings of at most 255 characters';
+    if (value.length > 100) return 'an array longer than 100 items (Braze keeps 25 unless raised, 100 at most)';
     return undefined;
   }
   if (typeof value === 'object') {

@@ -139,8 +139,10 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     attributes.push({ name: c.name, kind });
     const v = col(c.name);
     const label = sqlString(c.name);
+    // json (not jsonb) may hold \u0000, which jsonb refuses: the cast would fail the whole audience.
+    const j = baseTypeName(c.typeOid, types) === 'json' ? `(CASE WHEN strpos(${v}::text, '\\u0000') > 0 THEN NULL ELSE ${v}::jsonb END)` : `${v}::jsonb`;
     // Canonical forms for hashing: text for anything string-like (citext would hash case-blind).
-    hashed.push(kind === 'string' ? `${v}::text` : kind === 'string_array' ? `${v}::text[]` : kind === 'object' ? `${v}::jsonb` : v);
+    hashed.push(kind === 'string' ? `${v}::text` : kind === 'string_array' ? `${v}::text[]` : kind === 'object' ? j : v);
     const check = (cond: string, why: string) => checks.push(`CASE WHEN ${cond} THEN ${sqlString(`${c.name}: ${why}`)} END`);
     switch (kind) {
       case 'boolean':
@@ -155,11 +157,8 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
       case 'number':
         plain.push(label, `to_jsonb(${v})`);
         check(`${v}::text IN ('NaN', 'Infinity', '-Infinity')`, 'NaN or infinity is not a JSON number');
-        // numeric holds more than a double: beyond ±2^53 Braze would round it. real and double
-        // precision are doubles already and arrive as they are.
-        if (baseTypeName(c.typeOid, types) === 'numeric') {
-          check(`${v}::text NOT IN ('NaN', 'Infinity', '-Infinity') AND (${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE})`, 'number beyond ±2^53 cannot be sent exactly (cast it to text)');
-        }
+        // Beyond ±2^53 a number is no longer an exact integer in Braze (a double), whatever its type here.
+        check(`${v}::text NOT IN ('NaN', 'Infinity', '-Infinity') AND (${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE})`, 'number beyond ±2^53 cannot be sent exactly (cast it to text)');
         break;
       case 'string':
         plain.push(label, `to_jsonb(${v}::text)`);
@@ -188,20 +187,21 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         break;
       case 'object': {
         // Kept apart from jsonb_strip_nulls, which would also drop NULLs nested inside the object.
-        objects.push(`CASE WHEN ${v} IS NULL OR jsonb_typeof(${v}::jsonb) = 'null' THEN '{}'::jsonb ELSE jsonb_build_object(${label}, ${v}::jsonb) END`);
-        const isObject = `jsonb_typeof(${v}::jsonb) = 'object'`;
-        check(`jsonb_typeof(${v}::jsonb) NOT IN ('object', 'null')`, 'JSON value is not an object (nested attributes are objects)');
+        objects.push(`CASE WHEN ${j} IS NULL OR jsonb_typeof(${j}) = 'null' THEN '{}'::jsonb ELSE jsonb_build_object(${label}, ${j}) END`);
+        const isObject = `coalesce(jsonb_typeof(${j}) = 'object', false)`;
+        if (j !== `${v}::jsonb`) check(`strpos(${v}::text, '\\u0000') > 0`, 'JSON holds \\u0000, which Braze (and jsonb) cannot store');
+        check(`jsonb_typeof(${j}) NOT IN ('object', 'null')`, 'JSON value is not an object (nested attributes are objects)');
         check(`octet_length(${v}::text) > 102400`, 'JSON object larger than 100 KB (Braze limit)');
         check(
-          `CASE WHEN ${isObject} THEN ${v}::jsonb ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] ELSE false END`,
+          `CASE WHEN ${isObject} THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] ELSE false END`,
           'JSON object has a key Braze reads as an operation (inc, add, remove, $add, …), not as a value',
         );
         check(
-          `CASE WHEN ${isObject} THEN jsonb_path_exists(${v}::jsonb, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "[ .$]" && @.key != "$time")') ELSE false END`,
+          `CASE WHEN ${isObject} THEN jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "[ .$]" && @.key != "$time")') ELSE false END`,
           'nested key with a space, "." or "$" (Braze refuses them)',
         );
         check(
-          `CASE WHEN ${isObject} THEN jsonb_path_exists(${v}::jsonb, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key.size() > 255)') ELSE false END`,
+          `CASE WHEN ${isObject} THEN jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "^.{128}.{128}")') ELSE false END`,
           'nested key longer than 255 characters',
         );
         break;
@@ -258,7 +258,8 @@ function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>
 
 /** A string's length as Braze counts it: UTF-16 code units, so a character beyond U+FFFF counts 2. */
 function utf16Length(text: string): string {
-  return `(char_length(${text}) + char_length(regexp_replace(${text}, '[\\u0001-\\uffff]', '', 'g')))`;
+  // Only a UTF-8 database can hold characters beyond U+FFFF; elsewhere the regex would miscount.
+  return `(char_length(${text}) + CASE WHEN current_setting('server_encoding') = 'UTF8' THEN char_length(regexp_replace(${text}, '[\\u0001-\\uffff]', '', 'g')) ELSE 0 END)`;
 }
 
 /**

@@ -100,7 +100,7 @@ export async function describeAudience(
   }
   // PostgreSQL cuts a longer column name to 63 bytes with only a notice: the attribute would
   // reach Braze under a name nobody wrote.
-  const truncated = described.notices.find((n) => /will be truncated to/.test(n));
+  const truncated = described.notices.find((n) => n.code === '42622')?.message;
   if (truncated) throw new AudienceError(audience.file, `a column name is longer than PostgreSQL's 63 bytes (${truncated}): shorten it with AS`);
   const columns = described.columns;
   const types = await resolveTypes(conn, columns.map((c) => c.typeOid));
@@ -175,12 +175,35 @@ async function materialiseCurrent(conn: Connection, audience: Audience, columns:
     if (statementTimeoutMs) await conn.query(`SELECT set_config('statement_timeout', $1, true)`, [String(statementTimeoutMs)]);
     // Exact float text in the row hash on every server version (lossy text could hide a change).
     await conn.query('SET LOCAL extra_float_digits = 3');
+    // READ ONLY does not stop a SELECT from changing the session itself (set_config(…, false),
+    // pg_advisory_unlock_all(), …): that would outlive the transaction on a connection that
+    // holds this audience's lock and serves the tool afterwards. Compare before and after.
+    const before = await sessionState(conn);
     await conn.query(fill.text, fill.values);
+    const after = await sessionState(conn);
+    if (after !== before) {
+      // Rolled back, settings changed in this transaction revert; advisory locks are not
+      // transactional, so every one this session holds is let go (this audience's own lock was
+      // taken or lost by the query anyway; the run stops here).
+      await conn.query('ROLLBACK');
+      await conn.query('SELECT pg_advisory_unlock_all()');
+      throw new AudienceError(audience.file, 'the query changed session settings or advisory locks (set_config(…, false), pg_advisory_*): audience queries may only read');
+    }
     await conn.query('COMMIT');
   } catch (error) {
     await conn.query('ROLLBACK').catch(() => {});
     throw queryError(error, audience, fill.prefix.length);
   }
+}
+
+/** This session's settings and advisory locks, as one comparable text. */
+async function sessionState(conn: Connection): Promise<string> {
+  const { rows } = await conn.query<{ s: string }>(
+    `SELECT coalesce((SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings WHERE source IN ('session', 'client')), '')
+            || '|' || coalesce((SELECT string_agg(classid || ':' || objid || ':' || objsubid || ':' || mode, ',' ORDER BY classid, objid, objsubid, mode)
+                                 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), '') AS s`,
+  );
+  return rows[0]!.s;
 }
 
 async function summarise(conn: Connection, identifier: IdentifierKind): Promise<Pick<Plan, 'counts' | 'failures' | 'sendable'>> {
@@ -227,13 +250,20 @@ function queryError(error: unknown, audience: Audience, prefixLength: number): u
     }
   }
   if (error.code === '25006') detail = `the query tries to write (${error.message}); audience queries run read-only`;
-  if (error.code === '57014') detail = `the query ran longer than --statement-timeout and was cancelled`;
+  if (error.code === '57014') detail = `the query was cancelled: it ran longer than --statement-timeout (or an administrator cancelled it)`;
   if (error.code === '42601' && /multiple commands/.test(error.message)) detail = 'more than one statement: an audience file holds exactly one SELECT';
   return new AudienceError(audience.file, detail, line, { cause: error });
 }
 
-/** A server message with any quoted value replaced: data exceptions quote the offending value. */
+/**
+ * A server message without the values it may quote. PostgreSQL does not escape quotes inside a
+ * quoted value, so a quoted part cannot be cut out reliably: for any error class not known to
+ * quote only names (syntax and undefined objects, 42; transaction and connection states),
+ * everything from the first quote on is replaced. Data errors (22, 23), RAISE in a function
+ * (P0), foreign data (HV) and internal errors all lose their quoted part.
+ */
 export function withoutValues(message: string, code: string | undefined): string {
-  if (!code || !/^(22|23)/.test(code)) return message;
-  return message.replace(/"(?:[^"]|"")*"/g, '"…"').replace(/'(?:[^']|'')*'/g, "'…'");
+  if (code && /^(42|0A|25|08|53|57|40)/.test(code)) return message;
+  const quote = message.search(/["']/);
+  return quote < 0 ? message : `${message.slice(0, quote).replace(/[\s:]+$/, '')}: (value hidden)`;
 }

@@ -137,7 +137,10 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
                FROM pg_temp.bb_cand AS h
-              WHERE (h."__bb_key" IS NULL AND (h."__bb_s_present" OR $6)) OR h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)
+              -- A snapshot member whose key today's rows repeat (emails differing only in case) is
+              -- held back with them, not exited.
+              WHERE (h."__bb_key" IS NULL AND (h."__bb_s_present" OR $6) AND ${member.identifier === 'email' ? 'lower(h."__bb_s_key")' : 'h."__bb_s_key"'} NOT IN (SELECT grp FROM pg_temp.bb_dups))
+                 OR h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)
              -- A fence: without it the planner inlines this level and repeats the lookups
              -- and the JSON building once per reference above.
              OFFSET 0

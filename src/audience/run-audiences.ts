@@ -31,7 +31,7 @@ export async function runAudiences(
   const files = findAudienceFiles(selection.dir, selection.names);
   const out = options.outFile ? createWriteStream(options.outFile) : undefined;
   const results: AudienceResult[] = [];
-  const checks = await checkAudiences(deps.db, deps.schema, selection.dir, deps.log);
+  const checks = await checkAudiences(deps.db, deps.schema, selection.dir, deps.log, options.statementTimeoutMs);
   try {
     for (const file of files) {
       if (deps.stop?.aborted) break;

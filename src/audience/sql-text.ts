@@ -12,6 +12,9 @@ export interface StatementEnd {
   secondAt?: number;
 }
 
+/** A character that continues an identifier: letters (any non-ASCII too), digits, _ and $. */
+const IDENT = /[A-Za-z0-9_$\u0080-\uffff]/;
+
 export function splitStatement(sql: string): StatementEnd {
   let end: number | undefined;
   let i = 0;
@@ -20,8 +23,9 @@ export function splitStatement(sql: string): StatementEnd {
     const c = sql[i]!;
     const next = sql[i + 1];
     if (c === '-' && next === '-') {
-      const nl = sql.indexOf('\n', i);
-      i = nl < 0 ? n : nl + 1;
+      // PostgreSQL ends a line comment at a carriage return as well as a newline.
+      const nl = sql.slice(i).search(/[\r\n]/);
+      i = nl < 0 ? n : i + nl + 1;
     } else if (c === '/' && next === '*') {
       let depth = 1;
       i += 2;
@@ -36,7 +40,7 @@ export function splitStatement(sql: string): StatementEnd {
       }
     } else if (c === "'" || c === '"') {
       // E'…' strings may also escape a quote with a backslash.
-      const escapes = c === "'" && /[eE]/.test(sql[i - 1] ?? '') && !/[A-Za-z0-9_]/.test(sql[i - 2] ?? '');
+      const escapes = c === "'" && /[eE]/.test(sql[i - 1] ?? '') && !IDENT.test(sql[i - 2] ?? '');
       i++;
       while (i < n) {
         if (sql[i] === c && sql[i + 1] === c) i += 2;
@@ -46,8 +50,8 @@ export function splitStatement(sql: string): StatementEnd {
       }
       i++;
     } else if (c === '$') {
-      const tag = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(sql.slice(i));
-      if (tag && !/[A-Za-z0-9_]/.test(sql[i - 1] ?? '')) {
+      const tag = /^\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/.exec(sql.slice(i));
+      if (tag && !IDENT.test(sql[i - 1] ?? '')) {
         const close = sql.indexOf(tag[0], i + tag[0].length);
         i = close < 0 ? n : close + tag[0].length;
       } else i++;

@@ -195,7 +195,9 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
         runLog.info('members sent under @update_existing_only true whose profile is not known to exist are sent again each run', { waiting: counts.unverified });
       }
       if (sent.abort) runLog.error(error!);
-      return result(status, { runId, guardrail: plan.guardrail, error, fatal: isFatal(sent.abort), failureReasons });
+      // Counts only: a sync's summary reaches --json and the notify webhook, and member keys are
+      // people's emails and phone numbers (plan shows a few; `failures` lists them all).
+      return result(status, { runId, guardrail: plan.guardrail, error, fatal: isFatal(sent.abort), failureReasons: failureReasons?.map((f) => ({ ...f, examples: [] })) });
     } catch (error) {
       const e = asAudienceError(error, audience);
       const status = outcomeOfError(e);

@@ -35,7 +35,7 @@ export interface Database extends Queryable {
    * text, nothing is written, even by a function the planner evaluates. Also the server's
    * notices (e.g. an identifier truncated to 63 bytes).
    */
-  describe(text: string, options?: { statementTimeoutMs?: number }): Promise<{ columns: Array<{ name: string; typeOid: number; typmod: number }>; notices: string[] }>;
+  describe(text: string, options?: { statementTimeoutMs?: number }): Promise<{ columns: Array<{ name: string; typeOid: number; typmod: number }>; notices: Array<{ code?: string; message: string }> }>;
   end(): Promise<void>;
 }
 
@@ -150,8 +150,8 @@ export function createDatabase(options: DatabaseOptions): Database {
       }),
     describe: (text, options = {}) =>
       withConnection(async (conn) => {
-        const notices: string[] = [];
-        const onNotice = (n: { message?: string }) => notices.push(n.message ?? '');
+        const notices: Array<{ code?: string; message: string }> = [];
+        const onNotice = (n: { code?: string; message?: string }) => notices.push({ code: n.code, message: n.message ?? '' });
         conn.raw.on('notice', onNotice);
         await conn.query('BEGIN READ ONLY');
         try {
