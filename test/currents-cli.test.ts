@@ -191,5 +191,5 @@ describe('currents ingest as a process', () => {
     // v5 email sends lack from_domain: the column exists (from v10) and the v5 row would be NULL.
     const columns = await t.db.query(`SELECT 1 FROM information_schema.columns WHERE table_schema = 'ev_samples' AND table_name = 'users_messages_email_send' AND column_name = 'from_domain'`);
     expect(columns.rows).toHaveLength(1);
-  });
+  }, 180_000); // 273 files through S3 and the CLI: slow on a busy 2-core machine
 });
