@@ -211,4 +211,28 @@ describe('currents ingest under hostile input', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(JSON.parse(again.stdout).files).toMatchObject({ gone: 0, failed: 0 });
   });
+
+  it('a table from before migration 0006 takes a 9 kB id: it gets id_key in the file\'s transaction, and its rows keep matching', async () => {
+    const bucket = 'legacy-long';
+    await s3.createBucket(bucket);
+    await t.db.query(`CREATE SCHEMA ev_legacy_long`);
+    await t.db.query(`CREATE TABLE ev_legacy_long.users_behaviors_purchase (id text PRIMARY KEY, user_id text, "time" bigint, product_id text, price double precision, currency text,
+      properties jsonb, occurred_at timestamptz, source_key text NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now())`);
+    const midId = 'm'.repeat(1500); // over 1,000 bytes: its key becomes its MD5, and must still match
+    await t.db.query(`INSERT INTO ev_legacy_long.users_behaviors_purchase (id, user_id, source_key) VALUES ('old', 'u', 'old.avro'), ($1, 'u', 'old.avro')`, [midId]);
+    const longId = Array.from({ length: 9000 }, (_, i) => String.fromCharCode(33 + ((i * 7919) % 90))).join('');
+    const event = (id: string) => ({ id, user_id: 'u', time: 1_780_000_000, product_id: 's', price: 1, currency: 'EUR', properties: '{}' });
+    await s3.put(bucket, currentsKey('users.behaviors.Purchase', '2026-11-05-00', 'p'), await encodeAvro(purchase, [event(longId), event('old'), event(midId), event('new')]));
+    const r = await ingest(bucket, 'legacy_long');
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ rows: 2, duplicates: 2, files: { failed: 0 } });
+    expect(await rows(`SELECT a.attname::text AS key FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+      WHERE i.indrelid = 'ev_legacy_long.users_behaviors_purchase'::regclass AND i.indisprimary`)).toEqual([{ key: 'id_key' }]);
+    expect(await rows(`SELECT length(id) AS len FROM ev_legacy_long.users_behaviors_purchase ORDER BY 1`)).toEqual([{ len: 3 }, { len: 3 }, { len: 1500 }, { len: 9000 }]);
+    // The same events again, in a later file: all duplicates, the long one included.
+    await s3.put(bucket, currentsKey('users.behaviors.Purchase', '2026-11-05-01', 'again'), await encodeAvro(purchase, [event(longId), event(midId)]));
+    const again = await ingest(bucket, 'legacy_long');
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ rows: 0, duplicates: 2 });
+  });
 });
