@@ -8,6 +8,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { S3_ENV, startS3, type TestS3 } from './helpers/s3.js';
 import { currentsKey, emailSendV1, emailSends, encodeAvro, purchase } from './helpers/avro.js';
 import { cli } from './helpers/cli.js';
+import { startWebhook } from './helpers/webhook.js';
 
 let t: TestDatabase;
 let s3: TestS3;
@@ -126,14 +127,23 @@ describe('currents ingest under hostile input', () => {
     expect(row).toEqual({ price: '3.14', ratio: '0.1', big: '9007199254740993', amount: '12.50', label: 'a\uFFFDb', properties: { k: 'v\uFFFDw', 'n\uFFFD': 1, esc: '\\u0000' } });
   });
 
-  it('refuses impossible dates with the reason, checks --since/--until, and says plainly when a prefix holds no files', async () => {
+  it('refuses impossible dates with the reason (a partial run that notifies), checks --since/--until, and says plainly when a prefix holds no files', async () => {
     const bucket = 'dates';
     await s3.createBucket(bucket);
     await s3.put(bucket, currentsKey(SEND, '2026-02-30-05', 'impossible'), await encodeAvro(emailSendV1, emailSends(1, 0)));
     await s3.put(bucket, currentsKey(SEND, '2026-03-02-05', 'real'), await encodeAvro(emailSendV1, emailSends(1, 10)));
-    const r = await ingest(bucket, 'dates');
-    expect(r.code, r.stderr).toBe(0);
+    const webhook = await startWebhook();
+    let r;
+    try {
+      r = await ingest(bucket, 'dates', '--notify-url', webhook.url);
+      // A refused key is data that will never load: the run is partial and, like a failed file, alerts.
+      expect(r.code, r.stderr).toBe(1);
+      expect(webhook.posts).toEqual([expect.objectContaining({ job: 'ingest', text: expect.stringMatching(/1 key\(s\) refused, e\.g\. .*date=2026-02-30-05.*not a calendar date/) })]);
+    } finally {
+      await webhook.stop();
+    }
     const summary = JSON.parse(r.stdout);
+    expect(summary.status).toBe('partial');
     expect(summary.files).toMatchObject({ loaded: 1 });
     expect(summary.refusedKeys).toEqual([{ key: expect.stringContaining('date=2026-02-30-05'), reason: expect.stringMatching(/2026-02-30 is not a calendar date/) }]);
     expect(await rows(`SELECT hour FROM bb_dates.currents_files`)).toEqual([{ hour: new Date(Date.UTC(2026, 2, 2, 5)) }]);
@@ -166,5 +176,63 @@ describe('currents ingest under hostile input', () => {
       { id: 'old', price: 3.140000104904175 },
       { id: 'p1', price: 19.99 },
     ]);
+  });
+
+  it('a pending file whose object is gone from the bucket is marked failed with the reason, only in the scope the run listed', async () => {
+    const bucket = 'gone';
+    await s3.createBucket(bucket);
+    await s3.put(bucket, currentsKey(SEND, '2026-11-04-00', 'a'), await encodeAvro(emailSendV1, emailSends(1, 0)));
+    expect((await ingest(bucket, 'gone')).code).toBe(0);
+    // Files an earlier run registered and was stopped before loading, whose objects were then
+    // deleted (a lifecycle rule): one of the type this run lists, one of another type, one under another prefix.
+    const pending = (key: string, type: string, hour: string) =>
+      t.db.query(`INSERT INTO bb_gone.currents_files (source, key, etag, event_type, hour) VALUES ('s3://gone', $1, '"e"', $2, $3)`, [key, type, hour]);
+    const deleted = currentsKey(SEND, '2026-11-04-01', 'deleted');
+    await pending(deleted, SEND, '2026-11-04T01:00:00Z');
+    await pending(currentsKey('users.behaviors.Purchase', '2026-11-04-01', 'other-type'), 'users.behaviors.Purchase', '2026-11-04T01:00:00Z');
+    await pending(currentsKey(SEND, '2026-11-04-01', 'other-prefix', 'elsewhere'), SEND, '2026-11-04T01:00:00Z');
+    await s3.put(bucket, currentsKey(SEND, '2026-11-04-02', 'b'), await encodeAvro(emailSendV1, emailSends(1, 10)));
+
+    const r = await ingest(bucket, 'gone', '--event-types', SEND);
+    expect(r.code, r.stderr).toBe(1);
+    const summary = JSON.parse(r.stdout);
+    expect(summary).toMatchObject({ status: 'partial', files: { loaded: 1, failed: 0, gone: 1, leftPending: 0 }, goneKeys: [deleted] });
+    expect(await rows(`SELECT key, status, error FROM bb_gone.currents_files WHERE status <> 'loaded' ORDER BY status, key COLLATE "C"`)).toEqual([
+      { key: deleted, status: 'failed', error: expect.stringMatching(/^gone from the bucket before it was loaded/) },
+      { key: expect.stringContaining('users.behaviors.Purchase'), status: 'pending', error: null },
+      { key: expect.stringMatching(/^elsewhere\//), status: 'pending', error: null },
+    ]);
+    const status = await cli(['currents', 'status', '--json', ...schemas('gone')], env);
+    expect(JSON.parse(status.stdout).eventTypes).toEqual(expect.arrayContaining([expect.objectContaining({ eventType: SEND, filesLoaded: 2, failed: 1, gone: 1 })]));
+    expect((await cli(['currents', 'status', ...schemas('gone')], env)).stdout).toMatch(/GONE: 1 file/);
+
+    // Counted once: the next run finds nothing new gone, and a file still in the bucket is never marked.
+    const again = await ingest(bucket, 'gone', '--event-types', SEND);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout).files).toMatchObject({ gone: 0, failed: 0 });
+  });
+
+  it('a table from before migration 0006 takes a 9 kB id: it gets id_key in the file\'s transaction, and its rows keep matching', async () => {
+    const bucket = 'legacy-long';
+    await s3.createBucket(bucket);
+    await t.db.query(`CREATE SCHEMA ev_legacy_long`);
+    await t.db.query(`CREATE TABLE ev_legacy_long.users_behaviors_purchase (id text PRIMARY KEY, user_id text, "time" bigint, product_id text, price double precision, currency text,
+      properties jsonb, occurred_at timestamptz, source_key text NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now())`);
+    const midId = 'm'.repeat(1500); // over 1,000 bytes: its key becomes its MD5, and must still match
+    await t.db.query(`INSERT INTO ev_legacy_long.users_behaviors_purchase (id, user_id, source_key) VALUES ('old', 'u', 'old.avro'), ($1, 'u', 'old.avro')`, [midId]);
+    const longId = Array.from({ length: 9000 }, (_, i) => String.fromCharCode(33 + ((i * 7919) % 90))).join('');
+    const event = (id: string) => ({ id, user_id: 'u', time: 1_780_000_000, product_id: 's', price: 1, currency: 'EUR', properties: '{}' });
+    await s3.put(bucket, currentsKey('users.behaviors.Purchase', '2026-11-05-00', 'p'), await encodeAvro(purchase, [event(longId), event('old'), event(midId), event('new')]));
+    const r = await ingest(bucket, 'legacy_long');
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ rows: 2, duplicates: 2, files: { failed: 0 } });
+    expect(await rows(`SELECT a.attname::text AS key FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+      WHERE i.indrelid = 'ev_legacy_long.users_behaviors_purchase'::regclass AND i.indisprimary`)).toEqual([{ key: 'id_key' }]);
+    expect(await rows(`SELECT length(id) AS len FROM ev_legacy_long.users_behaviors_purchase ORDER BY 1`)).toEqual([{ len: 3 }, { len: 3 }, { len: 1500 }, { len: 9000 }]);
+    // The same events again, in a later file: all duplicates, the long one included.
+    await s3.put(bucket, currentsKey('users.behaviors.Purchase', '2026-11-05-01', 'again'), await encodeAvro(purchase, [event(longId), event(midId)]));
+    const again = await ingest(bucket, 'legacy_long');
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ rows: 0, duplicates: 2 });
   });
 });

@@ -121,6 +121,29 @@ describe('forward under hostile conditions', () => {
     expect(await handled('st_wrong_url')).toBe(10);
   });
 
+  it('an event with a 9 kB id is sent and recorded once, and blocks nothing; the next run sends nothing more', async () => {
+    const file = await source('long_id', 3);
+    // Shaped as Currents creates event tables since migration 0006: the key is id_key, so the id may be long.
+    await t.db.query(`ALTER TABLE long_id.users_behaviors_customevent DROP CONSTRAINT users_behaviors_customevent_pkey,
+      ADD COLUMN id_key text GENERATED ALWAYS AS (CASE WHEN octet_length(id) > 1000 THEN 'md5:' || md5(id) ELSE id END) STORED PRIMARY KEY`);
+    const longId = Array.from({ length: 9000 }, (_, i) => String.fromCharCode(33 + ((i * 7919) % 90))).join('');
+    await t.db.query(`INSERT INTO long_id.users_behaviors_customevent (id, user_id, "time", name, properties, occurred_at) VALUES ($1, 'u0', 1790000000, 'Viewed', '{"n": 99}', to_timestamp(1790000000))`, [longId]);
+    const state = ['--state-schema', 'st_long_id', '--json'];
+    collector.received = [];
+    const first = await cli(['forward', 'movable-ink', '--config', file, ...state], env());
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout).events).toMatchObject({ pending: 4, sent: 4, leftPending: 0 });
+    expect(collector.received.map((b) => (b.properties as { n: number }).n).sort((a, b) => a - b)).toEqual([1, 2, 3, 99]);
+    expect((await t.db.query(`SELECT event_id = $1 AS same, event_key FROM st_long_id.forward_events WHERE length(event_id) > 1000`, [longId])).rows).toEqual([
+      { same: true, event_key: expect.stringMatching(/^md5:[0-9a-f]{32}$/) },
+    ]);
+    const second = await cli(['forward', 'movable-ink', '--config', file, ...state], env());
+    expect(second.code, second.stderr).toBe(0);
+    expect(JSON.parse(second.stdout).events).toMatchObject({ pending: 0, sent: 0 });
+    expect(collector.received).toHaveLength(4);
+    expect(await handled('st_long_id')).toBe(4);
+  });
+
   it('a 3xx is a wrong URL too: nothing recorded, exit 4', async () => {
     const file = await source('redirect', 3);
     collector.fault = () => 301;

@@ -171,6 +171,36 @@ function checkTypes(have: Map<string, string>, fields: readonly EventColumn[], s
   return plan(have, fields);
 }
 
+/**
+ * A table from before migration 0006 keeps its primary key on `id`, and a btree entry holds
+ * about 2.7 kB: a file with a longer id would fail there on every retry. So when such a file
+ * arrives, the table is given id_key and the key moves to it, in the file's own transaction:
+ * if the file fails, the table is as it was. The ALTER rewrites the table once, under an
+ * exclusive lock (readers such as a forward run wait, and make this load wait). Ids up to
+ * 1,000 bytes are their own key, so existing rows and later duplicates keep matching.
+ */
+export async function addIdKey(tx: Connection, schema: string, table: string): Promise<void> {
+  const qualified = `${escapeIdentifier(schema)}.${escapeIdentifier(table)}`;
+  // The lock of the table's DDL: a concurrent file that also needs the key waits, then finds it.
+  await lockForTransaction(tx, lockKey(schema, `currents-table:${table}`), 2);
+  if ((await columnsOf(tx, qualified)).have.has('id_key')) return;
+  const { rows } = await tx.query<{ name: string; columns: string[] }>(
+    `SELECT c.conname::text AS name, ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)) AS columns
+       FROM pg_constraint c WHERE c.conrelid = to_regclass($1) AND c.contype = 'p'`,
+    [qualified],
+  );
+  const key = rows[0];
+  if (!key || key.columns.length !== 1 || key.columns[0] !== 'id') {
+    throw new SchemaMismatchError(
+      `table ${schema}.${table} has no primary key on id alone${key ? ` (it is on ${key.columns.join(', ')})` : ''}, so ids longer than 1,000 bytes cannot be given an id_key; see "Existing installs" in the README`,
+    );
+  }
+  await tx.query(`ALTER TABLE ${qualified} ADD COLUMN id_key text GENERATED ALWAYS AS (CASE WHEN octet_length(id) > 1000 THEN 'md5:' || md5(id) ELSE id END) STORED`);
+  await tx.query(`ALTER TABLE ${qualified} ALTER COLUMN id SET NOT NULL, DROP CONSTRAINT ${escapeIdentifier(key.name)}, ADD PRIMARY KEY (id_key)`);
+  // Whether this commits or not, the cached columns may now be wrong: read them again next time.
+  known.delete(qualified);
+}
+
 /** The target schema, created once behind a lock: concurrent CREATE SCHEMA IF NOT EXISTS can collide. */
 export async function ensureEventSchema(db: Database, schema: string): Promise<void> {
   await db.withTransaction(async (tx) => {

@@ -8,14 +8,25 @@ import type { IngestSummary } from './ingest.js';
 
 /** The notification and its trigger for an ingest run that returned a summary. */
 export function ingestOutcome(summary: IngestSummary): RunOutcome {
+  const { loaded, failed, gone } = summary.files;
+  const refused = summary.discovered.refused;
+  const first = summary.failures[0]
+    ? `${summary.failures[0].key}: ${summary.failures[0].error}`
+    : summary.goneKeys[0]
+      ? `${summary.goneKeys[0]}: gone from the bucket`
+      : summary.refusedKeys[0]
+        ? `${summary.refusedKeys[0].key}: ${summary.refusedKeys[0].reason}`
+        : undefined;
+  const problems = [`${failed} file(s) failed`, ...(gone ? [`${gone} gone from the bucket before they were loaded`] : []), ...(refused ? [`${refused} key(s) refused`] : [])];
   return {
     job: 'ingest',
     text:
       summary.status === 'interrupted'
-        ? `braze-bridge currents ingest from ${summary.source}: interrupted by a signal (${summary.files.loaded} files loaded)`
-        : `braze-bridge currents ingest from ${summary.source}: ${summary.files.failed} file(s) failed${summary.failures[0] ? `, e.g. ${summary.failures[0].key}: ${summary.failures[0].error}` : ''}`,
+        ? `braze-bridge currents ingest from ${summary.source}: interrupted by a signal (${loaded} files loaded)`
+        : `braze-bridge currents ingest from ${summary.source}: ${problems.join(', ')}${first ? `, e.g. ${first}` : ''}`,
     bad: summary.status === 'interrupted',
-    failedRatio: summary.files.failed / Math.max(1, summary.files.loaded + summary.files.failed),
+    // Gone files and refused keys are files that will not load, counted as failed ones.
+    failedRatio: (failed + gone + refused) / Math.max(1, loaded + failed + gone + refused),
     summary,
   };
 }

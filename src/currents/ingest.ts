@@ -13,7 +13,7 @@ import { sweepAbandonedRuns, withRunLock } from '../run/run-lock.js';
 import type { Logger } from '../log.js';
 import { ensureEventSchema } from './event-tables.js';
 import { loadFile, type FileLoad, type LoadFileContext } from './load-file.js';
-import { claimPendingFile, countFilesByStatus, countUnclaimedPending, registerFiles, resetFailedFiles, type ClaimedFile, type DiscoveredFile, type FileScope } from './manifest.js';
+import { claimPendingFile, countFilesByStatus, countUnclaimedPending, listingStartedAt, markGoneFiles, registerFiles, resetFailedFiles, type ClaimedFile, type DiscoveredFile, type FileScope } from './manifest.js';
 import { parseKey } from './parse-key.js';
 import type { CurrentsSource } from './source/currents-source.js';
 
@@ -45,7 +45,7 @@ export interface TypeSummary {
 export interface IngestSummary {
   runId: number;
   source: string;
-  /** succeeded, partial (a file failed or was left pending) or interrupted (stopped by a signal). */
+  /** succeeded, partial (a file failed, was gone or was left pending, or a key was refused) or interrupted (stopped by a signal). */
   status: Outcome;
   exitCode: ExitCode;
   discovered: { listed: number; currents: number; ignored: number; refused: number; new: number };
@@ -53,7 +53,10 @@ export interface IngestSummary {
   refusedKeys: Array<{ key: string; reason: string }>;
   /** NUL characters replaced by U+FFFD in the files loaded (PostgreSQL cannot store them). */
   nulReplaced: number;
-  files: { loaded: number; alreadyLoaded: number; failed: number; leftPending: number };
+  /** `gone`: pending files whose object the listing no longer contained, now marked failed (not in `failed`). */
+  files: { loaded: number; alreadyLoaded: number; failed: number; gone: number; leftPending: number };
+  /** The first 20 gone files. */
+  goneKeys: string[];
   rows: number;
   duplicates: number;
   perType: Record<string, TypeSummary>;
@@ -80,7 +83,8 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
     discovered: { listed: 0, currents: 0, ignored: 0, refused: 0, new: 0 },
     refusedKeys: [],
     nulReplaced: 0,
-    files: { loaded: 0, alreadyLoaded: 0, failed: 0, leftPending: 0 },
+    files: { loaded: 0, alreadyLoaded: 0, failed: 0, gone: 0, leftPending: 0 },
+    goneKeys: [],
     rows: 0,
     duplicates: 0,
     perType: {},
@@ -96,6 +100,8 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
   };
   try {
     await ensureEventSchema(db, options.targetSchema);
+    const listedSince = await listingStartedAt(db);
+    // Throws if the listing breaks off: only a complete listing may say a file is gone.
     await discover(db, log, options, scope, summary);
     log.info('discovered', { ...summary.discovered });
     if (summary.discovered.currents === 0 && summary.discovered.refused === 0) {
@@ -105,6 +111,11 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
       ]);
     }
     if (options.retryFailed) log.info('retrying failed files', { files: await resetFailedFiles(db, options.stateSchema, scope) });
+    // After --retry-failed, so a retried file that is gone is not claimed only to fail on NoSuchKey.
+    const gone = await markGoneFiles(db, options.stateSchema, scope, listedSince, runId);
+    summary.files.gone = gone.length;
+    summary.goneKeys = gone.slice(0, 20).map((g) => g.key);
+    if (gone.length > 0) log.warn('pending files gone from the bucket, marked failed', { files: gone.length, first: gone[0]!.key });
     const counts = await countFilesByStatus(db, options.stateSchema, scope);
     summary.files.alreadyLoaded = counts.loaded;
 
@@ -130,7 +141,8 @@ async function ingestRun(db: Database, log: Logger, options: IngestOptions, runI
 
     summary.files.leftPending = await countUnclaimedPending(db, options.stateSchema, scope);
     if (options.stop?.aborted) summary.status = 'interrupted';
-    else if (summary.files.failed > 0 || summary.files.leftPending > 0) summary.status = 'partial';
+    // A refused key or a gone file is data that will not be loaded: someone must notice, as for a failed file.
+    else if (summary.files.failed > 0 || summary.files.gone > 0 || summary.files.leftPending > 0 || summary.discovered.refused > 0) summary.status = 'partial';
     summary.exitCode = exitCodeFor(summary.status);
     summary.durationMs = Date.now() - started;
     await finishRun(db, options.stateSchema, runId, { status: summary.status, counts: { ...summary, failures: summary.failures.length } });

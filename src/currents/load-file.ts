@@ -10,7 +10,7 @@ import { AppError, AvroDecodeError, DatabaseError, messageOf, MissingObjectError
 import { copyFrom, escapeIdentifier, type Connection, type Database } from '../db/pool.js';
 import type { Logger } from '../log.js';
 import { openAvroFile } from './avro/decode-avro.js';
-import { ensureEventTable, resolveEventTable, type TablePlan } from './event-tables.js';
+import { addIdKey, ensureEventTable, resolveEventTable, type TablePlan } from './event-tables.js';
 import { markFileAttempted, markFileFailed, markFileLoaded, type ClaimedFile } from './manifest.js';
 import { copyEscape, mapSchema, type FormatStats } from './map-schema.js';
 import type { CurrentsSource } from './source/currents-source.js';
@@ -137,17 +137,23 @@ async function insertEvents(
     // The COPY fails because our source threw: report the source's error, not the COPY's.
     throw decodeError ?? error;
   }
+  if (!plan.idKey && columns.some((c) => c.name === 'id')) {
+    const long = await tx.query(`SELECT 1 FROM bb_stage WHERE octet_length(id) > 1000 LIMIT 1`);
+    if (long.rowCount) await addIdKey(tx, schema, table);
+  }
   const hasTime = columns.some((c) => c.name === 'time' && c.pgType === 'bigint');
   const insert = (dedupe: boolean) =>
     tx.query(
       `INSERT INTO ${escapeIdentifier(schema)}.${escapeIdentifier(table)} (${names.join(', ')}, occurred_at, source_key)
-       SELECT ${names.join(', ')}, ${hasTime ? 'to_timestamp("time")' : 'NULL'}, $1 FROM bb_stage${dedupe ? ` ORDER BY id ON CONFLICT (${plan.idKey ? 'id_key' : 'id'}) DO NOTHING` : ''}`,
+       SELECT ${names.join(', ')}, ${hasTime ? 'to_timestamp("time")' : 'NULL'}, $1 FROM bb_stage${dedupe ? ' ORDER BY id ON CONFLICT DO NOTHING' : ''}`,
       [key],
     );
   // Most files hold only new events: a plain INSERT is about twice as fast as ON CONFLICT.
   // When an id is already there (Currents delivers at least once) or repeats in the file, or a
   // concurrent load of the same ids deadlocks, redo it with ON CONFLICT DO NOTHING in id
-  // order, which skips them and cannot deadlock with another load doing the same.
+  // order, which skips them and cannot deadlock with another load doing the same. No conflict
+  // target: the key is id_key or, on a table from before 0006, id, and another process may
+  // have just moved it (addIdKey), which a cached plan would not know.
   await tx.query('SAVEPOINT insert_events');
   let inserted;
   for (let attempt = 0; ; attempt++) {

@@ -55,18 +55,50 @@ function scopeWhere(scope: FileScope): { sql: string; values: unknown[] } {
 }
 
 /**
- * Register listed files; a key and ETag already known (loaded, failed or pending) is left as
- * it is. One statement per batch of files. Returns how many were new.
+ * Register listed files; a key and ETag already known keeps its state, and one not loaded yet
+ * (pending or failed) notes that this listing saw it (`listed_at`), so `markGoneFiles` can
+ * tell the ones whose object is gone. Loaded rows are not touched, so a run writes only what
+ * is new or still open. One statement per batch of files. Returns how many were new.
  */
 export async function registerFiles(db: Queryable, schema: string, source: string, batch: readonly DiscoveredFile[]): Promise<number> {
   if (batch.length === 0) return 0;
-  const { rowCount } = await db.query(
-    `INSERT INTO ${files(schema)} (source, key, etag, size, event_type, hour)
-     SELECT $1, k, e, z, t, h FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[]) AS u(k, e, z, t, h)
-     ON CONFLICT DO NOTHING`,
+  const { rows } = await db.query<{ inserted: boolean }>(
+    `INSERT INTO ${files(schema)} AS f (source, key, etag, size, event_type, hour, listed_at)
+     SELECT DISTINCT ON (k, e) $1, k, e, z, t, h, now() FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[]) AS u(k, e, z, t, h)
+     ON CONFLICT (source, key, etag) DO UPDATE SET listed_at = excluded.listed_at WHERE f.status <> 'loaded'
+     RETURNING (xmax = 0) AS inserted`,
     [source, batch.map((b) => b.key), batch.map((b) => b.etag), batch.map((b) => b.size), batch.map((b) => b.eventType), batch.map((b) => b.hour)],
   );
-  return rowCount ?? 0;
+  return rows.filter((r) => r.inserted).length;
+}
+
+/** The database's clock, read before a listing starts: what `markGoneFiles` compares `listed_at` with. */
+export async function listingStartedAt(db: Queryable): Promise<Date> {
+  const { rows } = await db.query<{ now: Date }>('SELECT now() AS now');
+  return rows[0]!.now;
+}
+
+/** The error of a pending file whose object a complete listing no longer contained. */
+export const GONE_FROM_BUCKET = 'gone from the bucket before it was loaded (deleted, or expired by a lifecycle rule); not in the listing';
+
+/**
+ * After a listing of `scope` that ran to its end (started at `since`): pending files in scope
+ * that it did not see, nor any listing started later, are gone from the bucket. They are marked
+ * failed with the reason, or they would stay pending, and be waited for, forever. A file
+ * another process is loading right now (its row is locked) is left to that load. Returns them.
+ */
+export async function markGoneFiles(db: Queryable, schema: string, scope: FileScope, since: Date, runId: number): Promise<Array<{ key: string; eventType: string }>> {
+  const where = scopeWhere(scope);
+  const { rows } = await db.query<{ key: string; event_type: string }>(
+    `UPDATE ${files(schema)} AS f SET status = 'failed', error = $7, record_index = NULL, run_id = $8
+       FROM (SELECT source, key, etag FROM ${files(schema)}
+              WHERE status = 'pending' AND ${where.sql} AND (listed_at IS NULL OR listed_at < $6)
+              FOR UPDATE SKIP LOCKED) AS gone
+      WHERE (f.source, f.key, f.etag) = (gone.source, gone.key, gone.etag)
+      RETURNING f.key, f.event_type`,
+    [...where.values, since, GONE_FROM_BUCKET, runId],
+  );
+  return rows.map((r) => ({ key: r.key, eventType: r.event_type })).sort((a, b) => (a.key < b.key ? -1 : 1));
 }
 
 /** --retry-failed: failed files in scope become pending again. Returns how many. */
@@ -159,16 +191,18 @@ export interface EventTypeRow {
   duplicates: number;
   failed: number;
   pending: number;
+  /** Of the failed files, those whose object was gone from the bucket before it was loaded. */
+  gone: number;
   /** Newest date= hour loaded. */
   newestHour: Date | null;
 }
 
 /** Files, rows and duplicates per event type, of one source or of all. */
 export async function statusByEventType(db: Queryable, schema: string, source?: string): Promise<EventTypeRow[]> {
-  const { rows } = await db.query<{ event_type: string; loaded: string; rows: string; dups: string; failed: string; pending: string; newest: Date | null }>(
+  const { rows } = await db.query<{ event_type: string; loaded: string; rows: string; dups: string; failed: string; pending: string; gone: string; newest: Date | null }>(
     `SELECT event_type, count(*) FILTER (WHERE status = 'loaded') AS loaded, coalesce(sum(rows_loaded), 0) AS rows, coalesce(sum(duplicates), 0) AS dups,
             count(*) FILTER (WHERE status = 'failed') AS failed, count(*) FILTER (WHERE status = 'pending') AS pending,
-            max(hour) FILTER (WHERE status = 'loaded') AS newest
+            count(*) FILTER (WHERE status = 'failed' AND starts_with(error, 'gone')) AS gone, max(hour) FILTER (WHERE status = 'loaded') AS newest
        FROM ${files(schema)} WHERE $1::text IS NULL OR source = $1 GROUP BY event_type ORDER BY event_type`,
     [source ?? null],
   );
@@ -179,6 +213,7 @@ export async function statusByEventType(db: Queryable, schema: string, source?: 
     duplicates: Number(r.dups),
     failed: Number(r.failed),
     pending: Number(r.pending),
+    gone: Number(r.gone),
     newestHour: r.newest,
   }));
 }

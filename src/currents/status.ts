@@ -9,7 +9,7 @@ import { renamedEventTables } from './event-tables.js';
 import { failedFiles, loadedHours, statusByEventType } from './manifest.js';
 
 export interface CurrentsStatus {
-  eventTypes: Array<{ eventType: string; filesLoaded: number; rows: number; duplicates: number; failed: number; pending: number; newestHour: string | null }>;
+  eventTypes: Array<{ eventType: string; filesLoaded: number; rows: number; duplicates: number; failed: number; pending: number; gone: number; newestHour: string | null }>;
   failures: Array<{ key: string; eventType: string; error: string; recordIndex: number | null; attempts: number }>;
   /** Hours between the oldest and newest loaded hour in which no file of any type arrived. */
   missingHours: string[];
@@ -51,6 +51,8 @@ export function formatStatus(status: CurrentsStatus): string {
   } else if (status.oldestHour) {
     out.push('no missing hours between the oldest and newest hour loaded');
   }
+  const gone = status.eventTypes.reduce((n, e) => n + e.gone, 0);
+  if (gone > 0) out.push(`GONE: ${gone} file(s) were deleted from the bucket before they were loaded (counted as failed; their FAILED lines say so)`);
   for (const r of status.renamedTables) out.push(`TABLE ${r.eventType} → ${r.targetSchema}.${r.table} (its own name is too long or taken by another type)`);
   for (const f of status.failures) out.push(`FAILED ${f.key}: ${f.error}${f.recordIndex !== null ? ` (record ${f.recordIndex})` : ''}`);
   return out.join('\n');

@@ -108,13 +108,20 @@ export async function pendingEventsSql(db: Queryable, stateSchema: string, confi
               ${col('timezone')} AS timezone, ${index} AS rule, ${props} AS props, ${email} AS email
          FROM ${qualified} AS e
         WHERE ${rule.name ? `${col('name')} = ${text(rule.name)} AND ` : ''}($2::timestamptz IS NULL OR e.occurred_at >= $2) AND NOT EXISTS (
-              SELECT 1 FROM ${tables.events} AS f WHERE f.destination = $1 AND f.event_table = ${text(rule.table)} AND f.event_id = e.id)`);
+              SELECT 1 FROM ${tables.events} AS f WHERE f.destination = $1 AND f.event_table = ${text(rule.table)} AND f.event_key = ${EVENT_KEY})`);
   }
   const sql = `SELECT u.*, i.external_user_id AS known_external FROM (${parts.join('\nUNION ALL\n') || 'SELECT NULL WHERE false'}) AS u
     LEFT JOIN ${tables.identities} AS i ON i.destination = $1 AND i.braze_user_id = u.user_id
     ORDER BY u.user_id, u.time_ms::bigint, u.id`;
   return { sql, params, rules, skipped };
 }
+
+/**
+ * forward_events.event_key of an event: its id, or the MD5 of an id too long for a btree entry.
+ * The same expression as the generated column (migration 0007) and the event tables' id_key
+ * (0006); computed from e.id so tables from before 0006, without id_key, match too.
+ */
+const EVENT_KEY = `(CASE WHEN octet_length(e.id) > 1000 THEN 'md5:' || md5(e.id) ELSE e.id END)`;
 
 /** The column names of a table, or none when it does not exist. */
 async function columnsOfTable(db: Queryable, qualified: string): Promise<Set<string>> {
