@@ -226,3 +226,23 @@ describe('verify', () => {
     expect(third.audiences[0]!.counts.checked).toBe(120);
   });
 });
+
+describe('verify as a command', () => {
+  it('exits 1 on drift, 0 once --repair has resent it, and records job = verify', async () => {
+    const { cli } = await import('./helpers/cli.js');
+    const dir = await synced();
+    f.sandbox.profiles.find({ external_id: 'p1' })!.custom.tier = 'silver';
+    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const found = await cli(['verify', 'vip', '--all', '--audiences', dir], env);
+    expect(found.code, found.stderr).toBe(1);
+    expect(found.stdout).toContain('tier: 1 changed, 0 missing, 0 unexpected');
+    expect(found.stdout).not.toContain('silver');
+    const repaired = await cli(['verify', 'vip', '--all', '--repair', '--audiences', dir], env);
+    expect(repaired.code, repaired.stderr).toBe(1);
+    expect(repaired.stdout).toContain('1 data points resent');
+    const clean = await cli(['verify', 'vip', '--sample', '50', '--audiences', dir], env);
+    expect(clean.code, clean.stderr).toBe(0);
+    const { rows } = await f.t.db.query(`SELECT status FROM braze_bridge.runs WHERE job = 'verify' ORDER BY id`);
+    expect(rows.map((r) => r.status)).toEqual(['partial', 'partial', 'succeeded']);
+  });
+});
