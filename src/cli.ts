@@ -21,6 +21,7 @@ import { forwardBinding } from './commands/forward.js';
 import { scheduleBinding } from './commands/schedule.js';
 import { demoBinding } from './commands/demo.js';
 import { retireBinding } from './commands/retire.js';
+import { verifyBinding } from './commands/verify.js';
 
 /** `help env`: the environment variables and exit codes, printed once here rather than under every command. */
 const helpBinding: CommandModule = {
@@ -33,7 +34,7 @@ const helpBinding: CommandModule = {
   },
 };
 
-const commands = [syncBinding, planBinding, backfillBinding, retireBinding, migrateBinding, statusBinding, failuresBinding, currentsBinding, forwardBinding, scheduleBinding, demoBinding, helpBinding];
+const commands = [syncBinding, planBinding, backfillBinding, retireBinding, verifyBinding, migrateBinding, statusBinding, failuresBinding, currentsBinding, forwardBinding, scheduleBinding, demoBinding, helpBinding];
 
 export async function main(argv = hideBin(process.argv)): Promise<void> {
   // A reader that goes away (`| head`, a closed log pipe) must not kill a run half-way: the

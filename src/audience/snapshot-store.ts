@@ -192,3 +192,52 @@ export async function forgetAudience(db: Queryable, schema: string, audience: st
   await db.query(`DELETE FROM ${s}.snapshots WHERE audience = $1`, [audience]);
   await db.query(`DELETE FROM ${s}.audiences WHERE name = $1`, [audience]);
 }
+
+/** What one verify found for one member, to record. */
+export interface VerifiedMember {
+  identifier: string;
+  memberKey: string;
+  /** Its profile was found: it exists, so it no longer needs its full set resent each run. */
+  confirmed: boolean;
+  /** Sent under @update_existing_only true and repaired while its profile is missing: Braze may ignore it again. */
+  unverified: boolean;
+  /**
+   * Repair: the snapshot's attributes to forget (Braze does not hold them) and to overwrite with
+   * what Braze holds, so the next diff sends exactly the drifted attributes. Absent: no repair.
+   */
+  repair?: { remove: string[]; set: Record<string, unknown> };
+}
+
+/**
+ * Record a verified chunk in one statement: when each member was verified, which profiles are
+ * now known to exist, and (with --repair) the snapshot rewritten to what Braze really holds for
+ * the drifted attributes, with row_hash NULL so the next sync makes the member a candidate and
+ * resends exactly those attributes, with its usual confirmation per batch.
+ */
+export async function recordVerification(db: Queryable, schema: string, audience: string, members: readonly VerifiedMember[], mark: boolean): Promise<void> {
+  if (members.length === 0) return;
+  const rows = members.map((m) => ({ i: m.identifier, k: m.memberKey, c: m.confirmed, u: m.unverified, rm: m.repair?.remove ?? null, st: m.repair?.set ?? null }));
+  await db.query(
+    `UPDATE ${escapeIdentifier(schema)}.snapshots AS t
+        SET verified_at = CASE WHEN $3 THEN now() ELSE t.verified_at END,
+            unverified = CASE WHEN u.c THEN false WHEN u.rm IS NOT NULL THEN u.u ELSE t.unverified END,
+            attrs = CASE WHEN u.rm IS NULL THEN t.attrs ELSE (t.attrs - u.rm) || coalesce(u.st, '{}'::jsonb) END,
+            row_hash = CASE WHEN u.rm IS NULL THEN t.row_hash END
+       FROM jsonb_to_recordset($2::jsonb) AS u(i text, k text, c boolean, u boolean, rm text[], st jsonb)
+      WHERE t.audience = $1 AND t.identifier = u.i AND t.member_key = u.k`,
+    [audience, JSON.stringify(rows), mark],
+  );
+}
+
+/** Start a full verify at `since`, unless an unfinished one (started earlier) is being resumed; returns its start. */
+export async function startFullVerify(db: Queryable, schema: string, audience: string): Promise<Date> {
+  const { rows } = await db.query<{ t: Date }>(
+    `UPDATE ${escapeIdentifier(schema)}.audiences SET verify_started_at = coalesce(verify_started_at, now()) WHERE name = $1 RETURNING verify_started_at AS t`,
+    [audience],
+  );
+  return rows[0]?.t ?? new Date(0);
+}
+
+export async function finishFullVerify(db: Queryable, schema: string, audience: string): Promise<void> {
+  await db.query(`UPDATE ${escapeIdentifier(schema)}.audiences SET verify_started_at = NULL WHERE name = $1`, [audience]);
+}

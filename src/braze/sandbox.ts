@@ -29,6 +29,8 @@ export interface SandboxOptions {
   rateLimit?: { limit: number; windowMs: number };
   /** Delay before every answer. */
   latencyMs?: number;
+  /** Fixed-window rate limit of POST /users/export/ids, apart from /users/track's. Default: none. */
+  exportRateLimit?: { limit: number; windowMs: number };
   /** Decide a fault for each request (its number from 1, and its body). */
   faults?: (request: { n: number; attributes: Array<Record<string, unknown>> }) => Fault | undefined;
   clock?: () => number;
@@ -51,6 +53,12 @@ export class BrazeSandbox {
   ignored = 0;
   readonly requests: RecordedRequest[] = [];
   readonly counts = { requests: 0, accepted: 0, rateLimited: 0, rejected: 0 };
+  /** POST /users/export/ids: every request's body and status, and the count of 429s. */
+  readonly exports: Array<{ at: number; status: number; body: Record<string, unknown> }> = [];
+  readonly exportCounts = { requests: 0, rateLimited: 0 };
+  /** Decide a fault for an export request (its number from 1): a status to answer instead. */
+  exportFaults?: (n: number) => { status: number; retryAfter?: string } | undefined;
+  private exportWindow = { start: 0, count: 0 };
   private server?: Server;
   private windowStart = 0;
   private windowCount = 0;
@@ -96,6 +104,10 @@ export class BrazeSandbox {
     Object.assign(this.counts, { requests: 0, accepted: 0, rateLimited: 0, rejected: 0 });
     this.n = 0;
     this.windowCount = 0;
+    this.exports.length = 0;
+    Object.assign(this.exportCounts, { requests: 0, rateLimited: 0 });
+    this.exportWindow = { start: 0, count: 0 };
+    this.exportFaults = undefined;
   }
 
   /** What the profile reached by e.g. `{ external_id: 'c1' }` holds (standard fields and custom attributes). */
@@ -114,6 +126,7 @@ export class BrazeSandbox {
       res.end(JSON.stringify(body));
     };
     let parsed: unknown;
+    if (req.method === 'POST' && req.url === '/users/export/ids') return this.handleExport(req, Buffer.concat(chunks).toString('utf8'), res);
     if (req.method !== 'POST' || req.url !== '/users/track') return send(404, { message: 'Not Found' });
     if (req.headers.authorization !== `Bearer ${this.options.apiKey}`) return send(401, { message: 'Invalid API Key' });
 
@@ -173,6 +186,83 @@ export class BrazeSandbox {
     });
     this.counts.accepted += attributes.length - errors.length;
     send(201, errors.length > 0 ? { message: 'success', attributes_processed: attributes.length - errors.length, errors } : { message: 'success', attributes_processed: attributes.length });
+  }
+
+  /**
+   * `POST /users/export/ids` as documented: `external_ids` or `user_aliases` (up to 50), or one
+   * `braze_id`, `email_address` or `phone`; `fields_to_export` limits the fields; ids matching no
+   * profile are listed in `invalid_user_ids`. Its own rate limit, with the same headers and 429.
+   */
+  private handleExport(req: IncomingMessage, text: string, res: ServerResponse): void {
+    const n = ++this.exportCounts.requests;
+    let body: Record<string, unknown> = {};
+    const at = this.clock();
+    const send = (status: number, answer: object, headers: Record<string, string> = {}) => {
+      this.exports.push({ at, status, body });
+      res.writeHead(status, { 'content-type': 'application/json', ...headers });
+      res.end(JSON.stringify(answer));
+    };
+    if (req.headers.authorization !== `Bearer ${this.options.apiKey}`) return send(401, { message: 'Invalid API Key' });
+    const limit = this.options.exportRateLimit;
+    let headers: Record<string, string> = {};
+    if (limit) {
+      const start = at - (at % limit.windowMs);
+      if (start !== this.exportWindow.start) this.exportWindow = { start, count: 0 };
+      this.exportWindow.count++;
+      headers = {
+        'x-ratelimit-limit': String(limit.limit),
+        'x-ratelimit-remaining': String(Math.max(0, limit.limit - this.exportWindow.count)),
+        'x-ratelimit-reset': String(Math.ceil((start + limit.windowMs) / 1000)),
+      };
+      if (this.exportWindow.count > limit.limit) {
+        this.exportCounts.rateLimited++;
+        return send(429, { message: 'Too Many Requests' }, headers);
+      }
+    }
+    const fault = this.exportFaults?.(n);
+    if (fault) return send(fault.status, { message: 'Internal Server Error' }, fault.retryAfter ? { ...headers, 'retry-after': fault.retryAfter } : headers);
+    try {
+      body = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      return send(400, { message: 'Invalid JSON' }, headers);
+    }
+    const lookups: Array<{ identity: Record<string, unknown>; invalid: unknown }> = [];
+    const externalIds = body.external_ids;
+    const aliases = body.user_aliases;
+    for (const k of ['braze_id', 'email_address', 'phone'] as const) {
+      if (body[k] !== undefined) lookups.push({ identity: { [k === 'email_address' ? 'email' : k]: body[k] }, invalid: body[k] });
+    }
+    if (Array.isArray(externalIds)) for (const id of externalIds) lookups.push({ identity: { external_id: id }, invalid: id });
+    if (Array.isArray(aliases)) for (const a of aliases) lookups.push({ identity: { user_alias: a }, invalid: a });
+    if ((Array.isArray(externalIds) && externalIds.length > 50) || (Array.isArray(aliases) && aliases.length > 50)) {
+      return send(400, { message: 'Too many ids: at most 50 external_ids or user_aliases per request' }, headers);
+    }
+    if (lookups.length === 0) return send(400, { message: 'No identifiers given' }, headers);
+    // braze_id, email_address and phone are single values: one lookup per request.
+    if (['braze_id', 'email_address', 'phone'].filter((k) => body[k] !== undefined).length > 1) return send(400, { message: 'Give one of braze_id, email_address or phone' }, headers);
+    const fields = Array.isArray(body.fields_to_export) ? new Set(body.fields_to_export as string[]) : undefined;
+    const users: Array<Record<string, unknown>> = [];
+    const invalid: unknown[] = [];
+    const seen = new Set<string>();
+    for (const l of lookups) {
+      const p = this.profiles.find(l.identity);
+      if (!p) {
+        invalid.push(l.invalid);
+        continue;
+      }
+      if (seen.has(p.braze_id)) continue;
+      seen.add(p.braze_id);
+      const all: Record<string, unknown> = {
+        external_id: p.external_id,
+        user_aliases: p.aliases.map((a) => ({ ...a })),
+        braze_id: p.braze_id,
+        ...structuredClone(p.standard),
+        custom_attributes: structuredClone(p.custom),
+      };
+      if (all.external_id === undefined) delete all.external_id;
+      users.push(fields ? Object.fromEntries(Object.entries(all).filter(([k]) => fields.has(k))) : all);
+    }
+    send(201, { users, ...(invalid.length > 0 ? { invalid_user_ids: invalid } : {}), message: 'success' }, headers);
   }
 
   private validate(object: Record<string, unknown>): string | undefined {

@@ -48,4 +48,6 @@ export const DEFAULTS = {
   shutdownTimeoutSeconds: 60,
   connectTimeoutSeconds: 30,
   logLevel: 'info',
+  exportRateLimit: 250,
+  notifyDriftRatio: 0.01,
 } as const;

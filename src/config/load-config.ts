@@ -55,6 +55,10 @@ export interface Config {
   movableInkAuth?: string;
   /** The libpq password variable, kept only to scrub it from output. */
   pgPassword?: string;
+  /** verify: POST /users/export/ids requests per minute. */
+  exportRateLimit: number;
+  /** verify: notify when drifted members / members checked exceeds this. */
+  notifyDriftRatio: number;
 }
 
 /** Flags as yargs hands them over (camel-cased); unknown flags are rejected by yargs. */
@@ -83,6 +87,8 @@ export interface Flags {
   notifyFailedRatio?: number;
   shutdownTimeout?: number;
   connectTimeout?: number;
+  exportRateLimit?: number;
+  notifyDriftRatio?: number;
 }
 
 
@@ -155,6 +161,8 @@ export function loadConfig(flags: Flags, env: NodeJS.ProcessEnv = process.env, c
     movableInkEndpoint: env.MOVABLE_INK_ENDPOINT?.trim() || undefined,
     movableInkAuth: env.MOVABLE_INK_AUTH?.trim() || undefined,
     pgPassword: env.PGPASSWORD || undefined,
+    exportRateLimit: num('--export-rate-limit', flags.exportRateLimit, DEFAULTS.exportRateLimit, 1, 100_000),
+    notifyDriftRatio: num('--notify-drift-ratio', flags.notifyDriftRatio, DEFAULTS.notifyDriftRatio, 0, 1, false),
   };
   if (config.notifyUrl && !/^https?:\/\//.test(config.notifyUrl)) problems.push('--notify-url must be an http(s) URL');
   if (config.out && !existsSync(dirname(config.out))) problems.push(`--out: the folder ${dirname(config.out)} does not exist`);
