@@ -9,6 +9,7 @@ import { createDatabase, type Database } from './db/pool.js';
 import { createLogger, type Logger } from './log.js';
 import { RateLimiter } from './http/rate-limiter.js';
 import { TrackClient } from './braze/track-client.js';
+import { ExportClient } from './braze/export-client.js';
 import { installShutdown } from './run/shutdown.js';
 
 export const EMBEDDED_DATABASE = 'braze_bridge';
@@ -65,6 +66,19 @@ export async function openCurrent(config: Config, log: Logger, options: { poolSi
     await open.close();
     throw error;
   }
+}
+
+/** The /users/export/ids client, with its own rate limit (--export-rate-limit per minute). */
+export function createExportClient(config: Config, log: Logger): ExportClient {
+  const { endpoint, apiKey } = requireBraze(config);
+  return new ExportClient({
+    endpoint,
+    apiKey,
+    rateLimiter: new RateLimiter({ limit: config.exportRateLimit, windowMs: 60_000, reserve: 1, log }),
+    timeoutMs: config.requestTimeoutMs,
+    maxAttempts: config.maxAttempts,
+    log,
+  });
 }
 
 export function createTrackClient(config: Config, log: Logger): TrackClient {

@@ -246,3 +246,53 @@ describe('verify as a command', () => {
     expect(rows.map((r) => r.status)).toEqual(['partial', 'partial', 'succeeded']);
   });
 });
+
+describe('verify in the metrics file, status and the scheduler', () => {
+  it('the metrics file and status show what the last verify found, per audience and attribute', async () => {
+    const { cli } = await import('./helpers/cli.js');
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await synced();
+    f.sandbox.profiles.find({ external_id: 'p1' })!.custom.tier = 'silver';
+    delete f.sandbox.profiles.find({ external_id: 'p2' })!.custom.score;
+    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const metrics = join(mkdtempSync(join(tmpdir(), 'bb-verify-metrics-')), 'braze_bridge.prom');
+    const r = await cli(['verify', 'vip', '--all', '--audiences', dir, '--metrics-file', metrics], env);
+    expect(r.code, r.stderr).toBe(1);
+    const text = readFileSync(metrics, 'utf8');
+    expect(text).toContain('braze_bridge_verify_checked_members{audience="vip"} 120');
+    expect(text).toContain('braze_bridge_verify_drifted_members{audience="vip"} 2');
+    expect(text).toContain('braze_bridge_verify_drifted_values{audience="vip",attribute="tier",kind="changed"} 1');
+    expect(text).toContain('braze_bridge_verify_drifted_values{audience="vip",attribute="score",kind="missing"} 1');
+    const status = await cli(['status'], env);
+    expect(status.stdout).toMatch(/\(verify vip\): 120 checked, 2 drifted, 0 missing from Braze/);
+  });
+
+  it('schedule --verify-every takes a duration and --verify-sample a count, and refuses others with exit 2', async () => {
+    const { durationMinutes, loadCurrentsConfig } = await import('../src/config/load-config.js');
+    expect([durationMinutes('24h'), durationMinutes('30m'), durationMinutes('7d'), durationMinutes('90'), durationMinutes('30s'), durationMinutes('soon')]).toEqual([1440, 30, 10080, 90, 0.5, undefined]);
+    expect(loadCurrentsConfig({ verifyEvery: '24h', verifySample: 5000 }, {}, '/tmp')).toMatchObject({ verifyEveryMinutes: 1440, verifySample: 5000 });
+    expect(() => loadCurrentsConfig({ verifyEvery: 'daily' }, {}, '/tmp')).toThrow(/--verify-every must be a duration/);
+    const { cli } = await import('./helpers/cli.js');
+    const bad = await cli(['schedule', '--verify-every', 'daily'], { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--verify-every must be a duration/);
+  });
+
+  it('schedule runs a sampled verify on its period and records it', async () => {
+    const { startCli, waitFor } = await import('./helpers/cli.js');
+    const dir = await synced();
+    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const verifyRuns = async () => (await f.t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_bridge.runs WHERE job = 'verify' AND status <> 'running'`)).rows[0]!.n;
+    const scheduler = startCli(['schedule', '--audiences', dir, '--verify-every', '2s', '--verify-sample', '10'], env);
+    try {
+      await waitFor(async () => (await verifyRuns()) >= 1, 'a scheduled verify finished', { cli: scheduler, timeoutMs: 30_000 });
+    } finally {
+      scheduler.child.kill('SIGTERM');
+      await scheduler.done;
+    }
+    const { rows } = await f.t.db.query(`SELECT audience, counts->>'checked' AS checked FROM braze_bridge.runs WHERE job = 'verify' ORDER BY id LIMIT 1`);
+    expect(rows[0]).toEqual({ audience: 'vip', checked: '10' });
+  });
+});

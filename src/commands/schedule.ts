@@ -10,7 +10,12 @@ export const scheduleBinding: CommandModule = {
   command: 'schedule',
   describe: 'long-running: run each audience on its @schedule, and Currents ingestion every --currents-every minutes',
   builder: (y) =>
-    runOptions(currentsSourceOptions(sendOptions(audienceOptions(y)))).option('currents-every', { type: 'number', describe: 'run Currents ingestion every N minutes (needs --source)' }),
+    runOptions(currentsSourceOptions(sendOptions(audienceOptions(y))))
+      .option('currents-every', { type: 'number', describe: 'run Currents ingestion every N minutes (needs --source)' })
+      .option('verify-every', { type: 'string', describe: 'verify a sample of members against Braze this often, e.g. 24h (30m, 7d)' })
+      .option('verify-sample', { type: 'number', describe: 'members per scheduled verify, split between audiences by size [default: 1000]' })
+      .option('export-rate-limit', { type: 'number', describe: 'export requests per minute for verify [default: 250]' })
+      .option('notify-drift-ratio', { type: 'number', describe: 'notify when drifted members exceed this share of those checked [default: 0.01]' }),
   handler: async (args) => {
     const a = args as CurrentsFlags & { currentsEvery?: number };
     const config = { ...loadCurrentsConfig(a), currentsEvery: a.currentsEvery };

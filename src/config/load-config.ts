@@ -201,9 +201,15 @@ export interface CurrentsConfig extends Config {
   since?: Date;
   until?: Date;
   retryFailed: boolean;
+  /** schedule: verify a sample of members every this many minutes (--verify-every). */
+  verifyEveryMinutes?: number;
+  /** schedule: members per verify run (--verify-sample). */
+  verifySample: number;
 }
 
 export interface CurrentsFlags extends Flags {
+  verifyEvery?: string | number;
+  verifySample?: number;
   source?: string;
   s3Endpoint?: string;
   targetSchema?: string;
@@ -239,6 +245,10 @@ export function loadCurrentsConfig(flags: CurrentsFlags, env: NodeJS.ProcessEnv 
   const since = hour('--since', flags.since, false);
   const until = hour('--until', flags.until, true);
   if (since && until && since > until) problems.push(`--since ${flags.since} is after --until ${flags.until}: no hour would be loaded`);
+  const verifyEveryMinutes = flags.verifyEvery === undefined ? undefined : durationMinutes(String(flags.verifyEvery));
+  if (flags.verifyEvery !== undefined && verifyEveryMinutes === undefined) problems.push(`--verify-every must be a duration such as 30m, 24h or 7d (minutes if no unit); got "${flags.verifyEvery}"`);
+  const verifySample = flags.verifySample ?? 1000;
+  if (!Number.isInteger(verifySample) || verifySample < 1) problems.push(`--verify-sample must be a whole number of members, at least 1; got ${flags.verifySample}`);
   const source = flags.source;
   if (source !== undefined && !/^(s3:\/\/[^/]+|file:\/\/\/)/.test(source)) problems.push(`--source must be s3://bucket/prefix or file:///path; got "${source}"`);
   const s3Endpoint = flags.s3Endpoint ?? (env.AWS_ENDPOINT_URL_S3 || undefined);
@@ -252,6 +262,8 @@ export function loadCurrentsConfig(flags: CurrentsFlags, env: NodeJS.ProcessEnv 
     since,
     until,
     retryFailed: flags.retryFailed ?? false,
+    verifyEveryMinutes,
+    verifySample,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
@@ -322,4 +334,12 @@ function passwordOf(url: string | undefined): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** `30s`, `30m`, `24h`, `7d`, or a number of minutes; undefined when it is none of these. */
+export function durationMinutes(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?$/.exec(text.trim());
+  if (!m) return undefined;
+  const minutes = Number(m[1]) * (m[2] === 's' ? 1 / 60 : m[2] === 'h' ? 60 : m[2] === 'd' ? 1440 : 1);
+  return minutes * 60 >= 1 ? minutes : undefined;
 }

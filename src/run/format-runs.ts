@@ -21,6 +21,12 @@ export function formatRuns(rows: RunRow[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i >= 5 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
   const out = [line(header), ...table.map(line)];
-  for (const r of rows) if (r.error) out.push(`  run ${r.id}: ${r.error}`);
+  for (const r of rows) {
+    if (r.job === 'verify') {
+      const c = r.counts as { checked?: number; drifted?: number; missingProfiles?: number; waiting?: number };
+      out.push(`  run ${r.id} (verify ${r.audience ?? ''}): ${c.checked ?? 0} checked, ${c.drifted ?? 0} drifted, ${c.missingProfiles ?? 0} missing from Braze, ${c.waiting ?? 0} update-only waiting`);
+    }
+    if (r.error) out.push(`  run ${r.id}: ${r.error}`);
+  }
   return out.join('\n');
 }

@@ -40,6 +40,21 @@ export async function renderMetrics(db: Queryable, schema: string, now = Date.no
     add(name, help, 'gauge', audienceRuns.map((r) => ({ labels: { job: r.job, audience: r.audience ?? '' }, value: num(r.counts[field]) })));
   }
 
+  // verify: what the last check of each audience found in Braze.
+  const verifyRuns = runs.last.filter((r) => r.job === 'verify' && r.audience);
+  add('braze_bridge_verify_checked_members', 'Members the last verify compared with Braze, per audience.', 'gauge',
+    verifyRuns.map((r) => ({ labels: { audience: r.audience! }, value: num(r.counts.checked) })));
+  add('braze_bridge_verify_drifted_members', 'Members whose profile in Braze differed from the snapshot at the last verify.', 'gauge',
+    verifyRuns.map((r) => ({ labels: { audience: r.audience! }, value: num(r.counts.drifted) })));
+  add('braze_bridge_verify_missing_profiles', 'Members the last verify did not find in Braze at all.', 'gauge',
+    verifyRuns.map((r) => ({ labels: { audience: r.audience! }, value: num(r.counts.missingProfiles) })));
+  add('braze_bridge_verify_drifted_values', 'Drifted values at the last verify, per audience, attribute and kind (changed, missing, unexpected).', 'gauge',
+    verifyRuns.flatMap((r) =>
+      Object.entries((r.counts.perAttribute ?? {}) as Record<string, Record<string, number>>).flatMap(([attribute, kinds]) =>
+        Object.entries(kinds).map(([kind, n]) => ({ labels: { audience: r.audience!, attribute, kind }, value: num(n) })),
+      ),
+    ));
+
   const currents = await currentsMetrics(db, schema);
   add('braze_bridge_currents_files', 'Currents files by event type and status.', 'gauge',
     currents.byTypeAndStatus.map((r) => ({ labels: { event_type: r.eventType, status: r.status }, value: r.files })));

@@ -3,7 +3,9 @@
  * runs on its @schedule, Currents ingestion every --currents-every minutes, and each run ends
  * with the after-run step (prune, metrics, notify).
  */
-import { createAppLogger, createTrackClient, openMigrated } from '../app.js';
+import { createAppLogger, createExportClient, createTrackClient, openMigrated } from '../app.js';
+import { verifyAudiences } from '../verify/verify-audiences.js';
+import { verifyOutcome } from '../verify/verify-outcome.js';
 import { withAfterRun } from '../run/after-run.js';
 import type { CurrentsConfig } from '../config/load-config.js';
 import { ConfigError, ExitCode } from '../errors.js';
@@ -61,6 +63,28 @@ export async function scheduleJob(config: Readonly<CurrentsConfig & { currentsEv
             ingestOutcome,
           );
           log.info('ingest finished', { loaded: summary.files.loaded, failed: summary.files.failed, rows: summary.rows });
+        }, Date.now()),
+      );
+    }
+    if (config.verifyEveryMinutes) {
+      // Drift found by the scheduled check is reported (history, metrics, notify); repair is a
+      // decision for a person: braze-bridge verify --repair.
+      const exportClient = createExportClient(config, log);
+      const sample = config.verifySample;
+      extra.push(
+        everyMinutesJob('verify', config.verifyEveryMinutes, async () => {
+          const summary = await withAfterRun(
+            { ...after, options: { ...config, notifyFailedRatio: config.notifyDriftRatio } },
+            'verify',
+            () =>
+              verifyAudiences({ db: open.db, schema: config.stateSchema, log, client: exportClient, stop, exportRatePerMinute: config.exportRateLimit }, [], {
+                sample,
+                dryRun: false,
+                args: { scheduled: true, sample },
+              }),
+            verifyOutcome,
+          );
+          log.info('verify finished', { checked: summary.audiences.reduce((n, a) => n + a.counts.checked, 0), drifted: summary.audiences.reduce((n, a) => n + a.counts.drifted, 0) });
         }, Date.now()),
       );
     }

@@ -3,11 +3,10 @@
  * --repair, the track client; verify the selected audiences; then prune, refresh metrics and
  * notify (when drifted members exceed --notify-drift-ratio of those checked).
  */
-import { createAppLogger, createTrackClient, openMigrated } from '../app.js';
-import { requireBraze, type Config } from '../config/load-config.js';
-import { ExportClient } from '../braze/export-client.js';
-import { RateLimiter } from '../http/rate-limiter.js';
-import { withAfterRun, type RunOutcome } from '../run/after-run.js';
+import { createAppLogger, createExportClient, createTrackClient, openMigrated } from '../app.js';
+import type { Config } from '../config/load-config.js';
+import { withAfterRun } from '../run/after-run.js';
+import { verifyOutcome } from './verify-outcome.js';
 import { progressBar } from '../run/progress.js';
 import { verifyAudiences, type VerifySummary } from './verify-audiences.js';
 
@@ -20,15 +19,7 @@ export interface VerifyArgs {
 
 export async function verifyJob(config: Readonly<Config>, args: VerifyArgs, stop?: AbortSignal): Promise<VerifySummary> {
   const log = createAppLogger(config);
-  const { endpoint, apiKey } = requireBraze(config);
-  const client = new ExportClient({
-    endpoint,
-    apiKey,
-    rateLimiter: new RateLimiter({ limit: config.exportRateLimit, windowMs: 60_000, reserve: 1, log }),
-    timeoutMs: config.requestTimeoutMs,
-    maxAttempts: config.maxAttempts,
-    log,
-  });
+  const client = createExportClient(config, log);
   const track = args.repair && !config.dryRun ? createTrackClient(config, log) : undefined;
   const open = await openMigrated(config, log);
   const bar = process.stderr.isTTY && !config.json ? progressBar('members') : undefined;
@@ -52,17 +43,6 @@ export async function verifyJob(config: Readonly<Config>, args: VerifyArgs, stop
   } finally {
     await open.close();
   }
-}
-
-/** Drift is worth a person's look above --notify-drift-ratio; a run that stopped always is. */
-export function verifyOutcome(summary: VerifySummary): RunOutcome {
-  const checked = summary.audiences.reduce((n, a) => n + a.counts.checked, 0);
-  const drifted = summary.audiences.reduce((n, a) => n + a.counts.drifted, 0);
-  const bad = summary.audiences.filter((a) => ['aborted', 'failed', 'interrupted'].includes(a.status));
-  const text = bad.length > 0
-    ? `braze-bridge verify: ${bad.map((a) => `${a.audience} ${a.status}${a.error ? `: ${a.error}` : ''}`).join('; ')}`
-    : `braze-bridge verify: ${drifted} of ${checked} members drifted (${summary.audiences.filter((a) => a.counts.drifted > 0).map((a) => `${a.audience} ${a.counts.drifted}`).join(', ')})`;
-  return { job: 'verify', text, bad: bad.length > 0, failedRatio: checked === 0 ? 0 : drifted / checked, summary };
 }
 
 /** For people: one line per audience, the attributes that drifted, keys (never values). */
