@@ -296,3 +296,23 @@ describe('verify in the metrics file, status and the scheduler', () => {
     expect(rows[0]).toEqual({ audience: 'vip', checked: '10' });
   });
 });
+
+describe('verify by email, through faults', () => {
+  it('checks email-keyed members one per request and retries a 5xx from the export endpoint', async () => {
+    await f.t.db.query(`ALTER TABLE people ADD COLUMN mail text; UPDATE people SET mail = id || '@example.com'`);
+    const dir = audienceDir({ mails: `-- @identifier email\nSELECT mail AS email, tier FROM people WHERE id IN ('p1', 'p2', 'p3')` });
+    expect((await run(f.t.db, dir, { client: testClient(f.sandbox.url) })).exitCode).toBe(0);
+    f.sandbox.profiles.find({ email: 'p2@example.com' })!.custom.tier = 'bronze';
+    f.sandbox.exportFaults = (n) => (n === 1 ? { status: 503 } : undefined);
+    const summary = await verify({ all: true });
+    const a = summary.audiences[0]!;
+    expect(a.counts).toMatchObject({ checked: 3, drifted: 1 });
+    expect(a.counts.perAttribute.tier).toEqual({ changed: 1, missing: 0, unexpected: 0 });
+    expect(a.examples).toEqual(['p2@example.com']);
+    const bodies = f.sandbox.exports.map((r) => r.body);
+    // One request per email, never a list of emails; the 503 was retried.
+    expect(f.sandbox.exportCounts.requests).toBe(4);
+    expect(bodies.filter((b) => 'email_address' in b).length).toBe(3);
+    expect(bodies.some((b) => 'external_ids' in b)).toBe(false);
+  });
+});
