@@ -5,30 +5,17 @@
  * retry rules as delivery (with-retries.ts): 408, 429 and 5xx are retried, 401/403/404 stop.
  */
 import { AbortError, BrazeHttpError } from '../errors.js';
-import { silentLogger, type Logger } from '../log.js';
+import type { Logger } from '../log.js';
 import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
 import { withRetries, type Attempt, type RetryStats } from '../http/with-retries.js';
-import { realClock, realSleep, type Clock, type Sleep } from '../http/clock.js';
-import { RateLimiter, retryAfterMs } from '../http/rate-limiter.js';
+import { retryAfterMs } from '../http/rate-limiter.js';
+import { resolveClientOptions, type BrazeClientOptions, type ResolvedClientOptions } from './client-options.js';
 import type { IdentifierKind } from '../types.js';
 
 /** Ids per request for external ids and aliases; other identifiers are looked up one at a time. */
 export const EXPORT_BATCH = 50;
 
-export interface ExportClientOptions {
-  endpoint: string;
-  apiKey: string;
-  rateLimiter: RateLimiter;
-  timeoutMs?: number;
-  maxAttempts?: number;
-  backoffMs?: number;
-  maxBackoffMs?: number;
-  maxRetryTimeMs?: number;
-  clock?: Clock;
-  sleep?: Sleep;
-  random?: () => number;
-  log?: Logger;
-}
+export type ExportClientOptions = BrazeClientOptions;
 
 /** One exported profile: identifiers, standard fields at the top, custom attributes apart. */
 export interface ExportedUser {
@@ -49,21 +36,11 @@ export function isBatchable(kind: IdentifierKind): boolean {
 export class ExportClient {
   readonly stats: RetryStats = { requests: 0, retries: 0, rateLimited: 0 };
   private readonly url: URL;
-  private readonly o: Required<Omit<ExportClientOptions, 'endpoint' | 'apiKey' | 'rateLimiter'>>;
+  private readonly o: ResolvedClientOptions;
 
   constructor(private readonly options: ExportClientOptions) {
     this.url = new URL(`${options.endpoint.replace(/\/+$/, '')}/users/export/ids`);
-    this.o = {
-      timeoutMs: options.timeoutMs ?? 30_000,
-      maxAttempts: options.maxAttempts ?? 6,
-      backoffMs: options.backoffMs ?? 1_000,
-      maxBackoffMs: options.maxBackoffMs ?? 30_000,
-      maxRetryTimeMs: options.maxRetryTimeMs ?? 5 * 60_000,
-      clock: options.clock ?? realClock,
-      sleep: options.sleep ?? realSleep,
-      random: options.random ?? Math.random,
-      log: options.log ?? silentLogger,
-    };
+    this.o = resolveClientOptions(options);
   }
 
   /**

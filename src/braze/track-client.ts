@@ -6,31 +6,13 @@
  * sending more batches would only fail the same way.
  */
 import { AbortError, BrazeHttpError } from '../errors.js';
-import { silentLogger, type Logger } from '../log.js';
+import type { Logger } from '../log.js';
 import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
 import { withRetries, type Attempt, type RetryStats } from '../http/with-retries.js';
-import { realClock, realSleep, type Clock, type Sleep } from '../http/clock.js';
-import { RateLimiter, retryAfterMs } from '../http/rate-limiter.js';
+import { retryAfterMs } from '../http/rate-limiter.js';
+import { resolveClientOptions, type BrazeClientOptions, type ResolvedClientOptions } from './client-options.js';
 
-export interface TrackClientOptions {
-  /** e.g. https://rest.iad-01.braze.com */
-  endpoint: string;
-  apiKey: string;
-  rateLimiter: RateLimiter;
-  /** Per-request timeout. */
-  timeoutMs?: number;
-  /** Attempts per batch, the first included. */
-  maxAttempts?: number;
-  /** First backoff step; doubles per attempt, capped by maxBackoffMs. */
-  backoffMs?: number;
-  maxBackoffMs?: number;
-  /** Give up on a batch once retrying it has taken this long. */
-  maxRetryTimeMs?: number;
-  clock?: Clock;
-  sleep?: Sleep;
-  random?: () => number;
-  log?: Logger;
-}
+export type TrackClientOptions = BrazeClientOptions;
 
 /** What Braze said about one batch: the indices it rejected, with reasons. */
 export interface TrackResult {
@@ -42,21 +24,11 @@ export type TrackStats = RetryStats;
 export class TrackClient {
   readonly stats: TrackStats = { requests: 0, retries: 0, rateLimited: 0 };
   private readonly url: URL;
-  private readonly o: Required<Omit<TrackClientOptions, 'endpoint' | 'apiKey' | 'rateLimiter'>>;
+  private readonly o: ResolvedClientOptions;
 
   constructor(private readonly options: TrackClientOptions) {
     this.url = new URL(`${options.endpoint.replace(/\/+$/, '')}/users/track`);
-    this.o = {
-      timeoutMs: options.timeoutMs ?? 30_000,
-      maxAttempts: options.maxAttempts ?? 6,
-      backoffMs: options.backoffMs ?? 1_000,
-      maxBackoffMs: options.maxBackoffMs ?? 30_000,
-      maxRetryTimeMs: options.maxRetryTimeMs ?? 5 * 60_000,
-      clock: options.clock ?? realClock,
-      sleep: options.sleep ?? realSleep,
-      random: options.random ?? Math.random,
-      log: options.log ?? silentLogger,
-    };
+    this.o = resolveClientOptions(options);
   }
 
   /** Send `attributes` (JSON objects as text, at most the batch size) and report which Braze rejected. */

@@ -1,0 +1,45 @@
+/**
+ * What both Braze REST clients (/users/track and /users/export/ids) take, and the one place
+ * their retry defaults are set: a per-request timeout, attempts, back-off, and a total time
+ * per request after which its attempts end.
+ */
+import { silentLogger, type Logger } from '../log.js';
+import { realClock, realSleep, type Clock, type Sleep } from '../http/clock.js';
+import type { RateLimiter } from '../http/rate-limiter.js';
+
+export interface BrazeClientOptions {
+  /** e.g. https://rest.iad-01.braze.com */
+  endpoint: string;
+  apiKey: string;
+  rateLimiter: RateLimiter;
+  /** Per-request timeout. */
+  timeoutMs?: number;
+  /** Attempts per request, the first included. */
+  maxAttempts?: number;
+  /** First backoff step; doubles per attempt, capped by maxBackoffMs. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** Give up on a request once retrying it has taken this long. */
+  maxRetryTimeMs?: number;
+  clock?: Clock;
+  sleep?: Sleep;
+  random?: () => number;
+  log?: Logger;
+}
+
+export type ResolvedClientOptions = Required<Omit<BrazeClientOptions, 'endpoint' | 'apiKey' | 'rateLimiter'>>;
+
+export function resolveClientOptions(options: BrazeClientOptions): ResolvedClientOptions {
+  return {
+    timeoutMs: options.timeoutMs ?? 30_000,
+    maxAttempts: options.maxAttempts ?? 6,
+    backoffMs: options.backoffMs ?? 1_000,
+    maxBackoffMs: options.maxBackoffMs ?? 30_000,
+    maxRetryTimeMs: options.maxRetryTimeMs ?? 5 * 60_000,
+    clock: options.clock ?? realClock,
+    sleep: options.sleep ?? realSleep,
+    random: options.random ?? Math.random,
+    log: options.log ?? silentLogger,
+  };
+}
+
