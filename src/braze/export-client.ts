@@ -5,7 +5,6 @@
  * retry rules as delivery (with-retries.ts): 408, 429 and 5xx are retried, 401/403/404 stop.
  */
 import { AbortError, BrazeHttpError } from '../errors.js';
-import type { Logger } from '../log.js';
 import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
 import { withRetries, type Attempt, type RetryStats } from '../http/with-retries.js';
 import { retryAfterMs } from '../http/rate-limiter.js';
