@@ -2,7 +2,8 @@
  * The composition root: builds the database, the Braze client and the logger from a Config,
  * by hand, in one place. Commands call these and close what they open in `finally`.
  */
-import { requireBraze, secretsOf, type Config } from './config/load-config.js';
+import { requireBraze, type Config } from './config/load-config.js';
+import { secretsOf } from './config/secrets.js';
 import { startEmbeddedPostgres } from './db/embedded.js';
 import { migrate, requireCurrentSchema } from './db/migrate.js';
 import { createDatabase, type Database } from './db/pool.js';

@@ -8,7 +8,7 @@ import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ExitCode, exitCodeFor, messageOf } from './errors.js';
 import { createLogger } from './log.js';
-import { environmentSecrets } from './config/load-config.js';
+import { environmentSecrets } from './config/secrets.js';
 import { epilogue } from './commands/options.js';
 import { syncBinding } from './commands/sync.js';
 import { planBinding } from './commands/plan.js';

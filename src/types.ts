@@ -17,6 +17,9 @@
 export type IdentifierKind = 'external_id' | 'braze_id' | 'email' | 'phone' | 'user_alias';
 export const identifierKinds: readonly IdentifierKind[] = ['external_id', 'braze_id', 'email', 'phone', 'user_alias'];
 
+/** How a result column is sent to Braze. */
+export type AttributeKind = 'boolean' | 'integer' | 'bigint' | 'number' | 'string' | 'date' | 'timestamp' | 'timestamptz' | 'string_array' | 'object';
+
 /** What happens to a member who leaves an audience. */
 export type OnExit = { kind: 'unset' } | { kind: 'keep' } | { kind: 'set'; values: Record<string, unknown> };
 

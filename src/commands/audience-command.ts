@@ -4,7 +4,8 @@
  * library is imported only when the command runs, so `--help` stays fast.
  */
 import type { Argv } from 'yargs';
-import { loadConfig, scrubSecrets, type Flags } from '../config/load-config.js';
+import { loadConfig, type Flags } from '../config/load-config.js';
+import { scrubSecrets } from '../config/secrets.js';
 import { ConfigError } from '../errors.js';
 import type { SyncMode } from '../audience/plan-deltas.js';
 

@@ -1,6 +1,7 @@
 /** `retire <audience>`: apply a deleted audience's last @on_exit to every member, then forget it. */
 import type { CommandModule } from 'yargs';
-import { loadConfig, scrubSecrets, type Flags } from '../config/load-config.js';
+import { loadConfig, type Flags } from '../config/load-config.js';
+import { scrubSecrets } from '../config/secrets.js';
 import { DEFAULTS } from '../config/environment.js';
 import { runOptions, stateOptions } from './options.js';
 

@@ -1,6 +1,7 @@
 /** `status [audience]`: the last runs per audience and job, from the run history. */
 import type { CommandModule } from 'yargs';
-import { loadConfig, scrubSecrets, type Config, type Flags } from '../config/load-config.js';
+import { loadConfig, type Config, type Flags } from '../config/load-config.js';
+import { scrubSecrets } from '../config/secrets.js';
 import type { RunRow } from '../run/run-store.js';
 import { ConfigError } from '../errors.js';
 import { stateOptions } from './options.js';

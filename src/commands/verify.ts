@@ -1,6 +1,7 @@
 /** `verify [names..]`: read profiles back from Braze and report (and with --repair resend) what drifted. */
 import type { CommandModule } from 'yargs';
-import { loadConfig, scrubSecrets, type Flags } from '../config/load-config.js';
+import { loadConfig, type Flags } from '../config/load-config.js';
+import { scrubSecrets } from '../config/secrets.js';
 import { DEFAULTS } from '../config/environment.js';
 import { ConfigError } from '../errors.js';
 import { audienceOptions, runOptions, sendOptions } from './options.js';
