@@ -88,7 +88,7 @@ describe('verify', () => {
     f.sandbox.profiles.find({ external_id: 'p4' })!.custom.score = 5.5; // p4's is 4.5
     f.sandbox.profiles.find({ external_id: 'p5' })!.custom.seen = '2026-01-06T10:00:00+00:00'; // the same instant: no drift
     const p6 = f.sandbox.profiles.find({ external_id: 'p6' })!;
-    f.sandbox.profiles.all.splice(f.sandbox.profiles.all.indexOf(p6), 1); // deleted in Braze
+    f.sandbox.profiles.remove(p6); // deleted in Braze
     await f.t.db.query(`UPDATE people SET tier = NULL WHERE id = 'p7'`);
     await run(f.t.db, audienceDir({ vip: VIP }), { client: testClient(f.sandbox.url) }).catch(() => undefined);
     const summary = await verify({ all: true });
@@ -126,7 +126,7 @@ describe('verify', () => {
     await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     f.sandbox.profiles.find({ external_id: 'p9' })!.custom.tier = 'platinum';
     const p6 = f.sandbox.profiles.find({ external_id: 'p6' })!;
-    f.sandbox.profiles.all.splice(f.sandbox.profiles.all.indexOf(p6), 1);
+    f.sandbox.profiles.remove(p6);
     f.sandbox.requests.length = 0;
 
     const dry = await verify({ all: true, repair: true, dryRun: true, dir });
@@ -193,7 +193,7 @@ describe('verify', () => {
     const strict = new BrazeSandbox({ apiKey: TEST_KEY, exportRateLimit: { limit: 1, windowMs: 1000 }, clock: time.clock });
     await strict.start();
     try {
-      for (const p of f.sandbox.profiles.all) strict.profiles.all.push(structuredClone(p));
+      for (const p of f.sandbox.profiles.all) strict.profiles.add(structuredClone(p));
       const client = exportClient(strict.url, time, { limit: 100, windowMs: 1000 });
       const started = time.now();
       const summary = await verify({ all: true, client });

@@ -37,8 +37,12 @@ export class SandboxProfiles {
   readonly all: SandboxProfile[] = [];
   private next = 1;
 
+  /** Indexes by identifier (a linear search made a large sync quadratic in the sandbox). */
+  private readonly index = new Map<string, SandboxProfile>();
+
   clear(): void {
     this.all.length = 0;
+    this.index.clear();
     this.next = 1;
   }
 
@@ -70,6 +74,7 @@ export class SandboxProfiles {
     if (fields.email !== undefined) profile.standard.email = fields.email;
     if (fields.phone !== undefined) profile.standard.phone = fields.phone;
     if (fields.alias) profile.aliases.push(fields.alias);
+    this.reindex(profile);
     return profile;
   }
 
@@ -95,29 +100,63 @@ export class SandboxProfiles {
       setValue(target, key, value, object._merge_objects === true);
     }
     profile.dataPoints += points;
+    this.reindex(profile);
     return { applied: true, profile, dataPoints: points };
   }
 
+  /** Record the profile under each identifier it has now (a stale entry is checked on lookup). */
+  private reindex(profile: SandboxProfile): void {
+    this.index.set(`braze_id:${profile.braze_id}`, profile);
+    if (profile.external_id !== undefined) this.index.set(`external_id:${profile.external_id}`, profile);
+    for (const a of profile.aliases) this.index.set(`user_alias:${a.alias_name}\u0000${a.alias_label}`, profile);
+    if (typeof profile.standard.email === 'string') this.index.set(`email:${profile.standard.email.toLowerCase()}`, profile);
+    if (profile.standard.phone !== undefined) this.index.set(`phone:${String(profile.standard.phone)}`, profile);
+  }
+
   private lookup(by: (typeof IDENTIFIERS)[number], value: unknown): SandboxProfile | undefined {
-    switch (by) {
-      case 'external_id':
-        return this.all.find((p) => p.external_id === String(value));
-      case 'braze_id':
-        return this.all.find((p) => p.braze_id === String(value));
-      case 'user_alias': {
-        const a = value as { alias_name?: unknown; alias_label?: unknown };
-        return this.all.find((p) => p.aliases.some((x) => x.alias_name === a.alias_name && x.alias_label === a.alias_label));
+    const matches = (p: SandboxProfile): boolean => {
+      switch (by) {
+        case 'external_id':
+          return p.external_id === String(value);
+        case 'braze_id':
+          return p.braze_id === String(value);
+        case 'user_alias': {
+          const a = value as { alias_name?: unknown; alias_label?: unknown };
+          return p.aliases.some((x) => x.alias_name === a.alias_name && x.alias_label === a.alias_label);
+        }
+        case 'email':
+          return typeof p.standard.email === 'string' && p.standard.email.toLowerCase() === String(value).toLowerCase();
+        case 'phone':
+          return p.standard.phone === value;
       }
-      case 'email':
-        return this.all.find((p) => typeof p.standard.email === 'string' && p.standard.email.toLowerCase() === String(value).toLowerCase());
-      case 'phone':
-        return this.all.find((p) => p.standard.phone === value);
-    }
+    };
+    const key =
+      by === 'user_alias'
+        ? `user_alias:${(value as { alias_name?: unknown }).alias_name}\u0000${(value as { alias_label?: unknown }).alias_label}`
+        : by === 'email'
+          ? `email:${String(value).toLowerCase()}`
+          : `${by}:${String(value)}`;
+    const hit = this.index.get(key);
+    return hit && matches(hit) ? hit : undefined;
+  }
+
+  /** Delete a profile, as a person in the dashboard would. */
+  remove(profile: SandboxProfile): void {
+    const i = this.all.indexOf(profile);
+    if (i >= 0) this.all.splice(i, 1);
+    for (const [key, p] of this.index) if (p === profile) this.index.delete(key);
+  }
+
+  /** Add a profile made elsewhere (e.g. a copy of another sandbox's). */
+  add(profile: SandboxProfile): void {
+    this.all.push(profile);
+    this.reindex(profile);
   }
 
   private newProfile(): SandboxProfile {
     const profile: SandboxProfile = { braze_id: `sandbox-${String(this.next++).padStart(8, '0')}`, aliases: [], standard: {}, custom: {}, dataPoints: 0 };
     this.all.push(profile);
+    this.index.set(`braze_id:${profile.braze_id}`, profile);
     return profile;
   }
 }
