@@ -12,9 +12,8 @@
 import type { Writable } from 'node:stream';
 import { AbortError, exitCodeFor, messageOf, outcomeOfError, type ExitCode, type Outcome } from '../errors.js';
 import type { Database } from '../db/pool.js';
-import { setTimeout as delay } from 'node:timers/promises';
 import pLimit, { type LimitFunction } from 'p-limit';
-import { realClock, type Clock, type Sleep } from '../http/clock.js';
+import { realClock, type Clock } from '../http/clock.js';
 import { lock, lockHolder, lockKey, tryLock, unlock } from '../db/locks.js';
 import type { Logger } from '../log.js';
 import { createDispatcher } from '../run/dispatcher.js';
@@ -25,6 +24,7 @@ import type { ForwardConfig } from './config.js';
 import { learnIdentity, recordHandled, requeueRejected, type HandledEvent } from './forward-store.js';
 import type { Delivery, MovableInkClient } from './movable-ink-client.js';
 import { pendingEventsSql, type PendingEvent, type PendingEventsSql } from './pending-events-sql.js';
+import { deliverEvent } from './deliver-event.js';
 
 export interface ForwardOptions {
   config: ForwardConfig;
@@ -237,73 +237,12 @@ async function forwardUser(
         learned = known;
       }
     };
-    const delivery = await deliver(o, payload, slots, log, record);
+    const delivery = await deliverEvent(o.client!, payload, slots, log, record, o.stop);
     if (delivery === 'stopped') break;
     if (delivery === 'gave-up') {
       summary.events.gaveUp++;
       log.warn('event not accepted after the last attempt; it and the user\'s later events stay pending for the next run', { event: rule.event });
       break;
     }
-  }
-}
-
-/**
- * Send one event with Braze's webhook rule (up to 5 attempts, exponential backoff with jitter,
- * a server-given wait honoured exactly). A slot is held only while a request is in flight, and
- * every wait ends at once on SIGTERM/SIGINT.
- */
-async function deliver(
-  o: ForwardOptions,
-  payload: object,
-  slots: LimitFunction,
-  log: Logger,
-  record: (delivery: Delivery) => Promise<void>,
-): Promise<'done' | 'gave-up' | 'stopped'> {
-  const client = o.client!;
-  const policy = client.policy;
-  for (let n = 1; ; n++) {
-    const outcome = await slots(async () => {
-      const attempt = await client.attemptOnce(payload);
-      if (attempt.kind === 'done') await record(attempt.result);
-      return attempt;
-    });
-    if (outcome.kind === 'done') return 'done';
-    if (outcome.rateLimited) client.stats.rateLimited++;
-    if (n >= policy.maxAttempts) return 'gave-up';
-    const wait = outcome.waitMs ?? Math.min(policy.maxBackoffMs, policy.backoffMs * 2 ** (n - 1)) * policy.random();
-    client.stats.retries++;
-    log.debug('retrying event', { attempt: n, reason: outcome.reason, waitMs: Math.round(wait) });
-    if (!(await sleepUnlessStopped(policy.sleep, wait, o.stop))) return 'stopped';
-  }
-}
-
-/**
- * Sleep, or end early when `stop` fires; true when the full time passed. Without an injected
- * sleep, the timer itself is cancelled, or a pending 30 s timer would keep the process alive
- * after SIGTERM.
- */
-async function sleepUnlessStopped(sleep: Sleep | undefined, ms: number, stop?: AbortSignal): Promise<boolean> {
-  if (stop?.aborted) return false;
-  if (!sleep) {
-    try {
-      await delay(Math.max(0, ms), undefined, { signal: stop });
-      return true;
-    } catch {
-      return false;
-    }
-  }
-  if (!stop) {
-    await sleep(ms);
-    return true;
-  }
-  let onAbort: () => void = () => {};
-  const stopped = new Promise<false>((resolve) => {
-    onAbort = () => resolve(false);
-    stop.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([sleep(ms).then(() => true as const), stopped]);
-  } finally {
-    stop.removeEventListener('abort', onAbort);
   }
 }

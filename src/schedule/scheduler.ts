@@ -5,6 +5,7 @@
  * a restart. Clock and sleep are injected, so tests drive it with a fake clock.
  */
 import type { Logger } from '../log.js';
+import { sleepUnless } from '../http/clock.js';
 
 export interface ScheduledJob {
   /** Stable id: the audience name, or `currents`. */
@@ -78,16 +79,5 @@ export async function runScheduler(o: SchedulerOptions): Promise<void> {
   await Promise.all([...state.values()].map((s) => s.running));
 }
 
-/** Real sleep that wakes early when `stop` aborts. */
-export function sleepUnlessStopped(ms: number, stop: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (stop.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      stop.removeEventListener('abort', done);
-      resolve();
-    }
-    stop.addEventListener('abort', done);
-  });
-}
+/** Real sleep that wakes early when `stop` aborts (the one in http/clock.ts). */
+export const sleepUnlessStopped = sleepUnless;
