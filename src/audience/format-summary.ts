@@ -4,28 +4,18 @@ import type { RunSummary } from './run-audiences.js';
 
 type Column = [keyof AudienceCounts, string];
 
+/** Members by kind, in every summary. */
+const MEMBER_COLUMNS: Column[] = [
+  ['members', 'members'],
+  ['new', 'new'],
+  ['changed', 'changed'],
+  ['exited', 'exited'],
+  ['unchanged', 'unchanged'],
+  ['failed', 'failed'],
+];
 /** A plan shows the updates it would send; a sync the updates Braze accepted, and what it took. */
-const PLAN_COLUMNS: Column[] = [
-  ['members', 'members'],
-  ['new', 'new'],
-  ['changed', 'changed'],
-  ['exited', 'exited'],
-  ['unchanged', 'unchanged'],
-  ['failed', 'failed'],
-  ['plannedUpdates', 'planned updates'],
-];
-const SYNC_COLUMNS: Column[] = [
-  ['members', 'members'],
-  ['new', 'new'],
-  ['changed', 'changed'],
-  ['exited', 'exited'],
-  ['unchanged', 'unchanged'],
-  ['failed', 'failed'],
-  ['updates', 'updates'],
-  ['requests', 'requests'],
-  ['retries', 'retries'],
-  ['rateLimited', '429s'],
-];
+const PLAN_COLUMNS: Column[] = [...MEMBER_COLUMNS, ['plannedUpdates', 'planned updates']];
+const SYNC_COLUMNS: Column[] = [...MEMBER_COLUMNS, ['updates', 'updates'], ['requests', 'requests'], ['retries', 'retries'], ['rateLimited', '429s']];
 
 export function formatSummary(summary: RunSummary): string {
   const planning = summary.dryRun;
