@@ -6,6 +6,8 @@
 import { silentLogger, type Logger } from '../log.js';
 import { realClock, realSleep, type Clock, type Sleep } from '../http/clock.js';
 import type { RateLimiter } from '../http/rate-limiter.js';
+import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
+import type { RetryStats } from '../http/with-retries.js';
 
 export interface BrazeClientOptions {
   /** e.g. https://rest.iad-01.braze.com */
@@ -43,3 +45,27 @@ export function resolveClientOptions(options: BrazeClientOptions): ResolvedClien
   };
 }
 
+
+/**
+ * One authenticated POST to Braze under the client's rate limit: counted, answered or, when
+ * the network failed (timeout, reset, refused: Braze may or may not have it), a reason to retry.
+ * The server's rate-limit headers are read from every answer.
+ */
+export async function postToBraze(
+  url: URL,
+  options: Pick<BrazeClientOptions, 'apiKey' | 'rateLimiter'>,
+  timeoutMs: number,
+  stats: RetryStats,
+  body: string,
+): Promise<{ response: PostResult } | { retry: string }> {
+  await options.rateLimiter.acquire();
+  stats.requests++;
+  let response: PostResult;
+  try {
+    response = await postJson(url, { authorization: `Bearer ${options.apiKey}` }, body, timeoutMs);
+  } catch (error) {
+    return { retry: describeNetworkError(error) };
+  }
+  options.rateLimiter.observe(response.headers);
+  return { response };
+}

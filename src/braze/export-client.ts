@@ -5,10 +5,9 @@
  * retry rules as delivery (with-retries.ts): 408, 429 and 5xx are retried, 401/403/404 stop.
  */
 import { AbortError, BrazeHttpError } from '../errors.js';
-import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
 import { withRetries, type Attempt, type RetryStats } from '../http/with-retries.js';
 import { retryAfterMs } from '../http/rate-limiter.js';
-import { resolveClientOptions, type BrazeClientOptions, type ResolvedClientOptions } from './client-options.js';
+import { postToBraze, resolveClientOptions, type BrazeClientOptions, type ResolvedClientOptions } from './client-options.js';
 import type { IdentifierKind } from '../types.js';
 
 /** Ids per request for external ids and aliases; other identifiers are looked up one at a time. */
@@ -67,15 +66,9 @@ export class ExportClient {
   }
 
   private async attempt(body: string): Promise<Attempt<ExportedUser[]>> {
-    await this.options.rateLimiter.acquire();
-    this.stats.requests++;
-    let response: PostResult;
-    try {
-      response = await postJson(this.url, { authorization: `Bearer ${this.options.apiKey}` }, body, this.o.timeoutMs);
-    } catch (error) {
-      return { kind: 'retry', reason: describeNetworkError(error) };
-    }
-    this.options.rateLimiter.observe(response.headers);
+    const sent = await postToBraze(this.url, this.options, this.o.timeoutMs, this.stats, body);
+    if ('retry' in sent) return { kind: 'retry', reason: sent.retry };
+    const { response } = sent;
     const status = response.status;
     let parsed: { users?: unknown; message?: unknown } | undefined;
     try {

@@ -7,10 +7,10 @@
  */
 import { AbortError, BrazeHttpError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { describeNetworkError, postJson, type PostResult } from '../http/post-json.js';
+import type { PostResult } from '../http/post-json.js';
 import { withRetries, type Attempt, type RetryStats } from '../http/with-retries.js';
 import { retryAfterMs } from '../http/rate-limiter.js';
-import { resolveClientOptions, type BrazeClientOptions, type ResolvedClientOptions } from './client-options.js';
+import { postToBraze, resolveClientOptions, type BrazeClientOptions, type ResolvedClientOptions } from './client-options.js';
 
 export type TrackClientOptions = BrazeClientOptions;
 
@@ -40,17 +40,11 @@ export class TrackClient {
   }
 
   private async attempt(body: string, count: number): Promise<Attempt<TrackResult>> {
-    await this.options.rateLimiter.acquire();
-    this.stats.requests++;
-    let response: PostResult;
-    try {
-      response = await postJson(this.url, { authorization: `Bearer ${this.options.apiKey}` }, body, this.o.timeoutMs);
-    } catch (error) {
-      // Timeouts, resets, refused connections: Braze may or may not have the batch; resend.
-      return { kind: 'retry', reason: describeNetworkError(error) };
-    }
+    // Timeouts, resets, refused connections: Braze may or may not have the batch; resend.
+    const sent = await postToBraze(this.url, this.options, this.o.timeoutMs, this.stats, body);
+    if ('retry' in sent) return { kind: 'retry', reason: sent.retry };
+    const { response } = sent;
     const text = response.text;
-    this.options.rateLimiter.observe(response.headers);
     const status = response.status;
     const parsed = parseJson(text);
     const message = typeof parsed?.message === 'string' ? parsed.message : text.slice(0, 200).replace(/\s+/g, ' ');
