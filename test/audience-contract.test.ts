@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { useDatabaseAndSandbox } from './helpers/fixture.js';
-import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
+import { audienceDir, run, testClient } from './helpers/audiences.js';
 import { cli } from './helpers/cli.js';
 import { loadAudience } from '../src/audience/load-audience.js';
 
@@ -21,7 +21,7 @@ beforeEach(async () => {
   f.sandbox.reset();
 });
 
-const env = () => ({ DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY });
+const env = () => (f.env);
 const victims = async () => (await f.t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM victims`)).rows[0]!.n;
 /** What the run recorded per failed member: its key and reason. */
 const failureReasonsByKey = async (runId: number): Promise<Record<string, string>> => {

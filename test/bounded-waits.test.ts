@@ -3,31 +3,26 @@
  * ends its attempts; a signal ends every retry wait and rate-limit pause at once, and the run is
  * recorded interrupted.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BrazeSandbox } from '../src/braze/sandbox.js';
 import { withRetries } from '../src/http/with-retries.js';
 import { RateLimiter } from '../src/http/rate-limiter.js';
 import { sleepUnless } from '../src/http/clock.js';
 import { silentLogger } from '../src/log.js';
 import { AbortError } from '../src/errors.js';
-import { createTestDatabase, type TestDatabase } from './helpers/database.js';
-import { audienceDir, TEST_KEY } from './helpers/audiences.js';
+import type { TestDatabase } from './helpers/database.js';
+import { audienceDir } from './helpers/audiences.js';
 import { cli, startCli, waitFor } from './helpers/cli.js';
+import { useDatabaseAndSandbox } from './helpers/fixture.js';
 
+const dir = audienceDir({ people: 'SELECT id AS external_id, tier FROM people' });
+// The test file's own database and sandbox (helpers/fixture.ts), under the names the tests use.
+const f = useDatabaseAndSandbox();
 let t: TestDatabase;
 let sandbox: BrazeSandbox;
 let env: Record<string, string>;
-const dir = audienceDir({ people: 'SELECT id AS external_id, tier FROM people' });
-
-beforeAll(async () => {
-  t = await createTestDatabase();
-  sandbox = new BrazeSandbox({ apiKey: TEST_KEY });
-  await sandbox.start();
-  env = { DATABASE_URL: t.url, BRAZE_REST_ENDPOINT: sandbox.url, BRAZE_API_KEY: TEST_KEY };
-});
-afterAll(async () => {
-  await sandbox?.stop();
-  await t?.drop();
+beforeAll(() => {
+  ({ t, sandbox, env } = f);
 });
 beforeEach(async () => {
   await t.db.query(`

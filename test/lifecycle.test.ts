@@ -13,7 +13,6 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { useDatabaseAndSandbox } from './helpers/fixture.js';
 import { audienceDir, run, testClient, writeAudiences } from './helpers/audiences.js';
 import { cli } from './helpers/cli.js';
-import { TEST_KEY } from './helpers/audiences.js';
 
 const f = useDatabaseAndSandbox();
 
@@ -116,7 +115,7 @@ describe('an audience over its whole life', () => {
     const warned = await run(f.t.db, dir, { client: client() });
     expect(warned.orphans).toEqual([{ name: 'gone', members: 10, file: join(dir, 'gone.sql') }]);
 
-    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const env = f.env;
     const mark = f.sandbox.requests.length;
     const plan = await cli(['retire', 'gone', '--audiences', dir, '--dry-run', '--json'], env);
     expect(plan.code).toBe(0);
@@ -304,7 +303,7 @@ describe('edges the review found', () => {
     await run(f.t.db, b, { client: client() });
     const fromA = await run(f.t.db, a, { client: client() });
     expect(fromA.orphans).toEqual([]);
-    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const env = f.env;
     const r = await cli(['retire', 'there', '--audiences', a], env);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(join(b, 'there.sql'));
@@ -318,7 +317,7 @@ describe('edges the review found', () => {
     writeAudiences(dir, { old: `-- @on_exit unset\nSELECT id AS external_id, tier FROM people WHERE active` });
     await run(f.t.db, dir, { client: client() });
     rmSync(join(dir, 'old.sql'));
-    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const env = f.env;
     const r = await cli(['retire', 'old', '--audiences', dir], env);
     expect(r.code, r.stderr).toBe(0);
     for (const id of ['p1', 'p2']) expect(f.sandbox.profile({ external_id: id })).toEqual({});

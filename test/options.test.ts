@@ -1,5 +1,4 @@
 /** Strict options through the CLI: exit 2 with one line that says what to fix, per-command help, no secrets printed. */
-import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

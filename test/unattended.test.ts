@@ -1,29 +1,24 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BrazeSandbox } from '../src/braze/sandbox.js';
-import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import type { TestDatabase } from './helpers/database.js';
 import { audienceDir, run, testClient, TEST_KEY } from './helpers/audiences.js';
 import { cli, startCli, waitFor } from './helpers/cli.js';
 import { S3_ENV, startS3, type TestS3 } from './helpers/s3.js';
 import { currentsKey, emailSendV1, emailSends, encodeAvro } from './helpers/avro.js';
 import { startWebhook } from './helpers/webhook.js';
+import { useDatabaseAndSandbox } from './helpers/fixture.js';
 
+const dir = audienceDir({ people: 'SELECT id AS external_id, tier, score FROM people' });
+// The test file's own database and sandbox (helpers/fixture.ts), under the names the tests use.
+const f = useDatabaseAndSandbox();
 let t: TestDatabase;
 let sandbox: BrazeSandbox;
 let env: Record<string, string>;
-const dir = audienceDir({ people: 'SELECT id AS external_id, tier, score FROM people' });
-
-beforeAll(async () => {
-  t = await createTestDatabase();
-  sandbox = new BrazeSandbox({ apiKey: TEST_KEY });
-  await sandbox.start();
-  env = { DATABASE_URL: t.url, BRAZE_REST_ENDPOINT: sandbox.url, BRAZE_API_KEY: TEST_KEY };
-});
-afterAll(async () => {
-  await sandbox?.stop();
-  await t?.drop();
+beforeAll(() => {
+  ({ t, sandbox, env } = f);
 });
 // Every test starts from 3,000 people, no run history, no snapshots and an empty sandbox.
 beforeEach(async () => {

@@ -232,7 +232,7 @@ describe('verify as a command', () => {
     const { cli } = await import('./helpers/cli.js');
     const dir = await synced();
     f.sandbox.profiles.find({ external_id: 'p1' })!.custom.tier = 'silver';
-    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const env = f.env;
     const found = await cli(['verify', 'vip', '--all', '--audiences', dir], env);
     expect(found.code, found.stderr).toBe(1);
     expect(found.stdout).toContain('tier: 1 changed, 0 missing, 0 unexpected');
@@ -256,7 +256,7 @@ describe('verify in the metrics file, status and the scheduler', () => {
     const dir = await synced();
     f.sandbox.profiles.find({ external_id: 'p1' })!.custom.tier = 'silver';
     delete f.sandbox.profiles.find({ external_id: 'p2' })!.custom.score;
-    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const env = f.env;
     const metrics = join(mkdtempSync(join(tmpdir(), 'bb-verify-metrics-')), 'braze_bridge.prom');
     const r = await cli(['verify', 'vip', '--all', '--audiences', dir, '--metrics-file', metrics], env);
     expect(r.code, r.stderr).toBe(1);
@@ -275,7 +275,7 @@ describe('verify in the metrics file, status and the scheduler', () => {
     expect(loadCurrentsConfig({ verifyEvery: '24h', verifySample: 5000 }, {}, '/tmp')).toMatchObject({ verifyEveryMinutes: 1440, verifySample: 5000 });
     expect(() => loadCurrentsConfig({ verifyEvery: 'daily' }, {}, '/tmp')).toThrow(/--verify-every must be a duration/);
     const { cli } = await import('./helpers/cli.js');
-    const bad = await cli(['schedule', '--verify-every', 'daily'], { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY });
+    const bad = await cli(['schedule', '--verify-every', 'daily'], f.env);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--verify-every must be a duration/);
   });
@@ -283,7 +283,7 @@ describe('verify in the metrics file, status and the scheduler', () => {
   it('schedule runs a sampled verify on its period and records it', async () => {
     const { startCli, waitFor } = await import('./helpers/cli.js');
     const dir = await synced();
-    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    const env = f.env;
     const verifyRuns = async () => (await f.t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM braze_bridge.runs WHERE job = 'verify' AND status <> 'running'`)).rows[0]!.n;
     const scheduler = startCli(['schedule', '--audiences', dir, '--verify-every', '2s', '--verify-sample', '10'], env);
     try {

@@ -4,7 +4,14 @@ import { BrazeSandbox } from '../../src/braze/sandbox.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { TEST_KEY } from './audiences.js';
 
-export function useDatabaseAndSandbox(setup?: (t: TestDatabase) => Promise<void>): { readonly t: TestDatabase; readonly sandbox: BrazeSandbox } {
+export interface DatabaseAndSandbox {
+  readonly t: TestDatabase;
+  readonly sandbox: BrazeSandbox;
+  /** The environment the CLI needs to reach both, as a process. */
+  readonly env: Record<string, string>;
+}
+
+export function useDatabaseAndSandbox(setup?: (t: TestDatabase) => Promise<void>): DatabaseAndSandbox {
   let t: TestDatabase | undefined;
   let sandbox: BrazeSandbox | undefined;
   beforeAll(async () => {
@@ -23,6 +30,9 @@ export function useDatabaseAndSandbox(setup?: (t: TestDatabase) => Promise<void>
     },
     get sandbox() {
       return sandbox!;
+    },
+    get env() {
+      return { DATABASE_URL: t!.url, BRAZE_REST_ENDPOINT: sandbox!.url, BRAZE_API_KEY: TEST_KEY };
     },
   };
 }
