@@ -59,7 +59,7 @@ export function sendOptions(y: Argv): Argv {
     .option('rate-window', { type: 'number', describe: `rate-limit window in seconds [default: ${DEFAULTS.rateWindowSeconds}]` })
     .option('timeout', { type: 'number', describe: `seconds before a request is abandoned and retried [default: ${DEFAULTS.timeoutSeconds}]` })
     .option('max-attempts', { type: 'number', describe: `attempts per batch before the run aborts [default: ${DEFAULTS.maxAttempts}]` })
-    .option('force', { type: 'boolean', describe: 'send even when the guardrail would stop (name audiences to force only those)' })
+    .option('force', { type: 'boolean', describe: 'send even when the guardrail would stop; it applies to every audience the run selects, so name one (sync NAME --force) to force only it' })
     .option('adopt', { type: 'boolean', describe: 'take over an audience last synced from another path (the file moved)' })
     .option('statement-timeout', { type: 'number', describe: `seconds an audience's query may run before it is cancelled [default: ${DEFAULTS.statementTimeoutSeconds}]` })
     .option('max-array-length', { type: 'number', describe: `items an array attribute may hold; Braze keeps 25 unless raised, up to 100 [default: ${DEFAULTS.maxArrayLength}]` });
