@@ -6,7 +6,7 @@
  * are UTC with milliseconds) and Node never holds the whole audience.
  */
 import { AudienceError } from '../errors.js';
-import { standardFieldCheck, utf16Length } from './value-checks.js';
+import { longerThanUtf16, standardFieldCheck } from './value-checks.js';
 import { escapeIdentifier, type Queryable } from '../db/pool.js';
 import { identifierKinds, type Audience, type AttributeKind, type IdentifierKind } from '../types.js';
 
@@ -163,7 +163,7 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         break;
       case 'string':
         plain.push(label, `to_jsonb(${v}::text)`);
-        check(`${utf16Length(`${v}::text`)} > 255`, 'longer than 255 characters as Braze counts them (UTF-16 code units)');
+        check(longerThanUtf16(`${v}::text`, 255), 'longer than 255 characters as Braze counts them (UTF-16 code units)');
         break;
       case 'date':
         plain.push(label, `to_jsonb(to_char(${v}, 'YYYY-MM-DD'))`);
@@ -184,7 +184,12 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         // Each check guards itself: array_position fails outright on a multi-dimensional array.
         check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE array_position(${v}::text[], NULL) IS NOT NULL END`, 'array contains NULL');
         check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE cardinality(${v}) > ${maxArray} END`, `array longer than ${maxArray} items (--max-array-length; Braze keeps no more)`);
-        check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE EXISTS (SELECT 1 FROM unnest(${v}::text[]) AS e(s) WHERE ${utf16Length('e.s')} > 255) END`, 'array element longer than 255 characters');
+        // The elements' bytes together bound each element's length: only an array of more than 255
+        // bytes in all is looked at element by element.
+        check(
+          `CASE WHEN array_ndims(${v}) > 1 OR octet_length(array_to_string(${v}::text[], '')) <= 255 THEN false ELSE EXISTS (SELECT 1 FROM unnest(${v}::text[]) AS e(s) WHERE ${longerThanUtf16('e.s', 255)}) END`,
+          'array element longer than 255 characters',
+        );
         break;
       case 'object': {
         // Kept apart from jsonb_strip_nulls, which would also drop NULLs nested inside the object.
@@ -197,12 +202,19 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
           `CASE WHEN ${isObject} THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] ELSE false END`,
           'JSON object has a key Braze reads as an operation (inc, add, remove, $add, …), not as a value',
         );
+        // The path queries walk every nested key; cheap tests on the object's text settle nearly
+        // every member first. A key with ".", "$" or a space shows one of them in the text
+        // outside the ", " and ": " that separate entries (quotes inside strings are escaped, so
+        // without a \" those are separators); a key of 256 characters needs 256 bytes.
+        const text = `${j}::text`;
         check(
-          `CASE WHEN ${isObject} THEN jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "[ .$]" && @.key != "$time")') ELSE false END`,
+          `CASE WHEN NOT ${isObject} THEN false
+                WHEN strpos(${text}, '.') = 0 AND strpos(${text}, '$') = 0 AND strpos(${text}, '\\"') = 0 AND strpos(replace(replace(${text}, '": ', ''), ', "', ''), ' ') = 0 THEN false
+                ELSE jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "[ .$]" && @.key != "$time")') END`,
           'nested key with a space, "." or "$" (Braze refuses them)',
         );
         check(
-          `CASE WHEN ${isObject} THEN jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "^.{128}.{128}")') ELSE false END`,
+          `CASE WHEN NOT ${isObject} OR octet_length(${text}) < 256 THEN false ELSE jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "^.{128}.{128}")') END`,
           'nested key longer than 255 characters',
         );
         break;
