@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BrazeSandbox } from '../src/braze/sandbox.js';
+import { RECORD_GROUP } from '../src/audience/deliver-deltas.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { audienceDir, TEST_KEY } from './helpers/audiences.js';
 import { cli, startCli, waitFor } from './helpers/cli.js';
@@ -81,22 +82,35 @@ describe('the CLI as a process', () => {
     expect(rows.map((x) => x.s).join('')).not.toContain(secret);
   });
 
-  it('kill -9 in the middle of a run, then a re-run: converges, nothing lost, at most in-flight batches resent', async () => {
+  it('kill -9 in the middle of a run, then a re-run: converges, nothing lost, at most in-flight and unrecorded batches resent', async () => {
     const dir = audienceDir({ crash: `SELECT id AS external_id, tier, score, tags, seen FROM people` });
-    const slow = new BrazeSandbox({ apiKey: TEST_KEY, latencyMs: 25 });
+    // Slow enough that the group commit's time limit (RECORD_GROUP.maxDelayMs) records groups
+    // while the run goes on: the kill lands between two of them.
+    const slow = new BrazeSandbox({ apiKey: TEST_KEY, latencyMs: 120 });
     await slow.start();
     try {
       const e = { ...env, BRAZE_REST_ENDPOINT: slow.url };
       // Its own state schema: other tests' audiences write tier too (one attribute, one owner).
       const started = startCli(['sync', 'crash', '--audiences', dir, '--concurrency', '2', '--state-schema', 'crash_state'], e);
       const { child, done } = started;
-      await waitFor(() => slow.counts.requests >= 12, 'the sync has sent 12 requests', { cli: started });
+      const recorded = async () => {
+        const exists = await t.db.query<{ t: string | null }>(`SELECT to_regclass('crash_state.snapshots')::text AS t`);
+        if (!exists.rows[0]!.t) return 0;
+        return (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM crash_state.snapshots WHERE audience = 'crash'`)).rows[0]!.n;
+      };
+      let seen = 0;
+      await waitFor(async () => (seen = await recorded()) > 0 && slow.counts.requests * 75 > seen + 150, 'a group recorded and more sent since', { cli: started });
       child.kill('SIGKILL');
+      const killedAt = Date.now();
       const killed = await done;
       expect(killed.signal).toBe('SIGKILL');
-      const confirmed = (await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM crash_state.snapshots WHERE audience = 'crash'`)).rows[0]!.n;
+      const confirmed = await recorded();
       expect(confirmed).toBeGreaterThan(0);
       expect(confirmed).toBeLessThan(3000);
+      // The bound the README states: what was in flight, plus the answers of the last
+      // RECORD_GROUP.maxDelayMs not yet recorded (here fewer than RECORD_GROUP.maxMembers).
+      const lastSecond = slow.requests.filter((r) => r.at >= killedAt - RECORD_GROUP.maxDelayMs - 250).length;
+      const bound = (2 + lastSecond) * 75;
 
       const rerun = await cli(['sync', 'crash', '--audiences', dir, '--json', '--state-schema', 'crash_state'], e);
       expect(rerun.code).toBe(0);
@@ -108,10 +122,11 @@ describe('the CLI as a process', () => {
       for (const row of rows) {
         expect(slow.profile({ external_id: String(row.id) })).toEqual({ tier: row.tier, score: Number(row.score), tags: row.tags, seen: row.seen.toISOString() });
       }
-      // No member got more than its 4 attributes plus one resend of an in-flight batch.
+      // No member got more than its 4 attributes plus one resend; the resent are within the bound.
       const updates = [...slow.updatesByProfile.values()];
       expect(Math.max(...updates)).toBeLessThanOrEqual(8);
-      expect(updates.filter((n) => n > 4).length).toBeLessThanOrEqual(2 * 75);
+      expect(updates.filter((n) => n > 4).length).toBeLessThanOrEqual(bound);
+      expect(updates.filter((n) => n > 4).length).toBeLessThan(RECORD_GROUP.maxMembers);
       const runs = await t.db.query(`SELECT status FROM crash_state.runs WHERE audience = 'crash' ORDER BY id`);
       expect(runs.rows).toEqual([{ status: 'abandoned' }, { status: 'succeeded' }]);
     } finally {

@@ -2,8 +2,9 @@
  * Delivers a planned audience: streams the deltas from pg_temp.bb_delta through a cursor into
  * batches of attribute objects, at most `concurrency` requests in flight and at most that many
  * batches read ahead, so memory stays bounded whatever the audience size. Each member is in
- * exactly one batch, so never in two in-flight requests. After each batch the snapshot advances
- * for the members Braze accepted, and the others are recorded as failures to retry next run.
+ * exactly one batch, so never in two in-flight requests. Braze's answers are recorded in groups
+ * (record-confirmed.ts): the snapshot advances for the members Braze accepted, and the others are
+ * recorded as failures to retry next run.
  */
 import type { Writable } from 'node:stream';
 import type { Connection, Database } from '../db/pool.js';
@@ -11,24 +12,23 @@ import type { Logger } from '../log.js';
 import type { TrackClient } from '../braze/track-client.js';
 import { InterruptedError } from '../errors.js';
 import { createDispatcher } from '../run/dispatcher.js';
-import { recordFailures } from '../run/run-store.js';
 import type { Audience, IdentifierKind } from '../types.js';
-import { deltasToSendSql } from './plan-sql.js';
-import { advanceSnapshot, type ConfirmedMember } from './snapshot-store.js';
+import { topLevelKeys } from './payload-keys.js';
+import { deltasToSendSql, SEQ_INDEX_SQL } from './plan-sql.js';
+import { createRecorder } from './record-confirmed.js';
 
 export interface DeltaRow {
+  /** The member's place in bb_delta (bigint, as text): how the snapshot advance finds it. */
+  seq: string;
   identifier: IdentifierKind;
   member_key: string;
   kind: 'new' | 'changed' | 'exited' | 'unchanged';
-  /** The member's profile is not known to exist (sent under @update_existing_only true). */
-  unverified: boolean;
   /** The attributes to send, as JSON text straight from PostgreSQL (never re-serialised). */
   payload: string;
-  /** The attribute names in `payload`, separated by U+001F, for the per-attribute counts. */
-  keys: string;
-  new_attrs: string | null;
-  row_hash: string | null;
 }
+
+/** Members whose answers are recorded together, and how long the oldest may wait (see record-confirmed.ts). */
+export const RECORD_GROUP = { maxMembers: 5000, maxDelayMs: 1000 };
 
 export interface DeliveryContext {
   db: Database;
@@ -73,38 +73,24 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
   let crossFailures = 0;
 
+  await conn.query(SEQ_INDEX_SQL);
+  const recorder = createRecorder(conn, {
+    schema: ctx.schema,
+    audience: audience.name,
+    runId: ctx.runId,
+    updateExistingOnly: audience.updateExistingOnly === true,
+    backfill: ctx.backfill === true,
+    ...RECORD_GROUP,
+  });
+
   const sendBatch = async (batch: DeltaRow[]) => {
     const { failed } = await client.track(batch.map((r) => attributeJson(audience, r)));
     const confirmed = batch.filter((_, i) => !failed.has(i));
     const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
-    const advanced: ConfirmedMember[] = confirmed.map((r) =>
-      r.kind === 'exited'
-        ? // A member who left keeps its flag: if it comes back unverified, it gets its full set again.
-          { identifier: r.identifier, memberKey: r.member_key, attrs: r.new_attrs, rowHash: null, present: false, unverified: r.unverified, backfilled: false }
-        : {
-            identifier: r.identifier,
-            memberKey: r.member_key,
-            attrs: r.new_attrs,
-            rowHash: r.row_hash,
-            present: true,
-            unverified: audience.updateExistingOnly === true,
-            backfilled: ctx.backfill === true,
-          },
-    );
-    if (failures.length === 0 && advanced.every((m) => m.attrs !== null)) {
-      // The common case is one statement: autocommit saves two round trips per batch.
-      await advanceSnapshot(ctx.db, ctx.schema, audience.name, ctx.runId, advanced);
-    } else {
-      // Snapshot and failures in one transaction: both say what Braze just answered.
-      await ctx.db.withTransaction(async (tx) => {
-        await advanceSnapshot(tx, ctx.schema, audience.name, ctx.runId, advanced);
-        if (ctx.runId) await recordFailures(tx, ctx.schema, ctx.runId, audience.name, failures);
-      });
-    }
     delivery.failed += failures.length;
     crossFailures += [...failed.keys()].filter((i) => batch[i]!.kind === 'exited' && batch[i]!.identifier !== ctx.identifier).length;
     for (const r of confirmed) {
-      for (const k of r.keys.split('\x1f')) {
+      for (const k of topLevelKeys(r.payload)) {
         delivery.perAttribute[k] = (delivery.perAttribute[k] ?? 0) + 1;
         delivery.updates++;
       }
@@ -112,6 +98,10 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
     if (failures.length > 0) ctx.log.warn('Braze rejected members of a batch', { rejected: failures.length, reason: failures[0]!.reason });
     done += batch.length;
     ctx.onProgress?.({ audience: audience.name, done, total });
+    await recorder.add(
+      confirmed.map((r) => r.seq),
+      failures,
+    );
   };
 
   const phase = async (which: 'exits' | 'entries'): Promise<unknown> => {
@@ -124,6 +114,8 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       }
     } finally {
       await dispatcher.drain();
+      // Every answer of this phase is recorded before the next phase starts or delivery ends.
+      await recorder.flush();
     }
     // A retry wait or rate-limit pause ended by a signal is a stop, not a failure of the run.
     return dispatcher.error instanceof InterruptedError ? undefined : dispatcher.error;
@@ -152,6 +144,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
 
 /** `plan --out`: the exact request bodies a sync would send, one JSON object per line. */
 export async function writeBodies(conn: Connection, audience: Audience, batchSize: number, out: Writable): Promise<void> {
+  await conn.query(SEQ_INDEX_SQL);
   for (const which of ['exits', 'entries'] as const) {
     for await (const batch of batches(conn, batchSize, which)) {
       const line = `{"attributes":[${batch.map((r) => attributeJson(audience, r)).join(',')}]}\n`;
@@ -177,9 +170,13 @@ export function attributeJson(audience: Audience, row: Pick<DeltaRow, 'identifie
   return `{${identity},"_update_existing_only":${audience.updateExistingOnly === true},${row.payload.slice(1)}`;
 }
 
+/** Batches of `size` deltas in send order, read in chunks so the connection is free between reads. */
 async function* batches(conn: Connection, size: number, which: 'exits' | 'entries'): AsyncGenerator<DeltaRow[]> {
+  const chunk = Math.max(size, 1000);
+  let after = '0';
   let batch: DeltaRow[] = [];
-  for await (const rows of conn.cursor<DeltaRow>(deltasToSendSql(which), [], Math.max(size, 500))) {
+  for (;;) {
+    const { rows } = await conn.query<DeltaRow>(deltasToSendSql(which), [after, chunk]);
     for (const row of rows) {
       batch.push(row);
       if (batch.length === size) {
@@ -187,6 +184,8 @@ async function* batches(conn: Connection, size: number, which: 'exits' | 'entrie
         batch = [];
       }
     }
+    if (rows.length < chunk) break;
+    after = rows[rows.length - 1]!.seq;
   }
   if (batch.length > 0) yield batch;
 }

@@ -20,7 +20,7 @@ import {
   fillCurrentSql,
   KEY_COUNTS_SQL,
   KIND_COUNTS_SQL,
-  PER_ATTRIBUTE_SQL,
+  perAttributeSql,
   UNSENDABLE_SQL,
 } from './plan-sql.js';
 import { countSnapshotMembers, snapshotSource } from './snapshot-store.js';
@@ -119,7 +119,7 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const delta = deltaSql(snapshots, audience, member, backfill);
   await conn.query(delta.text, delta.values);
 
-  const plan = await summarise(conn, member.identifier);
+  const plan = await summarise(conn, member);
   const existing = await countSnapshotMembers(conn, snapshots, audience.name);
   const attributes = [...member.attributes.map((a) => a.name), ...(audience.onExit.kind === 'set' ? Object.keys(audience.onExit.values) : [])];
   return { ...plan, identifier: member.identifier, existing, attributes, guardrail: guardrailOf(plan.counts, existing, audience, attributes, options) };
@@ -206,7 +206,8 @@ async function sessionState(conn: Connection): Promise<string> {
   return rows[0]!.s;
 }
 
-async function summarise(conn: Connection, identifier: IdentifierKind): Promise<Pick<Plan, 'counts' | 'failures' | 'sendable'>> {
+async function summarise(conn: Connection, member: MemberSql): Promise<Pick<Plan, 'counts' | 'failures' | 'sendable'>> {
+  const { identifier } = member;
   const counts = emptyCounts();
   const kinds = await conn.query<{ kind: string; n: string; sendable: string; alters: string; unverified: string }>(KIND_COUNTS_SQL);
   const byKind = Object.fromEntries(kinds.rows.map((k) => [k.kind, Number(k.n)])) as Record<string, number | undefined>;
@@ -223,7 +224,7 @@ async function summarise(conn: Connection, identifier: IdentifierKind): Promise<
   counts.valueChanges = kinds.rows.reduce((n, k) => n + Number(k.alters), 0);
   counts.unverified = kinds.rows.reduce((n, k) => n + Number(k.unverified), 0);
 
-  for (const p of (await conn.query<{ k: string; n: string }>(PER_ATTRIBUTE_SQL)).rows) {
+  for (const p of (await conn.query<{ k: string; n: string }>(perAttributeSql(member.attributes.map((a) => a.name)))).rows) {
     counts.plannedPerAttribute[p.k] = Number(p.n);
     counts.plannedUpdates += Number(p.n);
   }

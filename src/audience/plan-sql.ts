@@ -77,12 +77,16 @@ export function candidatesSql(snapshots: string, audience: Audience, identifier:
  */
 export function duplicatesSql(identifier: string): string {
   const norm = (key: string) => (identifier === 'email' ? `lower(${key})` : key);
+  // Counted per group first (a hash aggregate, no sort of the result); the rows of the few
+  // groups found are joined back, and with none found the join reads nothing more.
   return `CREATE TEMP TABLE bb_dups AS
-     SELECT member_key, grp, n FROM (
-       SELECT "__bb_key" AS member_key, ${norm('"__bb_key"')} AS grp, count(*) OVER (PARTITION BY ${norm('"__bb_key"')}) AS n
-         FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL
+     WITH g AS MATERIALIZED (
+       SELECT ${norm('"__bb_key"')} AS grp, count(*) AS n FROM pg_temp.bb_current
+        WHERE "__bb_key" IS NOT NULL
           AND ${norm('"__bb_key"')} IN (SELECT ${norm('c."__bb_key"')} FROM pg_temp.bb_cand AS c WHERE c."__bb_key" IS NOT NULL)
-     ) AS d WHERE n > 1`;
+        GROUP BY 1 HAVING count(*) > 1
+     )
+     SELECT r."__bb_key" AS member_key, g.grp, g.n FROM g JOIN pg_temp.bb_current AS r ON ${norm('r."__bb_key"')} = g.grp`;
 }
 
 /**
@@ -107,7 +111,7 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
   const nullsFor = (attrs: string, where = 'true') => `(SELECT jsonb_object_agg(k, 'null'::jsonb) FROM jsonb_object_keys(${attrs}) AS k WHERE ${where})`;
   return {
     text: `CREATE TEMP TABLE bb_delta AS
-     SELECT d.identifier, d.member_key, d.row_hash, d.invalid, d.kind, d.unverified,
+     SELECT row_number() OVER () AS seq, d.identifier, d.member_key, d.row_hash, d.invalid, d.kind, d.unverified, d.old_attrs IS NOT NULL AS has_old,
             CASE WHEN d.kind = 'exited' THEN
                    CASE $3 WHEN 'keep' THEN d.old_attrs
                         -- Set values are what Braze now holds; a key set to null is held no more.
@@ -118,13 +122,14 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
             CASE WHEN d.kind = 'exited' THEN
                    CASE $3 WHEN 'keep' THEN NULL WHEN 'set' THEN $4::jsonb ELSE ${nullsFor('d.old_attrs', 'NOT k = ANY($5::text[])')} END
                  WHEN d.kind = 'invalid' THEN NULL
-                 WHEN $2 OR d.unverified OR d.old_attrs IS NULL THEN d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb)
+                 WHEN d.old_attrs IS NULL THEN d.new_attrs
+                 WHEN $2 OR d.unverified THEN d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb)
                  WHEN d.kind = 'unchanged' THEN NULL
                  ELSE (SELECT jsonb_object_agg(k, coalesce(d.new_attrs -> k, 'null'::jsonb))
                          FROM (SELECT jsonb_object_keys(d.new_attrs) UNION SELECT jsonb_object_keys(d.old_attrs)) AS t(k)
                         WHERE d.new_attrs -> k IS DISTINCT FROM d.old_attrs -> k)
             END AS payload,
-            d.kind = 'changed' AND EXISTS (SELECT 1 FROM jsonb_object_keys(d.old_attrs) AS k WHERE d.new_attrs -> k IS DISTINCT FROM d.old_attrs -> k) AS alters
+            CASE WHEN d.kind = 'changed' THEN EXISTS (SELECT 1 FROM jsonb_object_keys(d.old_attrs) AS k WHERE d.new_attrs -> k IS DISTINCT FROM d.old_attrs -> k) ELSE false END AS alters
        FROM (
          SELECT j.*, CASE WHEN j.exited THEN 'exited' WHEN j.invalid IS NOT NULL THEN 'invalid' WHEN j.old_attrs IS NULL OR NOT j.was_present THEN 'new'
                           WHEN j.new_attrs = j.old_attrs THEN 'unchanged' ELSE 'changed' END AS kind
@@ -132,8 +137,10 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
              SELECT coalesce(h."__bb_s_ident", h."__bb_ident") AS identifier, coalesce(h."__bb_key", h."__bb_s_key") AS member_key,
                     h."__bb_key" IS NULL AS exited, h."__bb_hash" AS row_hash, coalesce(h."__bb_s_present", false) AS was_present,
                     coalesce(h."__bb_s_unverified", false) AS unverified,
-                    (SELECT full_s.attrs FROM ${snapshots} AS full_s
-                      WHERE full_s.audience = $1 AND full_s.identifier = h."__bb_s_ident" AND full_s.member_key = h."__bb_s_key") AS old_attrs,
+                    -- Looked up only for members the snapshot has: a new member costs no index probe.
+                    CASE WHEN h."__bb_s_key" IS NOT NULL THEN
+                      (SELECT full_s.attrs FROM ${snapshots} AS full_s
+                        WHERE full_s.audience = $1 AND full_s.identifier = h."__bb_s_ident" AND full_s.member_key = h."__bb_s_key") END AS old_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
                FROM pg_temp.bb_cand AS h
@@ -160,8 +167,24 @@ export const KEY_COUNTS_SQL = `SELECT (SELECT count(*) FROM pg_temp.bb_current W
             (SELECT count(*) FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS keyed,
             (SELECT count(DISTINCT grp) FROM pg_temp.bb_dups) AS dup_keys, (SELECT count(*) FROM pg_temp.bb_dups) AS dup_rows`;
 
-/** Data points per attribute in the planned payloads. No parameters. */
-export const PER_ATTRIBUTE_SQL = `SELECT k, count(*) AS n FROM pg_temp.bb_delta, jsonb_object_keys(payload) AS k WHERE payload IS NOT NULL GROUP BY k ORDER BY k`;
+/**
+ * Data points per attribute in the planned payloads. A member without attributes from before
+ * (`has_old` false) can only carry the audience's own columns: those are counted with one cheap
+ * `?` test per column in a single pass; the others (changes, exits, returns) may also unset
+ * older attributes, so their payloads' keys are listed. No parameters.
+ */
+export function perAttributeSql(columns: readonly string[]): string {
+  const lit = (x: string) => `'${x.replace(/'/g, "''")}'`;
+  const own = columns.length === 0
+    ? ''
+    : `SELECT unnest(ARRAY[${columns.map(lit).join(', ')}]::text[]) AS k,
+              unnest(ARRAY[${columns.map((c) => `count(*) FILTER (WHERE payload ? ${lit(c)})`).join(', ')}]::bigint[]) AS n
+         FROM pg_temp.bb_delta WHERE payload IS NOT NULL AND NOT has_old
+       UNION ALL `;
+  return `SELECT k, sum(n)::bigint AS n FROM (
+       ${own}SELECT k, count(*) AS n FROM pg_temp.bb_delta, jsonb_object_keys(payload) AS k WHERE payload IS NOT NULL AND has_old GROUP BY k
+     ) AS a WHERE n > 0 GROUP BY k ORDER BY k`;
+}
 
 /** Members that cannot be sent and why: validation failures and duplicated keys. No parameters. */
 export const UNSENDABLE_SQL = `SELECT member_key, reason FROM (
@@ -173,14 +196,19 @@ export const UNSENDABLE_SQL = `SELECT member_key, reason FROM (
               || CASE WHEN EXISTS (SELECT 1 FROM pg_temp.bb_dups AS o WHERE o.grp = d.grp AND o.member_key <> d.member_key) THEN ' (differing only in case)' ELSE '' END
          FROM pg_temp.bb_dups AS d ORDER BY d.grp, d.member_key) AS g`;
 
+/** What delivery reads deltas by: created before delivery, on the rows' send order. No parameters. */
+export const SEQ_INDEX_SQL = 'CREATE INDEX IF NOT EXISTS bb_delta_seq ON pg_temp.bb_delta (seq)';
+
 /**
- * The deltas that need a request, exits or the rest (exits go first: every exit is confirmed
- * before an entry or change is sent), streamed by a cursor: the payload as JSON text straight from
- * PostgreSQL (never re-serialised), its attribute names separated by U+001F for the counts,
- * and what the snapshot becomes once Braze accepts it. No parameters.
+ * The next chunk of deltas that need a request, exits or the rest (exits go first: every exit is
+ * confirmed before an entry or change is sent), in send order after `seq` $1, at most $2: the
+ * payload as JSON text straight from PostgreSQL (never re-serialised). Read in chunks rather
+ * than through a cursor, so that the same connection can record confirmed members between
+ * reads: the snapshot advances from bb_delta itself (see advanceSnapshot).
  */
 export function deltasToSendSql(phase: 'exits' | 'entries'): string {
-  return `SELECT identifier, member_key, kind, unverified, payload::text AS payload, array_to_string(ARRAY(SELECT jsonb_object_keys(payload)), E'\\x1f') AS keys,
-       new_attrs::text AS new_attrs, row_hash::text AS row_hash
-  FROM pg_temp.bb_delta WHERE kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND payload IS NOT NULL AND payload <> '{}'::jsonb`;
+  return `SELECT seq, identifier, member_key, kind, payload::text AS payload
+  FROM pg_temp.bb_delta
+ WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND payload IS NOT NULL AND payload <> '{}'::jsonb
+ ORDER BY seq LIMIT $2`;
 }

@@ -6,56 +6,42 @@
 import { escapeIdentifier, type Connection, type Queryable } from '../db/pool.js';
 import type { Audience, IdentifierKind } from '../types.js';
 
-export interface ConfirmedMember {
-  identifier: string;
-  memberKey: string;
-  /**
-   * What Braze now holds of this audience for the member (jsonb text, as PostgreSQL wrote it),
-   * or null when nothing is left (an exit that unset everything).
-   */
-  attrs: string | null;
-  /** The hash of the result row the attributes came from; null for a member who left. */
-  rowHash: string | null;
-  /** False for a member who left the audience but of whom Braze still holds `attrs`. */
-  present: boolean;
-  /** Sent under @update_existing_only true: Braze may have ignored it, so it is sent again. */
-  unverified: boolean;
+export interface AdvanceOptions {
+  /** Sent under @update_existing_only true: Braze may have ignored it, so it stays unverified and is sent again. */
+  updateExistingOnly: boolean;
   /** Its full set was confirmed by a backfill (an interrupted backfill skips it when resuming). */
-  backfilled: boolean;
+  backfill: boolean;
 }
 
 /**
- * Moves the snapshot forward for members Braze accepted, in one statement per batch. `attrs`
- * is the exact jsonb text the delta query produced (never re-serialised by JavaScript, which
- * would round numerics and cause false changes next run).
+ * Moves the snapshot forward for members Braze accepted, named by their `seq` in the planning
+ * session's pg_temp.bb_delta (so this runs on the connection that planned): only the numbers
+ * travel back to the server, and what the snapshot becomes (`new_attrs`, exactly as the delta
+ * query produced it) is read where it already is. One statement for any number of members, so
+ * delivery records confirmed batches in groups (see record-confirmed.ts).
+ *
+ * An entry or change: the member's attributes and row hash, present. An exit: what Braze still
+ * holds of the audience (row kept, not present, no hash, its unverified flag kept so a return
+ * gets its full set), or the row deleted when nothing is left.
  */
-export async function advanceSnapshot(db: Queryable, schema: string, audience: string, runId: number | null, members: readonly ConfirmedMember[]): Promise<void> {
+export async function advanceSnapshot(conn: Queryable, schema: string, audience: string, runId: number | null, seqs: readonly string[], options: AdvanceOptions): Promise<void> {
+  if (seqs.length === 0) return;
   const s = escapeIdentifier(schema);
-  const kept = members.filter((m) => m.attrs !== null);
-  const gone = members.filter((m) => m.attrs === null);
-  if (kept.length > 0) {
-    // One jsonb parameter with the attributes spliced in as they came from PostgreSQL: no
-    // escaping of large strings in JavaScript, one parse on the server.
-    const rows = kept.map(
-      (m) => `{"i":${JSON.stringify(m.identifier)},"k":${JSON.stringify(m.memberKey)},"a":${m.attrs},"h":${m.rowHash ?? 'null'},"p":${m.present},"u":${m.unverified},"b":${m.backfilled}}`,
-    );
-    await db.query(
-      `INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, present, unverified, backfilled_at, confirmed_at, confirmed_run)
-       SELECT $1, u.i, u.k, u.a, u.h, u.p, u.u, CASE WHEN u.b THEN now() END, now(), $3
-         FROM jsonb_to_recordset($2::jsonb) AS u(i text, k text, a jsonb, h bigint, p boolean, u boolean, b boolean)
-       ON CONFLICT (audience, identifier, member_key)
-       DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, present = excluded.present, unverified = excluded.unverified,
-                     backfilled_at = coalesce(excluded.backfilled_at, t.backfilled_at), confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
-      [audience, `[${rows.join(',')}]`, runId],
-    );
-  }
-  if (gone.length > 0) {
-    // Row-value IN over a short unnest: an index lookup per member, never a scan of the table.
-    await db.query(
-      `DELETE FROM ${s}.snapshots WHERE audience = $1 AND (identifier, member_key) IN (SELECT * FROM unnest($2::text[], $3::text[]))`,
-      [audience, gone.map((m) => m.identifier), gone.map((m) => m.memberKey)],
-    );
-  }
+  await conn.query(
+    `WITH d AS (SELECT identifier, member_key, kind, new_attrs, row_hash, unverified FROM pg_temp.bb_delta WHERE seq = ANY($2::bigint[])),
+     gone AS (
+       DELETE FROM ${s}.snapshots t USING d
+        WHERE d.new_attrs IS NULL AND t.audience = $1 AND t.identifier = d.identifier AND t.member_key = d.member_key
+     )
+     INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, present, unverified, backfilled_at, confirmed_at, confirmed_run)
+     SELECT $1, identifier, member_key, new_attrs, CASE WHEN kind = 'exited' THEN NULL ELSE row_hash END, kind <> 'exited',
+            CASE WHEN kind = 'exited' THEN unverified ELSE $4 END, CASE WHEN $5 AND kind <> 'exited' THEN now() END, now(), $3
+       FROM d WHERE new_attrs IS NOT NULL
+     ON CONFLICT (audience, identifier, member_key)
+     DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, present = excluded.present, unverified = excluded.unverified,
+                   backfilled_at = coalesce(excluded.backfilled_at, t.backfilled_at), confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
+    [audience, seqs, runId, options.updateExistingOnly, options.backfill],
+  );
 }
 
 /**

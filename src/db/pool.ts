@@ -237,7 +237,8 @@ export function asDatabaseError(error: unknown, connected = true): AppError {
   if (error instanceof AppError) return error;
   const e = error as { code?: string; message?: string; position?: string };
   const message = e?.message ?? String(error);
-  const network = (e?.code !== undefined && networkCodes.has(e.code)) || /^Connection terminated/.test(message);
+  // pg says "not queryable" for a query on a client whose connection already failed.
+  const network = (e?.code !== undefined && networkCodes.has(e.code)) || /^Connection terminated|connection error and is not queryable/.test(message);
   if (!connected && network) {
     return new ConfigError([`cannot connect to PostgreSQL (${e.code ?? message}): check DATABASE_URL or the PG* variables, and that the server is running`], { cause: error });
   }

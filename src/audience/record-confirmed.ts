@@ -1,0 +1,99 @@
+/**
+ * Group commit for delivery: what Braze answered is recorded in few transactions rather than one
+ * per batch. Confirmed members (their `seq` in bb_delta) and the members Braze refused collect
+ * here and are written together, in one transaction on the planning connection, once
+ * `maxMembers` have collected or `maxDelayMs` after the oldest, and always before delivery
+ * returns. Nothing is recorded before Braze confirmed it; a kill -9 loses at most what collected
+ * since the last write (up to maxMembers, or maxDelayMs of confirmations), and those members are
+ * sent again by the next run, as the requests in flight are.
+ */
+import type { Connection } from '../db/pool.js';
+import { recordFailures, type MemberFailure } from '../run/run-store.js';
+import { advanceSnapshot, type AdvanceOptions } from './snapshot-store.js';
+
+export interface RecorderOptions extends AdvanceOptions {
+  schema: string;
+  audience: string;
+  runId: number | null;
+  maxMembers: number;
+  maxDelayMs: number;
+}
+
+export interface Recorder {
+  /**
+   * Collect one batch's answer. Resolves at once, or, when this batch fills the group, once the
+   * group is written (so a delivery that outruns the database waits instead of piling up).
+   */
+  add(confirmed: readonly string[], failures: readonly MemberFailure[]): Promise<void>;
+  /** Write whatever has collected; rejects with the first write error, if any. */
+  flush(): Promise<void>;
+  /** Transactions written so far. */
+  readonly writes: number;
+}
+
+export function createRecorder(conn: Connection, options: RecorderOptions): Recorder {
+  let seqs: string[] = [];
+  let failures: MemberFailure[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let chain: Promise<void> = Promise.resolve();
+  let error: unknown;
+  let writes = 0;
+
+  const write = async (group: string[], refused: MemberFailure[]) => {
+    if (refused.length === 0 || !options.runId) {
+      // The common case is one statement: autocommit saves two round trips.
+      await advanceSnapshot(conn, options.schema, options.audience, options.runId, group, options);
+    } else {
+      // Snapshot and failures in one transaction: both say what Braze answered.
+      await conn.query('BEGIN');
+      try {
+        await advanceSnapshot(conn, options.schema, options.audience, options.runId, group, options);
+        await recordFailures(conn, options.schema, options.runId, options.audience, refused);
+        await conn.query('COMMIT');
+      } catch (e) {
+        await conn.query('ROLLBACK').catch(() => {});
+        throw e;
+      }
+    }
+    writes++;
+  };
+
+  /** Hand the collected answers to the write chain; writes run one after another on the connection. */
+  const cut = (): Promise<void> => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (seqs.length === 0 && failures.length === 0) return chain;
+    const [group, refused] = [seqs, failures];
+    [seqs, failures] = [[], []];
+    chain = chain.then(() => (error ? undefined : write(group, refused))).catch((e: unknown) => {
+      error ??= e;
+    });
+    return chain;
+  };
+
+  const rethrow = () => {
+    if (error) throw error;
+  };
+
+  return {
+    get writes() {
+      return writes;
+    },
+    async add(confirmed, refused) {
+      rethrow();
+      seqs.push(...confirmed);
+      failures.push(...refused);
+      if (seqs.length + failures.length >= options.maxMembers) {
+        await cut();
+        rethrow();
+      } else if (!timer) {
+        timer = setTimeout(() => void cut(), options.maxDelayMs);
+        timer.unref();
+      }
+    },
+    async flush() {
+      await cut();
+      rethrow();
+    },
+  };
+}

@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { topLevelKeys } from '../src/audience/payload-keys.js';
+
+/** JSON text as PostgreSQL's jsonb output writes it: ", " and ": " between entries. */
+function pgText(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(pgText).join(', ')}]`;
+  if (value !== null && typeof value === 'object') return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${pgText(v)}`).join(', ')}}`;
+  return JSON.stringify(value);
+}
+
+describe('topLevelKeys', () => {
+  it('lists the keys of the outer object only, whatever the values hold', () => {
+    const value = {
+      plain: 1,
+      'with "quotes" and \\ backslash': 'a "quoted", string: {not: a key}',
+      nested: { inner: { deeper: [1, { x: 'y' }] }, 'a, "b"': null },
+      list: ['a', 'b, "c"', { k: 'v' }],
+      'ünïcode ✓ 😀': true,
+      empty: {},
+      none: null,
+      '': 'empty key',
+    };
+    expect(topLevelKeys(pgText(value))).toEqual(Object.keys(value));
+    expect(topLevelKeys(JSON.stringify(value))).toEqual(Object.keys(value));
+  });
+
+  it('agrees with JSON.parse on random objects', () => {
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const chars = ['a', 'b', ' ', ',', ':', '"', '\\', '{', '}', '[', ']', '\n', 'é', '😀', '\u0001'];
+    const str = () => Array.from({ length: rand(6) }, () => chars[rand(chars.length)]).join('');
+    const val = (depth: number): unknown => {
+      switch (depth > 2 ? rand(4) : rand(6)) {
+        case 0: return str();
+        case 1: return rand(1000) / 7;
+        case 2: return rand(2) === 0;
+        case 3: return null;
+        case 4: return Array.from({ length: rand(4) }, () => val(depth + 1));
+        default: return Object.fromEntries(Array.from({ length: rand(4) }, () => [str(), val(depth + 1)]));
+      }
+    };
+    for (let i = 0; i < 2000; i++) {
+      const obj = Object.fromEntries(Array.from({ length: rand(6) }, () => [str(), val(0)]));
+      expect(topLevelKeys(pgText(obj))).toEqual(Object.keys(JSON.parse(JSON.stringify(obj)) as object));
+    }
+  });
+});
