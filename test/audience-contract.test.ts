@@ -305,6 +305,32 @@ describe('edges the review found', () => {
     expect(await failureReasonsByKey(r.audiences[0]!.runId!)).toEqual({ long: expect.stringMatching(/nested key longer than 255/) });
   });
 
+  it('the cheap tests in front of the exact checks never let a bad value through, nor stop a good one', async () => {
+    await f.t.db.query(`DROP TABLE IF EXISTS edges; CREATE TABLE edges (id text, s text, tags text[], o jsonb)`);
+    await f.t.db.query(`INSERT INTO edges VALUES
+      ('s255', repeat('a', 255), NULL, NULL), ('s256', repeat('a', 256), NULL, NULL),
+      ('accents', repeat('é', 200), NULL, NULL), ('emoji255', repeat('😀', 127) || 'a', NULL, NULL), ('emoji256', repeat('😀', 128), NULL, NULL),
+      ('tags300', NULL, ARRAY[repeat('x', 100), repeat('y', 100), repeat('z', 100)], NULL),
+      ('tagaccents', NULL, ARRAY[repeat('é', 200), 'b'], NULL), ('tagemoji', NULL, ARRAY['a', repeat('😀', 128)], NULL),
+      ('spacekey', NULL, NULL, '{"a b": 1}'), ('values', NULL, NULL, '{"k": "a b. $", "n": 1.5, "q": "x\\": y"}'),
+      ('quotekey', NULL, NULL, '{"k\\": v": 1}'), ('inlist', NULL, NULL, '{"l": [{"a": 1}, {"b c": 2}]}'),
+      ('time', NULL, NULL, '{"when": {"$time": "2024-01-01"}}'), ('key255', NULL, NULL, jsonb_build_object(repeat('k', 255), 1)),
+      ('key256', NULL, NULL, jsonb_build_object('x', jsonb_build_object(repeat('k', 256), 1)))`);
+    const dir = audienceDir({ edges: `SELECT id AS external_id, s, tags, o FROM edges` });
+    const r = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    const failed = await failureReasonsByKey(r.audiences[0]!.runId!);
+    expect(failed).toEqual({
+      s256: expect.stringMatching(/s: longer than 255/),
+      emoji256: expect.stringMatching(/s: longer than 255/),
+      tagemoji: expect.stringMatching(/tags: array element longer than 255/),
+      spacekey: expect.stringMatching(/o: nested key with a space/),
+      quotekey: expect.stringMatching(/o: nested key with a space/),
+      inlist: expect.stringMatching(/o: nested key with a space/),
+      key256: expect.stringMatching(/o: nested key longer than 255/),
+    });
+    for (const id of ['s255', 'accents', 'emoji255', 'tags300', 'tagaccents', 'values', 'time', 'key255']) expect(f.sandbox.profile({ external_id: id }), id).toBeDefined();
+  });
+
   it('a member whose email now appears twice, differing in case, is held back, not exited', async () => {
     await f.t.db.query(`DROP TABLE IF EXISTS people_mail; CREATE TABLE people_mail (mail text, tier text); INSERT INTO people_mail VALUES ('ann@x.com', 'a')`);
     const dir = audienceDir({ mails2: `SELECT mail AS email, tier FROM people_mail` });

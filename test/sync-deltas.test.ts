@@ -19,6 +19,22 @@ const QUERY = `SELECT id AS external_id, tier, score FROM people WHERE active`;
 describe('deltas', () => {
   beforeEach(() => reset(10));
 
+  it('a key repeated in a later run (few candidates) is held back, neither sent nor exited; identical copies of an unchanged member change nothing', async () => {
+    await reset(40);
+    const dir = audienceDir({ aud: `SELECT id AS external_id, tier, score FROM people WHERE active UNION ALL SELECT id, tier, score FROM people_extra` });
+    await f.t.db.query(`DROP TABLE IF EXISTS people_extra; CREATE TABLE people_extra (id text, tier text, score int)`);
+    expect((await run(f.t.db, dir, { client: testClient(f.sandbox.url) })).audiences[0]!.counts).toMatchObject({ new: 40, failed: 0 });
+    // p5 now has a second, different row; p6 an identical copy of its unchanged row; p7 changed.
+    await f.t.db.query(`INSERT INTO people_extra VALUES ('p5', 'gold', 5), ('p6', 'silver', 6); UPDATE people SET tier = 'gold' WHERE id = 'p7'`);
+    const mark = f.sandbox.requests.length;
+    const second = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    expect(second.audiences[0]!.counts).toMatchObject({ changed: 1, exited: 0, failed: 1 });
+    expect(sentSince(mark)).toEqual([{ external_id: 'p7', _update_existing_only: false, tier: 'gold' }]);
+    expect(f.sandbox.profile({ external_id: 'p5' })).toEqual({ tier: 'silver', score: 5 });
+    const { rows } = await f.t.db.query(`SELECT member_key, reason FROM braze_bridge.member_failures WHERE run_id = $1`, [second.audiences[0]!.runId]);
+    expect(rows).toEqual([{ member_key: 'p5', reason: 'identifier appears in 2 rows of the result' }]);
+  });
+
   it('sends new members in full, then only changed attributes, then unsets exited members', async () => {
     const dir = audienceDir({ aud: QUERY });
     const first = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });

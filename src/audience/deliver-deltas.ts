@@ -73,7 +73,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
   let crossFailures = 0;
 
-  await conn.query(SEQ_INDEX_SQL);
+  for (const sql of SEQ_INDEX_SQL) await conn.query(sql);
   const recorder = createRecorder(conn, {
     schema: ctx.schema,
     audience: audience.name,
@@ -144,7 +144,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
 
 /** `plan --out`: the exact request bodies a sync would send, one JSON object per line. */
 export async function writeBodies(conn: Connection, audience: Audience, batchSize: number, out: Writable): Promise<void> {
-  await conn.query(SEQ_INDEX_SQL);
+  for (const sql of SEQ_INDEX_SQL) await conn.query(sql);
   for (const which of ['exits', 'entries'] as const) {
     for await (const batch of batches(conn, batchSize, which)) {
       const line = `{"attributes":[${batch.map((r) => attributeJson(audience, r)).join(',')}]}\n`;

@@ -111,11 +111,11 @@ export async function describeAudience(
 export async function planDeltas(db: Database, conn: Connection, schema: string, audience: Audience, options: PlanOptions): Promise<Plan> {
   const { member, columns, types } = await describeAudience(db, conn, audience, options);
   const { planning, backfill } = options;
-  await materialiseCurrent(conn, audience, columns, buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength }), options.statementTimeoutMs);
+  const rows = await materialiseCurrent(conn, audience, columns, buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength }), options.statementTimeoutMs);
   const snapshots = await snapshotSource(conn, schema, planning);
   const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
-  await conn.query(candidates.text, candidates.values);
-  await conn.query(duplicatesSql(member.identifier));
+  const candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
+  await conn.query(duplicatesSql(member.identifier, candidateRows * 4 > rows));
   const delta = deltaSql(snapshots, audience, member, backfill);
   await conn.query(delta.text, delta.values);
 
@@ -157,7 +157,8 @@ export async function dropPlanTables(conn: Connection): Promise<void> {
  * row's attribute values (seeded with the column signature), and the row's own columns. JSON
  * is built later, and only for rows whose hash differs from the snapshot's.
  */
-async function materialiseCurrent(conn: Connection, audience: Audience, columns: Column[], member: MemberSql, statementTimeoutMs?: number): Promise<void> {
+/** Returns the number of result rows. */
+async function materialiseCurrent(conn: Connection, audience: Audience, columns: Column[], member: MemberSql, statementTimeoutMs?: number): Promise<number> {
   await conn.query(DROP_PLAN_TABLES);
   const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
   // The table is made from the described column types: the audience's text never reaches a
@@ -179,7 +180,7 @@ async function materialiseCurrent(conn: Connection, audience: Audience, columns:
     // pg_advisory_unlock_all(), …): that would outlive the transaction on a connection that
     // holds this audience's lock and serves the tool afterwards. Compare before and after.
     const before = await sessionState(conn);
-    await conn.query(fill.text, fill.values);
+    const rows = (await conn.query(fill.text, fill.values)).rowCount ?? 0;
     const after = await sessionState(conn);
     if (after !== before) {
       // Rolled back, settings changed in this transaction revert; advisory locks are not
@@ -190,6 +191,7 @@ async function materialiseCurrent(conn: Connection, audience: Audience, columns:
       throw new AudienceError(audience.file, 'the query changed session settings or advisory locks (set_config(…, false), pg_advisory_*): audience queries may only read');
     }
     await conn.query('COMMIT');
+    return rows;
   } catch (error) {
     await conn.query('ROLLBACK').catch(() => {});
     throw queryError(error, audience, fill.prefix.length);

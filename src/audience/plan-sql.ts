@@ -75,16 +75,20 @@ export function candidatesSql(snapshots: string, audience: Audience, identifier:
  * anything, so only those are counted (identical copies of an unchanged member change nothing).
  * One row per result row in a duplicated group. No parameters.
  */
-export function duplicatesSql(identifier: string): string {
+export function duplicatesSql(identifier: string, mostRowsAreCandidates = false): string {
   const norm = (key: string) => (identifier === 'email' ? `lower(${key})` : key);
-  // Counted per group first (a hash aggregate, no sort of the result); the rows of the few
-  // groups found are joined back, and with none found the join reads nothing more.
+  // Counted per group (a hash aggregate, no sort of the result); the rows of the few groups
+  // found are joined back, and with none found the join reads nothing more. When most rows are
+  // candidates (a first sync), every key is counted and the groups are then narrowed to the
+  // candidates: cheaper than matching a million keys against a million candidates first.
+  const candidate = (x: string) => `${x} IN (SELECT ${norm('c."__bb_key"')} FROM pg_temp.bb_cand AS c WHERE c."__bb_key" IS NOT NULL)`;
   return `CREATE TEMP TABLE bb_dups AS
      WITH g AS MATERIALIZED (
-       SELECT ${norm('"__bb_key"')} AS grp, count(*) AS n FROM pg_temp.bb_current
-        WHERE "__bb_key" IS NOT NULL
-          AND ${norm('"__bb_key"')} IN (SELECT ${norm('c."__bb_key"')} FROM pg_temp.bb_cand AS c WHERE c."__bb_key" IS NOT NULL)
-        GROUP BY 1 HAVING count(*) > 1
+       SELECT grp, n FROM (
+         SELECT ${norm('"__bb_key"')} AS grp, count(*) AS n FROM pg_temp.bb_current
+          WHERE "__bb_key" IS NOT NULL${mostRowsAreCandidates ? '' : ` AND ${candidate(norm('"__bb_key"'))}`}
+          GROUP BY 1 HAVING count(*) > 1
+       ) AS all_groups${mostRowsAreCandidates ? ` WHERE ${candidate('grp')}` : ''}
      )
      SELECT r."__bb_key" AS member_key, g.grp, g.n FROM g JOIN pg_temp.bb_current AS r ON ${norm('r."__bb_key"')} = g.grp`;
 }
@@ -196,8 +200,11 @@ export const UNSENDABLE_SQL = `SELECT member_key, reason FROM (
               || CASE WHEN EXISTS (SELECT 1 FROM pg_temp.bb_dups AS o WHERE o.grp = d.grp AND o.member_key <> d.member_key) THEN ' (differing only in case)' ELSE '' END
          FROM pg_temp.bb_dups AS d ORDER BY d.grp, d.member_key) AS g`;
 
-/** What delivery reads deltas by: created before delivery, on the rows' send order. No parameters. */
-export const SEQ_INDEX_SQL = 'CREATE INDEX IF NOT EXISTS bb_delta_seq ON pg_temp.bb_delta (seq)';
+/**
+ * What delivery reads and records deltas by: an index on the rows' send order, and statistics,
+ * without which the planner reads all of bb_delta for every group of confirmed members. No parameters.
+ */
+export const SEQ_INDEX_SQL = ['CREATE INDEX IF NOT EXISTS bb_delta_seq ON pg_temp.bb_delta (seq)', 'ANALYZE pg_temp.bb_delta'];
 
 /**
  * The next chunk of deltas that need a request, exits or the rest (exits go first: every exit is

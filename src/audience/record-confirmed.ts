@@ -39,21 +39,16 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
   let error: unknown;
   let writes = 0;
 
+  /** Snapshot and failures in one transaction: both say what Braze answered. */
   const write = async (group: string[], refused: MemberFailure[]) => {
-    if (refused.length === 0 || !options.runId) {
-      // The common case is one statement: autocommit saves two round trips.
+    await conn.query('BEGIN');
+    try {
       await advanceSnapshot(conn, options.schema, options.audience, options.runId, group, options);
-    } else {
-      // Snapshot and failures in one transaction: both say what Braze answered.
-      await conn.query('BEGIN');
-      try {
-        await advanceSnapshot(conn, options.schema, options.audience, options.runId, group, options);
-        await recordFailures(conn, options.schema, options.runId, options.audience, refused);
-        await conn.query('COMMIT');
-      } catch (e) {
-        await conn.query('ROLLBACK').catch(() => {});
-        throw e;
-      }
+      if (options.runId) await recordFailures(conn, options.schema, options.runId, options.audience, refused);
+      await conn.query('COMMIT');
+    } catch (e) {
+      await conn.query('ROLLBACK').catch(() => {});
+      throw e;
     }
     writes++;
   };
@@ -62,7 +57,7 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
   const cut = (): Promise<void> => {
     if (timer) clearTimeout(timer);
     timer = undefined;
-    if (seqs.length === 0 && failures.length === 0) return chain;
+    if (seqs.length + failures.length === 0) return chain;
     const [group, refused] = [seqs, failures];
     [seqs, failures] = [[], []];
     chain = chain.then(() => (error ? undefined : write(group, refused))).catch((e: unknown) => {
