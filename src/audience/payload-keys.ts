@@ -11,24 +11,20 @@ export function topLevelKeys(json: string): string[] {
   for (let i = 0; i < json.length; i++) {
     const c = json.charCodeAt(i);
     if (c === 0x22 /* " */) {
-      // A string: find its end, skipping escaped characters.
-      let j = i + 1;
-      let escaped = false;
-      while (j < json.length) {
-        const d = json.charCodeAt(j);
-        if (d === 0x5c /* \ */) {
-          escaped = true;
-          j += 2;
-          continue;
-        }
-        if (d === 0x22) break;
-        j++;
+      // A string: jump to its closing quote (one not escaped by an odd run of backslashes).
+      let end = json.indexOf('"', i + 1);
+      for (;;) {
+        let backslashes = 0;
+        while (json.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes++;
+        if (backslashes % 2 === 0) break;
+        end = json.indexOf('"', end + 1);
       }
       if (depth === 1 && expectKey) {
-        keys.push(escaped ? (JSON.parse(json.slice(i, j + 1)) as string) : json.slice(i + 1, j));
+        const slash = json.indexOf('\\', i + 1);
+        keys.push(slash !== -1 && slash < end ? (JSON.parse(json.slice(i, end + 1)) as string) : json.slice(i + 1, end));
         expectKey = false;
       }
-      i = j;
+      i = end;
     } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
       depth++;
       if (depth === 1) expectKey = c === 0x7b;

@@ -18,7 +18,7 @@ import {
   deltaSql,
   duplicatesSql,
   fillCurrentSql,
-  KEY_COUNTS_SQL,
+  DUPLICATE_COUNTS_SQL,
   KIND_COUNTS_SQL,
   perAttributeSql,
   UNSENDABLE_SQL,
@@ -111,7 +111,7 @@ export async function describeAudience(
 export async function planDeltas(db: Database, conn: Connection, schema: string, audience: Audience, options: PlanOptions): Promise<Plan> {
   const { member, columns, types } = await describeAudience(db, conn, audience, options);
   const { planning, backfill } = options;
-  const rows = await materialiseCurrent(conn, audience, columns, buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength }), options.statementTimeoutMs);
+  const { rows, nulls } = await materialiseCurrent(conn, audience, columns, buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength }), options.statementTimeoutMs);
   const snapshots = await snapshotSource(conn, schema, planning);
   const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
   const candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
@@ -119,7 +119,7 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const delta = deltaSql(snapshots, audience, member, backfill);
   await conn.query(delta.text, delta.values);
 
-  const plan = await summarise(conn, member);
+  const plan = await summarise(conn, member, rows, nulls);
   const existing = await countSnapshotMembers(conn, snapshots, audience.name);
   const attributes = [...member.attributes.map((a) => a.name), ...(audience.onExit.kind === 'set' ? Object.keys(audience.onExit.values) : [])];
   return { ...plan, identifier: member.identifier, existing, attributes, guardrail: guardrailOf(plan.counts, existing, audience, attributes, options) };
@@ -157,8 +157,8 @@ export async function dropPlanTables(conn: Connection): Promise<void> {
  * row's attribute values (seeded with the column signature), and the row's own columns. JSON
  * is built later, and only for rows whose hash differs from the snapshot's.
  */
-/** Returns the number of result rows. */
-async function materialiseCurrent(conn: Connection, audience: Audience, columns: Column[], member: MemberSql, statementTimeoutMs?: number): Promise<number> {
+/** Returns the number of result rows, and of those without a key. */
+async function materialiseCurrent(conn: Connection, audience: Audience, columns: Column[], member: MemberSql, statementTimeoutMs?: number): Promise<{ rows: number; nulls: number }> {
   await conn.query(DROP_PLAN_TABLES);
   const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
   // The table is made from the described column types: the audience's text never reaches a
@@ -180,7 +180,7 @@ async function materialiseCurrent(conn: Connection, audience: Audience, columns:
     // pg_advisory_unlock_all(), …): that would outlive the transaction on a connection that
     // holds this audience's lock and serves the tool afterwards. Compare before and after.
     const before = await sessionState(conn);
-    const rows = (await conn.query(fill.text, fill.values)).rowCount ?? 0;
+    const filled = (await conn.query<{ rows: string; nulls: string }>(fill.text, fill.values)).rows[0]!;
     const after = await sessionState(conn);
     if (after !== before) {
       // Rolled back, settings changed in this transaction revert; advisory locks are not
@@ -191,7 +191,7 @@ async function materialiseCurrent(conn: Connection, audience: Audience, columns:
       throw new AudienceError(audience.file, 'the query changed session settings or advisory locks (set_config(…, false), pg_advisory_*): audience queries may only read');
     }
     await conn.query('COMMIT');
-    return rows;
+    return { rows: Number(filled.rows), nulls: Number(filled.nulls) };
   } catch (error) {
     await conn.query('ROLLBACK').catch(() => {});
     throw queryError(error, audience, fill.prefix.length);
@@ -208,16 +208,16 @@ async function sessionState(conn: Connection): Promise<string> {
   return rows[0]!.s;
 }
 
-async function summarise(conn: Connection, member: MemberSql): Promise<Pick<Plan, 'counts' | 'failures' | 'sendable'>> {
+async function summarise(conn: Connection, member: MemberSql, rows: number, nulls: number): Promise<Pick<Plan, 'counts' | 'failures' | 'sendable'>> {
   const { identifier } = member;
   const counts = emptyCounts();
   const kinds = await conn.query<{ kind: string; n: string; sendable: string; alters: string; unverified: string }>(KIND_COUNTS_SQL);
   const byKind = Object.fromEntries(kinds.rows.map((k) => [k.kind, Number(k.n)])) as Record<string, number | undefined>;
   const sendable = kinds.rows.reduce((n, k) => n + Number(k.sendable), 0);
-  const r = (await conn.query<{ nulls: string; keyed: string; dup_keys: string; dup_rows: string }>(KEY_COUNTS_SQL)).rows[0]!;
-  const [nulls, dupKeys] = [Number(r.nulls), Number(r.dup_keys)];
+  const r = (await conn.query<{ dup_keys: string; dup_rows: string }>(DUPLICATE_COUNTS_SQL)).rows[0]!;
+  const dupKeys = Number(r.dup_keys);
   const invalid = byKind.invalid ?? 0;
-  counts.members = Number(r.keyed) - Number(r.dup_rows) + dupKeys;
+  counts.members = rows - nulls - Number(r.dup_rows) + dupKeys;
   counts.new = byKind.new ?? 0;
   counts.changed = byKind.changed ?? 0;
   counts.exited = byKind.exited ?? 0;

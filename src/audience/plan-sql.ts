@@ -37,12 +37,17 @@ export function createCurrentSql(columns: Array<{ name: string; type: string }>)
 }
 
 /**
- * Runs the audience query once into bb_current with each row's key and value hash.
+ * Runs the audience query once into bb_current with each row's key and value hash, and counts
+ * the rows and those without a key on the way (no second pass over the table).
  * $1 the column signature hashed into every row. `prefix` is the text before the audience's SQL.
  */
 export function fillCurrentSql(audience: Audience, member: MemberSql, serverVersion: number): Statement & { prefix: string } {
-  const prefix = `INSERT INTO pg_temp.bb_current SELECT ${member.key}, ${member.rowHash(serverVersion)}, q.* FROM (\n`;
-  return { text: `${prefix}${audience.sql}\n) AS q`, values: [member.signature], prefix };
+  const prefix = `WITH filled AS (INSERT INTO pg_temp.bb_current SELECT ${member.key}, ${member.rowHash(serverVersion)}, q.* FROM (\n`;
+  return {
+    text: `${prefix}${audience.sql}\n) AS q RETURNING "__bb_key" IS NULL AS missing) SELECT count(*) AS rows, count(*) FILTER (WHERE missing) AS nulls FROM filled`,
+    values: [member.signature],
+    prefix,
+  };
 }
 
 /**
@@ -166,10 +171,8 @@ export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHE
             count(*) FILTER (WHERE alters) AS alters, count(*) FILTER (WHERE unverified AND kind <> 'exited') AS unverified
        FROM pg_temp.bb_delta GROUP BY kind`;
 
-/** Rows without a key, rows with one, and duplicated keys and their rows. No parameters. */
-export const KEY_COUNTS_SQL = `SELECT (SELECT count(*) FROM pg_temp.bb_current WHERE "__bb_key" IS NULL) AS nulls,
-            (SELECT count(*) FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS keyed,
-            (SELECT count(DISTINCT grp) FROM pg_temp.bb_dups) AS dup_keys, (SELECT count(*) FROM pg_temp.bb_dups) AS dup_rows`;
+/** Duplicated keys and their rows. No parameters. */
+export const DUPLICATE_COUNTS_SQL = `SELECT count(DISTINCT grp) AS dup_keys, count(*) AS dup_rows FROM pg_temp.bb_dups`;
 
 /**
  * Data points per attribute in the planned payloads. A member without attributes from before
