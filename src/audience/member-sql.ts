@@ -148,38 +148,38 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     switch (kind) {
       case 'boolean':
       case 'integer':
-        plain.push(label, `to_jsonb(${v})`);
+        plain.push(label, v);
         break;
       case 'bigint':
-        plain.push(label, `to_jsonb(${v})`);
+        plain.push(label, v);
         // Compared, not abs(): abs() of the smallest bigint overflows and would fail the whole audience.
         check(`${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`, 'integer beyond ±2^53 cannot be sent as an exact JSON number (cast it to text)');
         break;
       case 'number':
-        plain.push(label, `to_jsonb(${v})`);
+        plain.push(label, v);
         check(`${v}::text IN ('NaN', 'Infinity', '-Infinity')`, 'NaN or infinity is not a JSON number');
         // Beyond ±2^53 a number is no longer an exact integer in Braze (a double), whatever its type here.
         check(`${v}::text NOT IN ('NaN', 'Infinity', '-Infinity') AND (${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE})`, 'number beyond ±2^53 cannot be sent exactly (cast it to text)');
         break;
       case 'string':
-        plain.push(label, `to_jsonb(${v}::text)`);
+        plain.push(label, `${v}::text`);
         check(longerThanUtf16(`${v}::text`, 255), 'longer than 255 characters as Braze counts them (UTF-16 code units)');
         break;
       case 'date':
-        plain.push(label, `to_jsonb(to_char(${v}, 'YYYY-MM-DD'))`);
+        plain.push(label, `to_char(${v}, 'YYYY-MM-DD')`);
         check(`NOT isfinite(${v})`, 'infinite date');
         check(`isfinite(${v}) AND (${v} < date '0001-01-01' OR ${v} > date '3000-12-31')`, 'year outside 0001–3000 (Braze would store it as a string, or lose the era)');
         break;
       case 'timestamp':
       case 'timestamptz': {
         const utc = kind === 'timestamptz' ? `(${v} AT TIME ZONE 'UTC')` : v;
-        plain.push(label, `to_jsonb(to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`);
+        plain.push(label, `to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);
         check(`NOT isfinite(${v})`, 'infinite timestamp');
         check(`isfinite(${v}) AND (${utc} < timestamp '0001-01-01' OR ${utc} >= timestamp '3001-01-01')`, 'year outside 0001–3000 (Braze would store it as a string, or lose the era)');
         break;
       }
       case 'string_array':
-        plain.push(label, `to_jsonb(${v}::text[])`);
+        plain.push(label, `${v}::text[]`);
         check(`array_ndims(${v}) > 1`, 'multi-dimensional array (Braze arrays hold strings)');
         // Each check guards itself: array_position fails outright on a multi-dimensional array.
         check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE array_position(${v}::text[], NULL) IS NOT NULL END`, 'array contains NULL');
@@ -222,7 +222,9 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     }
     standardFieldCheck(c.name, kind, v, check, (why) => fail(`column "${c.name}" is a Braze standard field: ${why}`));
   }
-  // jsonb_build_object takes at most 100 arguments: build in chunks of 50 attributes.
+  // Values go to jsonb_build_object as they are: it converts each as to_jsonb would, once (a
+  // to_jsonb around each cost a second conversion per value). It takes at most 100 arguments:
+  // build in chunks of 50 attributes.
   const parts: string[] = [];
   for (let i = 0; i < plain.length; i += 100) parts.push(`jsonb_strip_nulls(jsonb_build_object(${plain.slice(i, i + 100).join(', ')}))`);
   parts.push(...objects);

@@ -174,6 +174,8 @@ async function materialiseCurrent(conn: Connection, audience: Audience, columns:
   await conn.query('BEGIN READ ONLY');
   try {
     if (statementTimeoutMs) await conn.query(`SELECT set_config('statement_timeout', $1, true)`, [String(statementTimeoutMs)]);
+    // The audience's query runs with the server's JIT setting (the planning session turns it off).
+    await conn.query(`SELECT set_config('jit', reset_val, true) FROM pg_settings WHERE name = 'jit'`);
     // Exact float text in the row hash on every server version (lossy text could hide a change).
     await conn.query('SET LOCAL extra_float_digits = 3');
     // READ ONLY does not stop a SELECT from changing the session itself (set_config(…, false),
