@@ -315,7 +315,9 @@ describe('edges the review found', () => {
       ('spacekey', NULL, NULL, '{"a b": 1}'), ('values', NULL, NULL, '{"k": "a b. $", "n": 1.5, "q": "x\\": y"}'),
       ('quotekey', NULL, NULL, '{"k\\": v": 1}'), ('inlist', NULL, NULL, '{"l": [{"a": 1}, {"b c": 2}]}'),
       ('time', NULL, NULL, '{"when": {"$time": "2024-01-01"}}'), ('key255', NULL, NULL, jsonb_build_object(repeat('k', 255), 1)),
-      ('key256', NULL, NULL, jsonb_build_object('x', jsonb_build_object(repeat('k', 256), 1)))`);
+      ('key256', NULL, NULL, jsonb_build_object('x', jsonb_build_object(repeat('k', 256), 1))),
+      ('commakey', NULL, NULL, '{"k, ": "v"}'), ('commanested', NULL, NULL, '{"x": {"k, ": "v"}}'), ('commalast', NULL, NULL, '{"a": 1, "b, ": "c"}'),
+      ('colonkey', NULL, NULL, '{"k: ": "v"}')`);
     const dir = audienceDir({ edges: `SELECT id AS external_id, s, tags, o FROM edges` });
     const r = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
     const failed = await failureReasonsByKey(r.audiences[0]!.runId!);
@@ -327,6 +329,10 @@ describe('edges the review found', () => {
       quotekey: expect.stringMatching(/o: nested key with a space/),
       inlist: expect.stringMatching(/o: nested key with a space/),
       key256: expect.stringMatching(/o: nested key longer than 255/),
+      commakey: expect.stringMatching(/o: nested key with a space/),
+      commanested: expect.stringMatching(/o: nested key with a space/),
+      commalast: expect.stringMatching(/o: nested key with a space/),
+      colonkey: expect.stringMatching(/o: nested key with a space/),
     });
     for (const id of ['s255', 'accents', 'emoji255', 'tags300', 'tagaccents', 'values', 'time', 'key255']) expect(f.sandbox.profile({ external_id: id }), id).toBeDefined();
   });

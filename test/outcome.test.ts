@@ -76,6 +76,36 @@ describe('outcomes and exit codes', () => {
     }
   });
 
+  it('a snapshot write that fails mid-delivery aborts the run (exit 4) with the counts of what Braze accepted; the next run converges', async () => {
+    const dir = audienceDir({ refused: 'SELECT id AS external_id, tier FROM people' });
+    const env = { DATABASE_URL: f.t.url, BRAZE_REST_ENDPOINT: f.sandbox.url, BRAZE_API_KEY: TEST_KEY };
+    await f.t.db.query(`CREATE SCHEMA IF NOT EXISTS refused_state`);
+    const first = await cli(['migrate', '--state-schema', 'refused_state'], env);
+    expect(first.code, first.stderr).toBe(0);
+    // The state table refuses one member's row: the group holding it cannot be recorded.
+    await f.t.db.query(`CREATE FUNCTION refused_state.no_p300() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.member_key = '300' THEN RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN NEW; END $$`);
+    await f.t.db.query(`CREATE TRIGGER no_p300 BEFORE INSERT ON refused_state.snapshots FOR EACH ROW EXECUTE FUNCTION refused_state.no_p300()`);
+    f.sandbox.reset();
+    const r = await cli(['sync', '--audiences', dir, '--state-schema', 'refused_state', '--json'], env);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(/recording what Braze confirmed failed/);
+    const a = JSON.parse(r.stdout).audiences[0];
+    expect(a.status).toBe('aborted');
+    // Braze accepted these: the summary and the run history say so.
+    expect(a.counts.updates).toBeGreaterThan(0);
+    expect(a.counts.updates).toBe(f.sandbox.requests.filter((q) => q.status === 201).reduce((n, q) => n + q.attributes.length * 1, 0));
+    const run = await f.t.db.query<{ status: string; updates: number }>(`SELECT status, (counts->>'updates')::int AS updates FROM refused_state.runs ORDER BY id DESC LIMIT 1`);
+    expect(run.rows[0]).toEqual({ status: 'aborted', updates: a.counts.updates });
+    // Nothing of the failed group was recorded; the next run sends what is missing and converges.
+    await f.t.db.query(`DROP TRIGGER no_p300 ON refused_state.snapshots`);
+    const again = await cli(['sync', '--audiences', dir, '--state-schema', 'refused_state', '--json'], env);
+    expect(again.code, again.stderr).toBe(0);
+    const recorded = await f.t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM refused_state.snapshots`);
+    expect(recorded.rows[0]!.n).toBe(600);
+    expect(f.sandbox.profiles.size).toBe(600);
+  });
+
   it('an error nobody caught exits 4 through the logger, not 1 ("some members failed")', async () => {
     const slow = new BrazeSandbox({ apiKey: TEST_KEY, latencyMs: 200 });
     await slow.start();

@@ -106,8 +106,11 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
 
   const phase = async (which: 'exits' | 'entries'): Promise<unknown> => {
     const dispatcher = createDispatcher(ctx.concurrency);
+    let recordError: unknown;
     try {
-      for await (const batch of batches(conn, ctx.batchSize, which)) {
+      // Each read waits for the group being written: reads share the connection, and one
+      // running inside the group's transaction could spoil it.
+      for await (const batch of batches(conn, ctx.batchSize, which, () => recorder.idle())) {
         if (dispatcher.error || ctx.stop?.aborted) break;
         // A batch queued behind one that failed the run is not sent.
         await dispatcher.submit(async () => (dispatcher.error ? undefined : sendBatch(batch)));
@@ -115,10 +118,15 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
     } finally {
       await dispatcher.drain();
       // Every answer of this phase is recorded before the next phase starts or delivery ends.
-      await recorder.flush();
+      // A write that failed stops delivery like any abort: the counts of what Braze accepted stay.
+      recordError = await recorder.flush().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     }
     // A retry wait or rate-limit pause ended by a signal is a stop, not a failure of the run.
-    return dispatcher.error instanceof InterruptedError ? undefined : dispatcher.error;
+    const error = recordError ?? dispatcher.error;
+    return error instanceof InterruptedError ? undefined : error;
   };
 
   // Exits first, all confirmed before any entry or change goes out: when two member keys reach
@@ -171,11 +179,12 @@ export function attributeJson(audience: Audience, row: Pick<DeltaRow, 'identifie
 }
 
 /** Batches of `size` deltas in send order, read in chunks so the connection is free between reads. */
-async function* batches(conn: Connection, size: number, which: 'exits' | 'entries'): AsyncGenerator<DeltaRow[]> {
+async function* batches(conn: Connection, size: number, which: 'exits' | 'entries', beforeRead?: () => Promise<void>): AsyncGenerator<DeltaRow[]> {
   const chunk = Math.max(size, 1000);
   let after = '0';
   let batch: DeltaRow[] = [];
   for (;;) {
+    await beforeRead?.();
     const { rows } = await conn.query<DeltaRow>(deltasToSendSql(which), [after, chunk]);
     for (const row of rows) {
       batch.push(row);

@@ -202,14 +202,16 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
           `CASE WHEN ${isObject} THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] ELSE false END`,
           'JSON object has a key Braze reads as an operation (inc, add, remove, $add, …), not as a value',
         );
-        // The path queries walk every nested key; cheap tests on the object's text settle nearly
-        // every member first. A key with ".", "$" or a space shows one of them in the text
-        // outside the ", " and ": " that separate entries (quotes inside strings are escaped, so
-        // without a \" those are separators); a key of 256 characters needs 256 bytes.
+        // The path queries walk every nested key; a cheap test on the object's text settles nearly
+        // every member first. Without a backslash in the text no quote is escaped, so quotes
+        // alternate opening and closing strings: the pattern skips whole strings from the start
+        // and matches only if some string (a key or a value) holds a space, "." or "$". Only
+        // then can a key hold one, and the exact path query decides. A key of 256 characters
+        // needs 256 bytes.
         const text = `${j}::text`;
         check(
           `CASE WHEN NOT ${isObject} THEN false
-                WHEN strpos(${text}, '.') = 0 AND strpos(${text}, '$') = 0 AND strpos(${text}, '\\"') = 0 AND strpos(replace(replace(${text}, '": ', ''), ', "', ''), ' ') = 0 THEN false
+                WHEN strpos(${text}, chr(92)) = 0 AND ${text} !~ '^([^"]*"[^"]*")*[^"]*"[^"]*[ .$]' THEN false
                 ELSE jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "[ .$]" && @.key != "$time")') END`,
           'nested key with a space, "." or "$" (Braze refuses them)',
         );

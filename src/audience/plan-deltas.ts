@@ -112,6 +112,11 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const { member, columns, types } = await describeAudience(db, conn, audience, options);
   const { planning, backfill } = options;
   const { rows, nulls } = await materialiseCurrent(conn, audience, columns, buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength }), options.statementTimeoutMs);
+  // The planning statements are large expressions over temporary tables: JIT compiling them
+  // cost more than it saved (bb_delta for 100,000 new members: 4.1 s with JIT, 2.2 s without).
+  // Turned off only now, so the audience's own query ran with the server's setting; the caller
+  // resets it with the connection's other settings.
+  await conn.query('SET jit = off');
   const snapshots = await snapshotSource(conn, schema, planning);
   const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
   const candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
@@ -174,8 +179,6 @@ async function materialiseCurrent(conn: Connection, audience: Audience, columns:
   await conn.query('BEGIN READ ONLY');
   try {
     if (statementTimeoutMs) await conn.query(`SELECT set_config('statement_timeout', $1, true)`, [String(statementTimeoutMs)]);
-    // The audience's query runs with the server's JIT setting (the planning session turns it off).
-    await conn.query(`SELECT set_config('jit', reset_val, true) FROM pg_settings WHERE name = 'jit'`);
     // Exact float text in the row hash on every server version (lossy text could hide a change).
     await conn.query('SET LOCAL extra_float_digits = 3');
     // READ ONLY does not stop a SELECT from changing the session itself (set_config(…, false),

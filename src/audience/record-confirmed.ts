@@ -3,11 +3,15 @@
  * per batch. Confirmed members (their `seq` in bb_delta) and the members Braze refused collect
  * here and are written together, in one transaction on the planning connection, once
  * `maxMembers` have collected or `maxDelayMs` after the oldest, and always before delivery
- * returns. Nothing is recorded before Braze confirmed it; a kill -9 loses at most what collected
- * since the last write (up to maxMembers, or maxDelayMs of confirmations), and those members are
+ * returns. Nothing is recorded before Braze confirmed it. A kill -9 leaves unrecorded what
+ * collected since the last write (normally the last maxDelayMs of answers), and never more than
+ * two groups: the batch that fills a group waits until it is written, and reads of further
+ * deltas wait for writes on the shared connection, so with a database slower than Braze at most
+ * one group is being written while the next fills (plus the batches in flight). Those members are
  * sent again by the next run, as the requests in flight are.
  */
 import type { Connection } from '../db/pool.js';
+import { DatabaseError, messageOf } from '../errors.js';
 import { recordFailures, type MemberFailure } from '../run/run-store.js';
 import { advanceSnapshot, type AdvanceOptions } from './snapshot-store.js';
 
@@ -27,6 +31,8 @@ export interface Recorder {
   add(confirmed: readonly string[], failures: readonly MemberFailure[]): Promise<void>;
   /** Write whatever has collected; rejects with the first write error, if any. */
   flush(): Promise<void>;
+  /** Resolves once no group is being written (whatever the outcome). */
+  idle(): Promise<void>;
   /** Transactions written so far. */
   readonly writes: number;
 }
@@ -48,7 +54,13 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
       await conn.query('COMMIT');
     } catch (e) {
       await conn.query('ROLLBACK').catch(() => {});
-      throw e;
+      const code = e instanceof DatabaseError ? e.code : undefined;
+      throw new DatabaseError(
+        `recording what Braze confirmed failed (${messageOf(e)}): delivery stops; the ${group.length} members of the unrecorded group and those confirmed after it are sent again next run`,
+        code,
+        undefined,
+        { cause: e },
+      );
     }
     writes++;
   };
@@ -89,6 +101,9 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
     async flush() {
       await cut();
       rethrow();
+    },
+    idle() {
+      return chain;
     },
   };
 }
