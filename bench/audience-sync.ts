@@ -188,7 +188,7 @@ async function deliveryRate(db: Database, url: string, env: Record<string, strin
   const limited = new BrazeSandbox({ apiKey: KEY, rateLimit: { limit: 1000, windowMs: 3000 } });
   const limitedUrl = await limited.start();
   try {
-    const rows = 225_000; // 3,000 requests of 75: about 9 s at the limit
+    const rows = Math.min(225_000, Math.max(...CURVE)); // 3,000 requests of 75: about 9 s at the limit
     await db.query('DROP SCHEMA IF EXISTS bench_rate CASCADE');
     const dir = audienceFolder('bench_rate', QUERY(rows));
     const rate = await cli(['sync', '--audiences', dir, '--state-schema', 'bench_rate', '--rate-limit', '1000', '--rate-window', '3', '--concurrency', '8', '--json'], { ...env, DATABASE_URL: url, BRAZE_REST_ENDPOINT: limitedUrl });

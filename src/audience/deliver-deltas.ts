@@ -74,80 +74,89 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   let crossFailures = 0;
 
   for (const sql of SEQ_INDEX_SQL) await conn.query(sql);
-  const recorder = createRecorder(conn, {
-    schema: ctx.schema,
-    audience: audience.name,
-    runId: ctx.runId,
-    updateExistingOnly: audience.updateExistingOnly === true,
-    backfill: ctx.backfill === true,
-    ...RECORD_GROUP,
-  });
+  // The recorder's statements join a group of members to the snapshot by its key: index lookups
+  // only, never a plan that reads the whole snapshot for each group (reset when delivery ends).
+  await conn.query('SET enable_hashjoin = off');
+  await conn.query('SET enable_mergejoin = off');
+  try {
+    const recorder = createRecorder(conn, {
+      schema: ctx.schema,
+      audience: audience.name,
+      runId: ctx.runId,
+      updateExistingOnly: audience.updateExistingOnly === true,
+      backfill: ctx.backfill === true,
+      ...RECORD_GROUP,
+    });
 
-  const sendBatch = async (batch: DeltaRow[]) => {
-    const { failed } = await client.track(batch.map((r) => attributeJson(audience, r)));
-    const confirmed = batch.filter((_, i) => !failed.has(i));
-    const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
-    delivery.failed += failures.length;
-    crossFailures += [...failed.keys()].filter((i) => batch[i]!.kind === 'exited' && batch[i]!.identifier !== ctx.identifier).length;
-    for (const r of confirmed) {
-      for (const k of topLevelKeys(r.payload)) {
-        delivery.perAttribute[k] = (delivery.perAttribute[k] ?? 0) + 1;
-        delivery.updates++;
+    const sendBatch = async (batch: DeltaRow[]) => {
+      const { failed } = await client.track(batch.map((r) => attributeJson(audience, r)));
+      const confirmed = batch.filter((_, i) => !failed.has(i));
+      const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
+      delivery.failed += failures.length;
+      crossFailures += [...failed.keys()].filter((i) => batch[i]!.kind === 'exited' && batch[i]!.identifier !== ctx.identifier).length;
+      for (const r of confirmed) {
+        for (const k of topLevelKeys(r.payload)) {
+          delivery.perAttribute[k] = (delivery.perAttribute[k] ?? 0) + 1;
+          delivery.updates++;
+        }
       }
-    }
-    if (failures.length > 0) ctx.log.warn('Braze rejected members of a batch', { rejected: failures.length, reason: failures[0]!.reason });
-    done += batch.length;
-    ctx.onProgress?.({ audience: audience.name, done, total });
-    await recorder.add(
-      confirmed.map((r) => r.seq),
-      failures,
-    );
-  };
-
-  const phase = async (which: 'exits' | 'entries'): Promise<unknown> => {
-    const dispatcher = createDispatcher(ctx.concurrency);
-    let recordError: unknown;
-    try {
-      // Each read waits for the group being written: reads share the connection, and one
-      // running inside the group's transaction could spoil it.
-      for await (const batch of batches(conn, ctx.batchSize, which, () => recorder.idle())) {
-        if (dispatcher.error || ctx.stop?.aborted) break;
-        // A batch queued behind one that failed the run is not sent.
-        await dispatcher.submit(async () => (dispatcher.error ? undefined : sendBatch(batch)));
-      }
-    } finally {
-      await dispatcher.drain();
-      // Every answer of this phase is recorded before the next phase starts or delivery ends.
-      // A write that failed stops delivery like any abort: the counts of what Braze accepted stay.
-      recordError = await recorder.flush().then(
-        () => undefined,
-        (e: unknown) => e,
+      if (failures.length > 0) ctx.log.warn('Braze rejected members of a batch', { rejected: failures.length, reason: failures[0]!.reason });
+      done += batch.length;
+      ctx.onProgress?.({ audience: audience.name, done, total });
+      await recorder.add(
+        confirmed.map((r) => r.seq),
+        failures,
       );
-    }
-    // A retry wait or rate-limit pause ended by a signal is a stop, not a failure of the run.
-    const error = recordError ?? dispatcher.error;
-    return error instanceof InterruptedError ? undefined : error;
-  };
+    };
 
-  // Exits first, all confirmed before any entry or change goes out: when two member keys reach
-  // one profile (an @identifier change), the unset of the old key must not land after the set
-  // of the new one. An exit under another identifier that Braze did not confirm holds the
-  // entries back until the next run; one under the audience's own identifier cannot reach an
-  // entry's profile (a different key of the same kind), so it holds nothing back.
-  delivery.abort = await phase('exits');
-  if (!delivery.abort && !ctx.stop?.aborted) {
-    if (crossFailures > 0) {
-      delivery.heldBack = true;
-      ctx.log.warn('some exits were not confirmed: entries and changes wait for the next run, so they cannot land before an exit of the same profile');
-    } else {
-      delivery.abort = await phase('entries');
+    const phase = async (which: 'exits' | 'entries'): Promise<unknown> => {
+      const dispatcher = createDispatcher(ctx.concurrency);
+      let recordError: unknown;
+      try {
+        // Reads share the connection with the recorder: one must never run inside a group's
+        // transaction, and reading ahead stops while the database falls behind.
+        for await (const batch of batches(conn, ctx.batchSize, which, () => recorder.readable())) {
+          if (dispatcher.error || ctx.stop?.aborted) break;
+          // A batch queued behind one that failed the run is not sent.
+          await dispatcher.submit(async () => (dispatcher.error ? undefined : sendBatch(batch)));
+        }
+      } finally {
+        await dispatcher.drain();
+        // Every answer of this phase is recorded before the next phase starts or delivery ends.
+        // A write that failed stops delivery like any abort: the counts of what Braze accepted stay.
+        recordError = await recorder.flush().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      }
+      // A retry wait or rate-limit pause ended by a signal is a stop, not a failure of the run.
+      const error = recordError ?? dispatcher.error;
+      return error instanceof InterruptedError ? undefined : error;
+    };
+
+    // Exits first, all confirmed before any entry or change goes out: when two member keys reach
+    // one profile (an @identifier change), the unset of the old key must not land after the set
+    // of the new one. An exit under another identifier that Braze did not confirm holds the
+    // entries back until the next run; one under the audience's own identifier cannot reach an
+    // entry's profile (a different key of the same kind), so it holds nothing back.
+    delivery.abort = await phase('exits');
+    if (!delivery.abort && !ctx.stop?.aborted) {
+      if (crossFailures > 0) {
+        delivery.heldBack = true;
+        ctx.log.warn('some exits were not confirmed: entries and changes wait for the next run, so they cannot land before an exit of the same profile');
+      } else {
+        delivery.abort = await phase('entries');
+      }
     }
+    delivery.requests = client.stats.requests - before.requests;
+    delivery.retries = client.stats.retries - before.retries;
+    delivery.rateLimited = client.stats.rateLimited - before.rateLimited;
+    delivery.stopped = Boolean(ctx.stop?.aborted);
+    return delivery;
+  } finally {
+    await conn.query('RESET enable_hashjoin').catch(() => {});
+    await conn.query('RESET enable_mergejoin').catch(() => {});
   }
-  delivery.requests = client.stats.requests - before.requests;
-  delivery.retries = client.stats.retries - before.retries;
-  delivery.rateLimited = client.stats.rateLimited - before.rateLimited;
-  delivery.stopped = Boolean(ctx.stop?.aborted);
-  return delivery;
 }
 
 /** `plan --out`: the exact request bodies a sync would send, one JSON object per line. */
@@ -178,14 +187,25 @@ export function attributeJson(audience: Audience, row: Pick<DeltaRow, 'identifie
   return `{${identity},"_update_existing_only":${audience.updateExistingOnly === true},${row.payload.slice(1)}`;
 }
 
-/** Batches of `size` deltas in send order, read in chunks so the connection is free between reads. */
-async function* batches(conn: Connection, size: number, which: 'exits' | 'entries', beforeRead?: () => Promise<void>): AsyncGenerator<DeltaRow[]> {
+/**
+ * Batches of `size` deltas in send order, read in chunks (so the connection is free between
+ * reads), one chunk ahead: a group written on the shared connection does not leave the requests
+ * without work. `mayRead` says when a read may be issued (see Recorder.readable).
+ */
+async function* batches(conn: Connection, size: number, which: 'exits' | 'entries', mayRead?: () => Promise<void> | undefined): AsyncGenerator<DeltaRow[]> {
   const chunk = Math.max(size, 1000);
-  let after = '0';
+  const read = async (after: string) => {
+    for (let wait = mayRead?.(); wait; wait = mayRead?.()) await wait;
+    // Issued in the same tick as the check above.
+    return (await conn.query<DeltaRow>(deltasToSendSql(which), [after, chunk])).rows;
+  };
   let batch: DeltaRow[] = [];
-  for (;;) {
-    await beforeRead?.();
-    const { rows } = await conn.query<DeltaRow>(deltasToSendSql(which), [after, chunk]);
+  let next: Promise<DeltaRow[]> | undefined = read('0');
+  while (next) {
+    const rows: DeltaRow[] = await next;
+    next = rows.length < chunk ? undefined : read(rows[rows.length - 1]!.seq);
+    // A read that fails while batches are still being sent is reported when it is awaited.
+    next?.catch(() => {});
     for (const row of rows) {
       batch.push(row);
       if (batch.length === size) {
@@ -193,8 +213,6 @@ async function* batches(conn: Connection, size: number, which: 'exits' | 'entrie
         batch = [];
       }
     }
-    if (rows.length < chunk) break;
-    after = rows[rows.length - 1]!.seq;
   }
   if (batch.length > 0) yield batch;
 }

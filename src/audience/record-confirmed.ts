@@ -31,8 +31,13 @@ export interface Recorder {
   add(confirmed: readonly string[], failures: readonly MemberFailure[]): Promise<void>;
   /** Write whatever has collected; rejects with the first write error, if any. */
   flush(): Promise<void>;
-  /** Resolves once no group is being written (whatever the outcome). */
-  idle(): Promise<void>;
+  /**
+   * Undefined when the next read of deltas may be issued now (issue it synchronously, in the
+   * same tick); otherwise a promise to wait for before asking again: while a group's transaction
+   * is open on the connection (a read must not run inside it), or while two groups wait to be
+   * written (delivery then waits for the database: that bounds the unrecorded answers).
+   */
+  readable(): Promise<void> | undefined;
   /** Transactions written so far. */
   readonly writes: number;
 }
@@ -45,15 +50,33 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
   let error: unknown;
   let writes = 0;
 
-  /** Snapshot and failures in one transaction: both say what Braze answered. */
+  let backlog = 0;
+  let inTransaction = false;
+
+  /**
+   * One statement when Braze refused nobody (the common case: autocommit, nothing open between
+   * statements); with refusals, snapshot and failures in one transaction, since both say what
+   * Braze answered.
+   */
   const write = async (group: string[], refused: MemberFailure[]) => {
-    await conn.query('BEGIN');
     try {
-      await advanceSnapshot(conn, options.schema, options.audience, options.runId, group, options);
-      if (options.runId) await recordFailures(conn, options.schema, options.runId, options.audience, refused);
-      await conn.query('COMMIT');
+      if (refused.length === 0 || !options.runId) {
+        await advanceSnapshot(conn, options.schema, options.audience, options.runId, group, options);
+      } else {
+        inTransaction = true;
+        await conn.query('BEGIN');
+        try {
+          await advanceSnapshot(conn, options.schema, options.audience, options.runId, group, options);
+          await recordFailures(conn, options.schema, options.runId, options.audience, refused);
+          await conn.query('COMMIT');
+        } catch (e) {
+          await conn.query('ROLLBACK').catch(() => {});
+          throw e;
+        } finally {
+          inTransaction = false;
+        }
+      }
     } catch (e) {
-      await conn.query('ROLLBACK').catch(() => {});
       const code = e instanceof DatabaseError ? e.code : undefined;
       throw new DatabaseError(
         `recording what Braze confirmed failed (${messageOf(e)}): delivery stops; the ${group.length} members of the unrecorded group and those confirmed after it are sent again next run`,
@@ -72,9 +95,13 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
     if (seqs.length + failures.length === 0) return chain;
     const [group, refused] = [seqs, failures];
     [seqs, failures] = [[], []];
-    chain = chain.then(() => (error ? undefined : write(group, refused))).catch((e: unknown) => {
-      error ??= e;
-    });
+    backlog++;
+    chain = chain
+      .then(() => (error ? undefined : write(group, refused)))
+      .catch((e: unknown) => {
+        error ??= e;
+      })
+      .finally(() => backlog--);
     return chain;
   };
 
@@ -102,8 +129,8 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
       await cut();
       rethrow();
     },
-    idle() {
-      return chain;
+    readable() {
+      return inTransaction || backlog >= 2 ? chain : undefined;
     },
   };
 }

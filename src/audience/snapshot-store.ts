@@ -27,14 +27,13 @@ export interface AdvanceOptions {
  * audience (not present, no hash, its unverified flag kept so a return gets its full set), or
  * the row deleted when nothing is left.
  *
- * Runs in the caller's transaction: index lookups only (hash and merge joins are turned off
- * locally, so a group never makes the planner read the whole snapshot).
+ * The caller turns hash and merge joins off for the session (deliverDeltas), so a group is
+ * index lookups only and never makes the planner read the whole snapshot.
  */
 export async function advanceSnapshot(conn: Queryable, schema: string, audience: string, runId: number | null, seqs: readonly string[], options: AdvanceOptions): Promise<void> {
   if (seqs.length === 0) return;
   const s = escapeIdentifier(schema);
   const match = 't.audience = $1 AND t.identifier = d.identifier AND t.member_key = d.member_key';
-  await conn.query(`SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`);
   await conn.query(
     `WITH d AS MATERIALIZED (SELECT identifier, member_key, kind, new_attrs, row_hash, unverified, has_old FROM pg_temp.bb_delta WHERE seq = ANY($2::bigint[])),
      gone AS (DELETE FROM ${s}.snapshots t USING d WHERE d.new_attrs IS NULL AND d.has_old AND ${match}),
