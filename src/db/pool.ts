@@ -190,10 +190,10 @@ async function* readCursor<R>(client: pg.PoolClient, text: string, values: reado
 }
 
 /**
- * `COPY … FROM STDIN` on this connection, fed from `chunks` (COPY text format). An error in
- * the source aborts the COPY (the server rolls the statement back).
+ * `COPY … FROM STDIN` on this connection, fed from `chunks` (COPY text format, as strings or
+ * UTF-8 bytes). An error in the source aborts the COPY (the server rolls the statement back).
  */
-export async function copyFrom(conn: Connection, sql: string, chunks: AsyncIterable<string>): Promise<void> {
+export async function copyFrom(conn: Connection, sql: string, chunks: AsyncIterable<string | Buffer> | Iterable<string | Buffer>): Promise<void> {
   const target = conn.raw.query(copyFromStdin(sql));
   try {
     await pipeline(Readable.from(chunks, { objectMode: false }), target);
