@@ -15,6 +15,7 @@ import { ensureEventSchema } from './event-tables.js';
 import { loadFile, type FileLoad, type LoadFileContext } from './load-file.js';
 import { claimPendingFile, countFilesByStatus, countUnclaimedPending, listingStartedAt, markGoneFiles, registerFiles, resetFailedFiles, type ClaimedFile, type DiscoveredFile, type FileScope } from './manifest.js';
 import { parseKey } from './parse-key.js';
+import { TableTurns } from './table-turns.js';
 import type { CurrentsSource } from './source/currents-source.js';
 
 export interface IngestOptions {
@@ -203,16 +204,21 @@ async function loadPending(
   onFile: (file: ClaimedFile, load: FileLoad) => void,
 ): Promise<void> {
   const unreadable = new Set<string>();
+  const turns = new TableTurns();
   const worker = async () => {
     while (!options.stop?.aborted) {
-      const claimed = await db.withTransaction(async (tx) => {
-        const file = await claimPendingFile(tx, options.stateSchema, scope, [...unreadable]);
-        if (!file) return undefined;
-        const load = await loadFile(ctx, tx, file);
-        // Before COMMIT frees the row: once free, another worker's claim must already skip it.
-        if (load.outcome === 'pending') unreadable.add(file.key);
-        return { file, load };
-      });
+      // Given back once the transaction has ended: until then the file's rows would block the same ids.
+      const turn = turns.hold();
+      const claimed = await db
+        .withTransaction(async (tx) => {
+          const file = await claimPendingFile(tx, options.stateSchema, scope, [...unreadable]);
+          if (!file) return undefined;
+          const load = await loadFile(ctx, tx, file, turn);
+          // Before COMMIT frees the row: once free, another worker's claim must already skip it.
+          if (load.outcome === 'pending') unreadable.add(file.key);
+          return { file, load };
+        })
+        .finally(() => turn.release());
       if (!claimed) return;
       // Counted once committed: the summary reports only what the manifest now says.
       onFile(claimed.file, claimed.load);
