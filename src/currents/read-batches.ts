@@ -39,6 +39,8 @@ export interface RowBatch {
    * computes it there, as before.
    */
   timed: Uint8Array;
+  /** Once the batch is written: its buffer may be filled again (kept otherwise: nothing to do). */
+  done(): void;
 }
 
 /** The records of `avro` for `plan`, from the file `key`, counting replaced NULs into `stats`. */
@@ -118,9 +120,15 @@ async function* formatRecords(records: AsyncIterable<Record<string, unknown>>, p
   if (batch.rows > 0) yield batch.take();
 }
 
+/** A batch buffer's size: room for the last line past BATCH_BYTES. */
+const BUFFER_BYTES = BATCH_BYTES + 256 * 1024;
+/** Written batches' buffers kept for the next batches: as many as can be in flight (ahead plus one), so memory stays flat. */
+const SPARE = 8;
+
 /** The batch being filled: lines are written at `used`, then ended with `endRow`. */
 class BatchBuilder implements RowOut {
-  text = Buffer.allocUnsafe(BATCH_BYTES + 256 * 1024);
+  private readonly spare: Buffer[] = [];
+  text: Buffer = Buffer.allocUnsafe(BUFFER_BYTES);
   used = 0;
   rows = 0;
   private ends = new Uint32Array(BATCH_ROWS);
@@ -144,8 +152,12 @@ class BatchBuilder implements RowOut {
 
   /** The batch so far; the builder starts a new one. */
   take(): RowBatch {
-    const batch = { rows: this.rows, text: this.text.subarray(0, this.used), ends: this.ends, ids: this.ids, timed: this.timed };
-    this.text = Buffer.allocUnsafe(BATCH_BYTES + 256 * 1024);
+    const full = this.text;
+    const done = () => {
+      if (full.length === BUFFER_BYTES && this.spare.length < SPARE) this.spare.push(full);
+    };
+    const batch = { rows: this.rows, text: full.subarray(0, this.used), ends: this.ends, ids: this.ids, timed: this.timed, done };
+    this.text = this.spare.pop() ?? Buffer.allocUnsafe(BUFFER_BYTES);
     this.used = 0;
     this.rows = 0;
     this.ends = new Uint32Array(BATCH_ROWS);

@@ -92,7 +92,7 @@ export function transcoderFor(type: avro.Type, plan: TablePlan, key: string, sta
         out.text[out.used++] = input.byte() ? 0x74 : 0x66; // t, f
       } else {
         const n = field.kind === 'int' ? input.int() : input.long();
-        out.used += out.text.write(String(n), out.used, 'latin1');
+        out.used = typeof n === 'number' ? writeInteger(out.text, out.used, n) : out.used + out.text.write(String(n), out.used, 'latin1');
         if (field.isTime) time = n;
       }
     }
@@ -109,6 +109,21 @@ export function transcoderFor(type: avro.Type, plan: TablePlan, key: string, sta
     facts.timed = seconds !== undefined || !hasTime;
     return input.pos;
   };
+}
+
+/** A safe integer's decimal digits at `at`, as String(n) writes them; returns the offset after. */
+function writeInteger(buf: Buffer, at: number, n: number): number {
+  if (n < 0) {
+    buf[at++] = 0x2d; // -
+    n = -n;
+  }
+  let digits = 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++;
+  for (let i = at + digits - 1; i >= at; i--) {
+    buf[i] = 0x30 + (n % 10);
+    n = Math.floor(n / 10);
+  }
+  return at + digits;
 }
 
 /** string, int, long or boolean, or one of them in a union with null. */

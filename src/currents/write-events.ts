@@ -64,14 +64,13 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
   // Until a COPY finds an id the recent ids did not know: then every id is looked up.
   let lookUpAll = false;
   let savepoints = 0;
-  for await (const batch of ahead(batches, AHEAD)) {
-    written.records += batch.rows;
-    // Before anything is looked up: the lookups must see every row written before this file's.
-    recent ??= await turn.take(sql.table);
+
+  /** Which rows of a batch go where: in Node only, so it runs while the batch before is written. */
+  const sort = (batch: RowBatch, recent: RecentIds) => {
     const direct: number[] = [];
     const suspects: number[] = [];
     const later: number[] = [];
-    // Repeats within a batch, in Node; across batches, the lookup sees the earlier ones' rows.
+    // Repeats within a batch, here; across batches, the lookup sees the earlier ones' rows.
     const seen = new Set<string>();
     for (let i = 0; i < batch.rows; i++) {
       const id = batch.ids[i];
@@ -87,9 +86,13 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
         throw new RestartStaged('an id longer than the key of a table from before migration 0006 can hold');
       }
       const repeat = recent.seenBefore(id);
-      (!batch.timed[i] ? later : repeat || lookUpAll ? suspects : direct).push(i);
+      (!batch.timed[i] ? later : repeat ? suspects : direct).push(i);
     }
-    let rows = merge(direct, await dropLoaded(target, batch, suspects));
+    return { direct, suspects, later };
+  };
+
+  const write = async (batch: RowBatch, { direct, suspects, later }: ReturnType<typeof sort>) => {
+    let rows = lookUpAll ? await dropLoaded(target, batch, merge(direct, suspects)) : merge(direct, await dropLoaded(target, batch, suspects));
     if (rows.length > 0) {
       if (lookUpAll) await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
       else {
@@ -115,7 +118,27 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
       await copyFrom(tx, sql.copyStage, linesOf(batch, later));
       written.staged += later.length;
     }
+    batch.done();
+  };
+
+  let writing: Promise<void> = Promise.resolve();
+  try {
+    for await (const batch of ahead(batches, AHEAD)) {
+      written.records += batch.rows;
+      // Before any id is sorted: the lookups must see every row written before this file's.
+      recent ??= await turn.take(sql.table);
+      const sorted = sort(batch, recent);
+      await writing;
+      writing = write(batch, sorted);
+      // Awaited before the next batch is written, or below; until then not "unhandled".
+      writing.catch(() => {});
+    }
+  } catch (error) {
+    // A batch may still be using the connection: it must end before the caller rolls back.
+    await writing.catch(() => {});
+    throw error;
   }
+  await writing;
   if (written.staged > 0) {
     const { rowCount } = await tx.query(sql.insert(true));
     written.inserted += rowCount ?? 0;
@@ -134,6 +157,7 @@ export async function writeStaged(target: EventTarget, batches: AsyncGenerator<R
     for (const id of batch.ids) if (id !== undefined) recent.seenBefore(id);
     await copyFrom(tx, sql.copyStage, [batch.text]);
     written.records += batch.rows;
+    batch.done();
   }
   written.staged = written.records;
   if (!plan.idKey && plan.columns.some((c) => c.name === 'id')) {
