@@ -65,10 +65,16 @@ export async function loadFile(ctx: LoadFileContext, tx: Connection, file: Claim
     } catch (error) {
       await tx.query('ROLLBACK TO SAVEPOINT file');
       const message = messageOf(error);
+      if (error instanceof DatabaseError && error.code === '40P01') {
+        // This file and another session each wait for a row the other wrote. The other session
+        // waits for this whole transaction, not the savepoint: only ending it lets the other
+        // go on, so the caller rolls it back and claims the file again.
+        throw new DeadlockedFile(file.key, { cause: error });
+      }
       if (!staged && mustStage(error)) {
-        // Rare: another process wrote one of these ids meanwhile (or two processes' files
-        // waited on each other's rows), or a long id needs the table altered first. Nothing
-        // of the direct write is left; the file is read again and loaded the way that always works.
+        // Rare: another process wrote one of these ids between a lookup and the COPY, or a long
+        // id needs the table altered first. Nothing of the direct write is left; the file is
+        // read again and loaded the way that always works.
         staged = true;
         ctx.log.info('loading the file again through the staging table', { key: file.key, reason: message.split('\n')[0] });
         continue;
@@ -100,7 +106,17 @@ export async function loadFile(ctx: LoadFileContext, tx: Connection, file: Claim
 
 /** What the direct write cannot get past, and loading the file through the staging table can. */
 function mustStage(error: unknown): boolean {
-  return error instanceof RestartStaged || (error instanceof DatabaseError && (error.code === '23505' || error.code === '40P01'));
+  return error instanceof RestartStaged || (error instanceof DatabaseError && error.code === '23505');
+}
+
+/** The file's transaction must be rolled back, and the file claimed again (a deadlock). */
+export class DeadlockedFile extends Error {
+  constructor(
+    readonly key: string,
+    options: { cause: unknown },
+  ) {
+    super(`loading ${key}: deadlock detected`, options);
+  }
 }
 
 /**

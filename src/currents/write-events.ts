@@ -8,12 +8,12 @@
  * the rest are COPYed straight into the event table. Within this process, files take turns to
  * write to a table (table-turns.ts), so a lookup sees the rows written before as committed and
  * a COPY never waits for another file. If the table held an id this process did not write
- * lately (an earlier run's), the COPY fails with a unique violation: that batch is rolled
- * back to its savepoint, looked up in full, and written again, and so are the file's later
- * batches. The rare rows whose occurred_at only PostgreSQL can compute go to a staging
- * table, inserted with ON CONFLICT DO NOTHING at the end. A conflict with another process's
- * rows written meanwhile fails the COPY (or deadlocks): the caller then rolls the file back
- * and loads it again staged.
+ * lately (an earlier run's, or another process's written meanwhile), the COPY fails with a
+ * unique violation: that batch is rolled back to its savepoint, looked up in full, and written
+ * again, and so are the file's later batches. The rare rows whose occurred_at only PostgreSQL
+ * can compute go to a staging table, inserted with ON CONFLICT DO NOTHING at the end. What
+ * this cannot get past is left to the caller (load-file.ts): a unique violation after a full
+ * lookup (the file is loaded again staged) and a deadlock (its transaction is rolled back).
  *
  * Staged (the fallback, and the path of tables from before migration 0006 given a long id):
  * every row is COPYed to a staging table, then inserted in one statement, as before this
@@ -165,20 +165,18 @@ export async function writeStaged(target: EventTarget, batches: AsyncGenerator<R
     if (long.rowCount) await addIdKey(tx, target.schema, target.table);
   }
   // Most files hold only new events: a plain INSERT is about twice as fast as ON CONFLICT.
-  // When an id is already there (Currents delivers at least once) or repeats in the file, or a
-  // concurrent load of the same ids deadlocks, redo it with ON CONFLICT DO NOTHING in id
-  // order, which skips them and cannot deadlock with another load doing the same. No conflict
-  // target: the key is id_key or, on a table from before 0006, id, and another process may
-  // have just moved it (addIdKey), which a cached plan would not know.
+  // When an id is already there (Currents delivers at least once) or repeats in the file, redo
+  // it with ON CONFLICT DO NOTHING in id order, which skips them. No conflict target: the key
+  // is id_key or, on a table from before 0006, id, and another process may have just moved it
+  // (addIdKey), which a cached plan would not know. A deadlock is not retried here: the other
+  // session waits for this whole transaction (load-file.ts).
   await tx.query('SAVEPOINT insert_events');
-  for (let attempt = 0; ; attempt++) {
-    try {
-      written.inserted = (await tx.query(sql.insert(attempt > 0))).rowCount ?? 0;
-      break;
-    } catch (error) {
-      if (!(error instanceof DatabaseError && (error.code === '23505' || error.code === '40P01')) || attempt >= 3) throw error;
-      await tx.query('ROLLBACK TO SAVEPOINT insert_events');
-    }
+  try {
+    written.inserted = (await tx.query(sql.insert(false))).rowCount ?? 0;
+  } catch (error) {
+    if (!(error instanceof DatabaseError && error.code === '23505')) throw error;
+    await tx.query('ROLLBACK TO SAVEPOINT insert_events');
+    written.inserted = (await tx.query(sql.insert(true))).rowCount ?? 0;
   }
   await tx.query('DROP TABLE bb_stage');
   return written;
