@@ -207,13 +207,13 @@ export function* linesOf(batch: RowBatch, picked: Iterable<number>): Generator<B
 }
 
 /**
- * Iterate `source` with up to `depth` items produced ahead, so that decoding goes on while the
- * caller waits for the database.
+ * Iterate `source` with up to `depth()` items produced ahead (at least one), so that decoding
+ * goes on while the caller waits for the database.
  */
-export async function* ahead<T>(source: AsyncGenerator<T>, depth: number): AsyncGenerator<T> {
+export async function* ahead<T>(source: AsyncGenerator<T>, depth: () => number): AsyncGenerator<T> {
   const queue: Array<Promise<IteratorResult<T>>> = [];
   const fill = () => {
-    while (queue.length < depth) {
+    while (queue.length < Math.max(1, depth())) {
       const next = source.next();
       // Awaited in turn; until then a failure must not count as unhandled.
       next.catch(() => {});

@@ -7,22 +7,31 @@
  * COPY's own time on the server, and as much again in round trips. An id not in these filters
  * was not written by this process lately; it is COPYed without a lookup, and if the table
  * held it after all (an earlier run, another process), the COPY fails with a unique violation
- * and that batch is looked up in full (write-events.ts). A false positive (under about 2% of
- * ids) only costs a lookup.
+ * and that batch is looked up in full (write-events.ts). A false positive only costs a lookup.
  *
- * Each filter holds 131,072 ids in 256 kB (16 bits per id, 4 probes: 0.24% false positives when
- * full); the last 8 are kept, so about the last million ids of each table are known, in at most
- * 2 MB, whatever the run loads.
+ * Filters have 16 bits per id and 4 probes (0.24% false positives when full). The first holds
+ * 8,192 ids in 16 kB, and each next one four times as many, up to 1,048,576 ids in 2 MB: a
+ * table of a few events costs kilobytes, and a busy one is checked against a few filters, not
+ * dozens. Filters older than the last million or so ids are dropped, so memory stays under
+ * 4 MB per table whatever the run loads.
  */
-const BITS = 21;
-const PER_FILTER = 1 << (BITS - 4);
-const FILTERS = 8;
+const FIRST_BITS = 17;
+const LAST_BITS = 24;
 const PROBES = 4;
-const MASK = (1 << BITS) - 1;
+/** Ids kept besides the filter being filled. */
+const WINDOW = 1 << 20;
+
+interface Filter {
+  bits: Uint8Array;
+  mask: number;
+  /** Ids it takes before the next filter starts. */
+  capacity: number;
+  count: number;
+}
 
 export class RecentIds {
-  private readonly filters: Uint8Array[] = [];
-  private count = PER_FILTER;
+  /** Oldest first. */
+  private readonly filters: Filter[] = [];
 
   /**
    * Note that `id` is being written; true when it may have been written before (false
@@ -31,31 +40,37 @@ export class RecentIds {
   seenBefore(id: string): boolean {
     const [h1, h2] = hashes(id);
     let seen = false;
-    for (const f of this.filters) {
-      if (has(f, h1, h2)) {
-        seen = true;
+    for (let f = this.filters.length - 1; f >= 0 && !seen; f--) seen = has(this.filters[f]!, h1, h2);
+    let current = this.filters[this.filters.length - 1];
+    if (!current || current.count >= current.capacity) current = this.next(current);
+    for (let i = 0; i < PROBES; i++) {
+      const bit = (h1 + i * h2) & current.mask;
+      current.bits[bit >>> 3] = current.bits[bit >>> 3]! | (1 << (bit & 7));
+    }
+    current.count++;
+    return seen;
+  }
+
+  private next(full: Filter | undefined): Filter {
+    const log2 = full ? Math.min(LAST_BITS, Math.log2(full.mask + 1) + 2) : FIRST_BITS;
+    const filter = { bits: new Uint8Array(1 << (log2 - 3)), mask: (1 << log2) - 1, capacity: (1 << log2) / 16, count: 0 };
+    this.filters.push(filter);
+    let kept = 0;
+    for (let f = this.filters.length - 2; f >= 0; f--) {
+      kept += this.filters[f]!.count;
+      if (kept >= WINDOW) {
+        this.filters.splice(0, f);
         break;
       }
     }
-    if (this.count >= PER_FILTER) {
-      if (this.filters.length === FILTERS) this.filters.shift();
-      this.filters.push(new Uint8Array(1 << (BITS - 3)));
-      this.count = 0;
-    }
-    const f = this.filters[this.filters.length - 1]!;
-    for (let i = 0; i < PROBES; i++) {
-      const bit = (h1 + i * h2) & MASK;
-      f[bit >>> 3] = f[bit >>> 3]! | (1 << (bit & 7));
-    }
-    this.count++;
-    return seen;
+    return filter;
   }
 }
 
-function has(f: Uint8Array, h1: number, h2: number): boolean {
+function has(f: Filter, h1: number, h2: number): boolean {
   for (let i = 0; i < PROBES; i++) {
-    const bit = (h1 + i * h2) & MASK;
-    if ((f[bit >>> 3]! & (1 << (bit & 7))) === 0) return false;
+    const bit = (h1 + i * h2) & f.mask;
+    if ((f.bits[bit >>> 3]! & (1 << (bit & 7))) === 0) return false;
   }
   return true;
 }

@@ -8,10 +8,10 @@
  * time. Were both writing, the COPY's key check would wait for the other file's transaction,
  * then fail (and two files each holding a row the other repeats would deadlock): the files
  * would load one after the other anyway, and the second twice. Taking turns, a file's lookup
- * sees every row written before it as committed, so its COPY never waits. On a table, one
- * writer is what PostgreSQL gives COPY anyway; files of other types, and Node's decoding of
- * the next file, still run alongside. Other processes are not covered: their repeats are caught
- * by the database (write-events.ts).
+ * sees every row written before it as committed, so its COPY never waits. What this gives up
+ * is two COPYs into one table at once from one process; files of other types, and Node's
+ * decoding of the next files, still run alongside. Other processes are not covered: their
+ * repeats are caught by the database (write-events.ts).
  *
  * The turn comes with the ids lately written to the table by this process (recent-ids.ts),
  * which only the file holding the turn reads and adds to.

@@ -113,15 +113,16 @@ export function transcoderFor(type: avro.Type, plan: TablePlan, key: string, sta
 
 /** A safe integer's decimal digits at `at`, as String(n) writes them; returns the offset after. */
 function writeInteger(buf: Buffer, at: number, n: number): number {
-  if (n < 0) {
-    buf[at++] = 0x2d; // -
-    n = -n;
+  if (n < 0 || n > 0x7fffffff) {
+    // Beyond 31 bits (rare): let V8 write the digits.
+    return at + buf.write(String(n), at, 'latin1');
   }
   let digits = 1;
-  for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++;
+  for (let x = n; x >= 10; x = (x / 10) | 0) digits++;
   for (let i = at + digits - 1; i >= at; i--) {
-    buf[i] = 0x30 + (n % 10);
-    n = Math.floor(n / 10);
+    const q = (n / 10) | 0;
+    buf[i] = 0x30 + n - q * 10;
+    n = q;
   }
   return at + digits;
 }

@@ -123,7 +123,8 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
 
   let writing: Promise<void> = Promise.resolve();
   try {
-    for await (const batch of ahead(batches, AHEAD)) {
+    // While the file waits for its turn, one batch ahead is enough.
+    for await (const batch of ahead(batches, () => (recent ? AHEAD : 1))) {
       written.records += batch.rows;
       // Before any id is sorted: the lookups must see every row written before this file's.
       recent ??= await turn.take(sql.table);
@@ -153,7 +154,7 @@ export async function writeStaged(target: EventTarget, batches: AsyncGenerator<R
   const written: Written = { records: 0, inserted: 0, staged: 0 };
   const recent = await turn.take(sql.table);
   await tx.query(sql.createStage);
-  for await (const batch of ahead(batches, AHEAD)) {
+  for await (const batch of ahead(batches, () => AHEAD)) {
     for (const id of batch.ids) if (id !== undefined) recent.seenBefore(id);
     await copyFrom(tx, sql.copyStage, [batch.text]);
     written.records += batch.rows;
