@@ -17,7 +17,7 @@ import { transcoderFor, type RowFacts, type RowOut } from './transcode-records.j
 /** Records per batch at most: also the most ids one lookup sends (write-events.ts). */
 export const BATCH_ROWS = 20_000;
 /** Bytes of COPY text per batch, unless one line alone is longer. */
-const BATCH_BYTES = 4 * 1024 * 1024;
+const BATCH_BYTES = 2 * 1024 * 1024;
 /** Characters of formatted lines encoded at once. */
 const CHUNK_CHARS = 64 * 1024;
 
@@ -31,8 +31,16 @@ export interface RowBatch {
   text: Buffer;
   /** Where line i ends in `text`; it starts where line i - 1 ends. */
   ends: Uint32Array;
-  /** Each record's id as stored (NUL replaced); undefined when the record's id is not a string. */
-  ids: Array<string | undefined>;
+  /**
+   * Where each record's id is in `text`, when its bytes there are the id as stored (printable
+   * ASCII, the usual case): no string is made of most ids, so a batch queued to be written
+   * holds no objects for the garbage collector to copy from one generation to the next.
+   * Else -1, and the id is in `ids` (or is not a string). See idOf.
+   */
+  idFrom: Int32Array;
+  idTo: Int32Array;
+  /** The ids that are not in `text` as stored, by row. */
+  ids: Map<number, string>;
   /**
    * 1 when a record's occurred_at is in its line; 0 (\N there) when only PostgreSQL can say what
    * to_timestamp("time") is (occurred-at.ts): the row takes the staging table, whose insert
@@ -49,7 +57,7 @@ export function readBatches(avro: AvroFile, plan: TablePlan, key: string, stats:
   if (!transcode) return formatRecords(avro.records(), plan, key, stats);
   return (async function* () {
     const batch = new BatchBuilder();
-    const facts: RowFacts = { id: undefined, timed: true };
+    const facts: RowFacts = { idFrom: -1, idTo: -1, id: undefined, timed: true };
     for await (const block of avro.blocks()) {
       let pos = 0;
       for (let i = 0; i < block.count; i++) {
@@ -59,7 +67,7 @@ export function readBatches(avro: AvroFile, plan: TablePlan, key: string, stats:
           if (error instanceof AvroDecodeError) throw new AvroDecodeError(error.message, block.first + i, { cause: error });
           throw error;
         }
-        if (batch.endRow(facts.id, facts.timed)) yield batch.take();
+        if (batch.endRow(facts)) yield batch.take();
       }
       if (pos !== block.data.length) throw new AvroDecodeError(TOO_LONG, block.first + block.count);
     }
@@ -89,7 +97,7 @@ async function* formatRecords(records: AsyncIterable<Record<string, unknown>>, p
     for (let i = 0; i < lines.length; i++) {
       end += ascii ? lines[i]!.length : Buffer.byteLength(lines[i]!);
       batch.used = end;
-      batch.endRow(ids[i], timed[i]!);
+      batch.endRow({ idFrom: -1, idTo: -1, id: ids[i], timed: timed[i]! });
     }
     batch.used = from + bytes;
     chunk = '';
@@ -122,49 +130,79 @@ async function* formatRecords(records: AsyncIterable<Record<string, unknown>>, p
 
 /** A batch buffer's size: room for the last line past BATCH_BYTES. */
 const BUFFER_BYTES = BATCH_BYTES + 256 * 1024;
-/** Written batches' buffers kept for the next batches: as many as can be in flight (ahead plus one), so memory stays flat. */
+/**
+ * Written batches' memory kept for the next batches: as many as can be in flight (those ahead,
+ * the one being written and the one being filled), so memory stays flat however long the file.
+ * Left to the garbage collector, a batch's buffers were freed only by a full collection.
+ */
 const SPARE = 8;
+
+/** The memory of one batch: its text and its per-row arrays. */
+interface Slab {
+  text: Buffer;
+  ends: Uint32Array;
+  idFrom: Int32Array;
+  idTo: Int32Array;
+  timed: Uint8Array;
+}
+
+const newSlab = (): Slab => ({
+  text: Buffer.allocUnsafe(BUFFER_BYTES),
+  ends: new Uint32Array(BATCH_ROWS),
+  idFrom: new Int32Array(BATCH_ROWS),
+  idTo: new Int32Array(BATCH_ROWS),
+  timed: new Uint8Array(BATCH_ROWS),
+});
 
 /** The batch being filled: lines are written at `used`, then ended with `endRow`. */
 class BatchBuilder implements RowOut {
-  private readonly spare: Buffer[] = [];
-  text: Buffer = Buffer.allocUnsafe(BUFFER_BYTES);
+  private readonly spare: Slab[] = [];
+  private slab = newSlab();
+  text = this.slab.text;
   used = 0;
   rows = 0;
-  private ends = new Uint32Array(BATCH_ROWS);
-  private ids: Array<string | undefined> = [];
-  private timed = new Uint8Array(BATCH_ROWS);
+  private ids = new Map<number, string>();
 
   room(bytes: number): void {
     if (this.used + bytes <= this.text.length) return;
+    // A line longer than the rest of the buffer (a huge field): this batch gets a larger one.
     const text = Buffer.allocUnsafe(Math.max(2 * this.text.length, this.used + bytes));
     this.text.copy(text, 0, 0, this.used);
     this.text = text;
   }
 
   /** The line written last ends at `used`. True when the batch is full. */
-  endRow(id: string | undefined, timed: boolean): boolean {
-    this.ends[this.rows] = this.used;
-    this.timed[this.rows] = timed ? 1 : 0;
-    this.ids.push(id);
+  endRow(facts: RowFacts): boolean {
+    const { ends, timed, idFrom, idTo } = this.slab;
+    ends[this.rows] = this.used;
+    timed[this.rows] = facts.timed ? 1 : 0;
+    idFrom[this.rows] = facts.idFrom;
+    idTo[this.rows] = facts.idTo;
+    if (facts.id !== undefined) this.ids.set(this.rows, facts.id);
     return ++this.rows === BATCH_ROWS || this.used >= BATCH_BYTES;
   }
 
   /** The batch so far; the builder starts a new one. */
   take(): RowBatch {
-    const full = this.text;
+    const slab = this.slab;
+    const { ends, idFrom, idTo, timed } = slab;
     const done = () => {
-      if (full.length === BUFFER_BYTES && this.spare.length < SPARE) this.spare.push(full);
+      if (this.spare.length < SPARE) this.spare.push(slab);
     };
-    const batch = { rows: this.rows, text: full.subarray(0, this.used), ends: this.ends, ids: this.ids, timed: this.timed, done };
-    this.text = this.spare.pop() ?? Buffer.allocUnsafe(BUFFER_BYTES);
+    const batch = { rows: this.rows, text: this.text.subarray(0, this.used), ends, idFrom, idTo, ids: this.ids, timed, done };
+    this.slab = this.spare.pop() ?? newSlab();
+    this.text = this.slab.text;
     this.used = 0;
     this.rows = 0;
-    this.ends = new Uint32Array(BATCH_ROWS);
-    this.ids = [];
-    this.timed = new Uint8Array(BATCH_ROWS);
+    this.ids = new Map();
     return batch;
   }
+}
+
+/** Row i's id as stored, or undefined when it is not a string. */
+export function idOf(batch: RowBatch, i: number): string | undefined {
+  const from = batch.idFrom[i]!;
+  return from >= 0 ? batch.text.toString('latin1', from, batch.idTo[i]) : batch.ids.get(i);
 }
 
 /**

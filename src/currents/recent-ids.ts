@@ -32,13 +32,24 @@ interface Filter {
 export class RecentIds {
   /** Oldest first. */
   private readonly filters: Filter[] = [];
+  /** A 32-bit hash of the id `seenBefore` was last given, for the caller's own tables. */
+  lastHash = 0;
 
   /**
    * Note that `id` is being written; true when it may have been written before (false
    * positives are possible, never false negatives).
    */
   seenBefore(id: string): boolean {
-    const [h1, h2] = hashes(id);
+    return this.note(...hashes(id));
+  }
+
+  /** seenBefore of the id whose bytes (printable ASCII) are `text` from `from` to `to`. */
+  seenBeforeBytes(text: Buffer, from: number, to: number): boolean {
+    return this.note(...hashBytes(text, from, to));
+  }
+
+  private note(h1: number, h2: number): boolean {
+    this.lastHash = h1;
     let seen = false;
     for (let f = this.filters.length - 1; f >= 0 && !seen; f--) seen = has(this.filters[f]!, h1, h2);
     let current = this.filters[this.filters.length - 1];
@@ -75,7 +86,10 @@ function has(f: Filter, h1: number, h2: number): boolean {
   return true;
 }
 
-/** Two independent 32-bit hashes (FNV-1a and a Murmur-style mix), probed as h1 + i·h2. */
+/**
+ * Two independent 32-bit hashes (FNV-1a and a Murmur-style mix) of the id's UTF-16 units, probed
+ * as h1 + i·h2. hashBytes gives the same for an ASCII id's bytes.
+ */
 function hashes(s: string): [number, number] {
   let h1 = 0x811c9dc5;
   let h2 = 0x9747b28c;
@@ -86,6 +100,18 @@ function hashes(s: string): [number, number] {
     h2 ^= h2 >>> 15;
   }
   // Odd h2, so that the probes of one id never fall on the same bit.
+  return [mix(h1), mix(h2) | 1];
+}
+
+function hashBytes(text: Buffer, from: number, to: number): [number, number] {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x9747b28c;
+  for (let i = from; i < to; i++) {
+    const c = text[i]!;
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    h2 ^= h2 >>> 15;
+  }
   return [mix(h1), mix(h2) | 1];
 }
 

@@ -30,7 +30,13 @@ export interface RowOut {
 
 /** What a record was, besides its text. */
 export interface RowFacts {
-  /** The id as stored (NUL replaced), or undefined when not a string. */
+  /**
+   * The id: where in `out.text` its bytes are when they are the id as stored (printable ASCII,
+   * the usual case: no string is made of it), else the id as stored (NUL replaced), or
+   * undefined when not a string.
+   */
+  idFrom: number;
+  idTo: number;
   id: string | undefined;
   /** Whether occurred_at was written (else \N, left to PostgreSQL). */
   timed: boolean;
@@ -71,6 +77,7 @@ export function transcoderFor(type: avro.Type, plan: TablePlan, key: string, sta
     input.data = data;
     input.pos = pos;
     facts.id = undefined;
+    facts.idFrom = facts.idTo = -1;
     let time: number | bigint | null = null;
     for (let f = 0; f < fields.length; f++) {
       const field = fields[f]!;
@@ -86,8 +93,12 @@ export function transcoderFor(type: avro.Type, plan: TablePlan, key: string, sta
         if (branch !== 1 - field.nullBranch) throw new AvroDecodeError(`corrupt record: invalid union index: ${branch}`);
       }
       if (field.kind === 'string') {
+        const from = out.used;
         const id = input.string(out, stats, field.isId);
-        if (field.isId) facts.id = id === undefined ? undefined : replaceNul(id, ignored);
+        if (field.isId) {
+          if (id === undefined) [facts.idFrom, facts.idTo] = [from, out.used];
+          else facts.id = replaceNul(id, ignored);
+        }
       } else if (field.kind === 'boolean') {
         out.text[out.used++] = input.byte() ? 0x74 : 0x66; // t, f
       } else {
@@ -184,8 +195,8 @@ class Input {
   }
 
   /**
-   * A string, written to `out` as COPY text. Returns the string when `keep` (undefined otherwise),
-   * as avsc would have read it.
+   * A string, written to `out` as COPY text. When `keep`, returns the string as avsc would have
+   * read it, unless it was printable ASCII, written as it is (undefined otherwise).
    */
   string(out: RowOut, stats: FormatStats, keep: boolean): string | undefined {
     const length = this.int();
@@ -206,7 +217,7 @@ class Input {
     }
     if (i === end) {
       out.used = at;
-      return keep ? data.toString('latin1', start, end) : undefined;
+      return undefined;
     }
     const value = data.toString('utf8', start, end);
     out.used += text.write(copyEscape(replaceNul(value, stats)), out.used);

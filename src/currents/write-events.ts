@@ -24,7 +24,7 @@ import { DatabaseError } from '../errors.js';
 import { addIdKey, type TablePlan } from './event-tables.js';
 import type { RecentIds } from './recent-ids.js';
 import type { Turn } from './table-turns.js';
-import { ahead, linesOf, type RowBatch } from './read-batches.js';
+import { ahead, idOf, linesOf, type RowBatch } from './read-batches.js';
 
 /** Where one file's events go. */
 export interface EventTarget {
@@ -65,27 +65,34 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
   let lookUpAll = false;
   let savepoints = 0;
 
+  // The batch's ids by hash (open addressing, row numbers; -1 free): repeats within a batch are
+  // found here, across batches by the lookup, which sees the earlier batches' rows. A typed
+  // table, because a Set of 20,000 strings per batch lands in V8's large-object space, which
+  // only a full collection frees: the process grew with the file.
+  const slots = new Int32Array(BATCH_SLOTS);
+
   /** Which rows of a batch go where: in Node only, so it runs while the batch before is written. */
   const sort = (batch: RowBatch, recent: RecentIds) => {
     const direct: number[] = [];
     const suspects: number[] = [];
     const later: number[] = [];
-    // Repeats within a batch, here; across batches, the lookup sees the earlier ones' rows.
-    const seen = new Set<string>();
+    slots.fill(-1);
     for (let i = 0; i < batch.rows; i++) {
-      const id = batch.ids[i];
-      if (id === undefined) {
+      const from = batch.idFrom[i]!;
+      const id = from >= 0 ? undefined : batch.ids.get(i);
+      if (from < 0 && id === undefined) {
         // Not a string: the COPY refuses it, as the insert did before (NOT NULL).
         direct.push(i);
         continue;
       }
-      if (seen.has(id)) continue; // a repeat: the first copy is kept
-      seen.add(id);
-      if (!plan.idKey && id.length > OWN_KEY_BYTES / 3 && Buffer.byteLength(id) > OWN_KEY_BYTES) {
+      const repeat = id === undefined ? recent.seenBeforeBytes(batch.text, from, batch.idTo[i]!) : recent.seenBefore(id);
+      if (repeat && earlierInBatch(slots, batch, i, recent.lastHash)) continue; // the first copy is kept
+      slots[freeSlot(slots, recent.lastHash)] = i;
+      const bytes = id === undefined ? batch.idTo[i]! - from : id.length > OWN_KEY_BYTES / 3 ? Buffer.byteLength(id) : 0;
+      if (!plan.idKey && bytes > OWN_KEY_BYTES) {
         // The table needs id_key first, an ALTER that must come before this file writes to it.
         throw new RestartStaged('an id longer than the key of a table from before migration 0006 can hold');
       }
-      const repeat = recent.seenBefore(id);
       (!batch.timed[i] ? later : repeat ? suspects : direct).push(i);
     }
     return { direct, suspects, later };
@@ -155,7 +162,10 @@ export async function writeStaged(target: EventTarget, batches: AsyncGenerator<R
   const recent = await turn.take(sql.table);
   await tx.query(sql.createStage);
   for await (const batch of ahead(batches, () => AHEAD)) {
-    for (const id of batch.ids) if (id !== undefined) recent.seenBefore(id);
+    for (let i = 0; i < batch.rows; i++) {
+      if (batch.idFrom[i]! >= 0) recent.seenBeforeBytes(batch.text, batch.idFrom[i]!, batch.idTo[i]!);
+      else if (batch.ids.has(i)) recent.seenBefore(batch.ids.get(i)!);
+    }
     await copyFrom(tx, sql.copyStage, [batch.text]);
     written.records += batch.rows;
     batch.done();
@@ -189,7 +199,8 @@ export async function writeStaged(target: EventTarget, batches: AsyncGenerator<R
  * index rather than scanning the table for a large batch; long ids are keyed as id_key is.
  */
 async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]): Promise<number[]> {
-  const ids = picked.map((i) => batch.ids[i]).filter((id): id is string => id !== undefined);
+  const all = picked.map((i) => idOf(batch, i));
+  const ids = all.filter((id): id is string => id !== undefined);
   if (ids.length === 0) return picked;
   const match = target.plan.idKey
     ? `id_key = ANY (ARRAY(SELECT CASE WHEN octet_length(x) > ${OWN_KEY_BYTES} THEN 'md5:' || md5(x) ELSE x END FROM unnest($1::text[]) AS x))`
@@ -197,10 +208,37 @@ async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]
   const { rows } = await target.tx.query<{ id: string }>(`SELECT id FROM ${qualified(target)} WHERE ${match}`, [ids]);
   if (rows.length === 0) return picked;
   const loaded = new Set(rows.map((r) => r.id));
-  return picked.filter((i) => {
-    const id = batch.ids[i];
+  return picked.filter((_, k) => {
+    const id = all[k];
     return id === undefined || !loaded.has(id);
   });
+}
+
+/** Slots of the per-batch table of ids: a power of two, at least three times BATCH_ROWS. */
+const BATCH_SLOTS = 1 << 16;
+
+/** Whether a row before row `i`, in the batch being sorted, has its id (whose hash is `hash`). */
+function earlierInBatch(slots: Int32Array, batch: RowBatch, i: number, hash: number): boolean {
+  for (let s = hash & (BATCH_SLOTS - 1); slots[s]! >= 0; s = (s + 1) & (BATCH_SLOTS - 1)) {
+    if (sameId(batch, slots[s]!, i)) return true;
+  }
+  return false;
+}
+
+/** Whether rows j and i have the same id: both as bytes in the text (compared there), or both as strings. */
+function sameId(batch: RowBatch, j: number, i: number): boolean {
+  const a = batch.idFrom[j]!;
+  const b = batch.idFrom[i]!;
+  if (a >= 0 && b >= 0) return batch.text.compare(batch.text, b, batch.idTo[i]!, a, batch.idTo[j]!) === 0;
+  // An id written as it is (printable ASCII) never equals one that was not.
+  return a < 0 && b < 0 && batch.ids.get(j) === batch.ids.get(i);
+}
+
+/** The free slot for `hash`. */
+function freeSlot(slots: Int32Array, hash: number): number {
+  let s = hash & (BATCH_SLOTS - 1);
+  while (slots[s]! >= 0) s = (s + 1) & (BATCH_SLOTS - 1);
+  return s;
 }
 
 /** The union of two ascending lists of row numbers, ascending. */
