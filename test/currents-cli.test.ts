@@ -130,6 +130,37 @@ describe('currents ingest as a process', () => {
     expect(runs.rows).toEqual([{ status: 'abandoned' }, { status: 'succeeded' }]);
   });
 
+  it('kill -9 in the middle of files that repeat events, then a re-run: each event id once, and the manifest accounts for every record', async () => {
+    await s3.createBucket('crash-repeats');
+    let records = 0;
+    for (let i = 0; i < 16; i++) {
+      // 4,000 new events, 200 repeated within the file and 200 of the file before.
+      const own = emailSends(4000, i * 4000);
+      const file = [...own, ...own.slice(0, 200), ...(i > 0 ? emailSends(200, (i - 1) * 4000 + 1000) : [])];
+      records += file.length;
+      await s3.put('crash-repeats', currentsKey(SEND, `2026-11-09-${String(i).padStart(2, '0')}`, `f${i}`), await encodeAvro(emailSendV1, file, 'deflate'));
+    }
+    const args = ['currents', 'ingest', '--source', 's3://crash-repeats/currents', '--concurrency', '2', '--json', ...schemas('crashrep')];
+    const { child, done } = startCli(args, env);
+    for (;;) {
+      const n = await loadedFiles('crashrep').catch(() => 0);
+      if (n >= 3) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill('SIGKILL');
+    expect((await done).signal).toBe('SIGKILL');
+    expect(await loadedFiles('crashrep')).toBeLessThan(16);
+
+    const rerun = await cli(args, env);
+    expect(rerun.code, rerun.stderr).toBe(0);
+    expect(await eventCount('crashrep')).toBe(16 * 4000);
+    const ids = await t.db.query(`SELECT count(DISTINCT id)::int AS n FROM ev_crashrep.users_messages_email_send`);
+    expect(ids.rows[0]).toEqual({ n: 16 * 4000 });
+    // What the two runs recorded adds up: every record either loaded or counted as a duplicate, once.
+    const manifest = await t.db.query(`SELECT count(*)::int AS files, sum(records)::int AS records, sum(rows_loaded)::int AS loaded, sum(duplicates)::int AS duplicates FROM bb_crashrep.currents_files WHERE status = 'loaded'`);
+    expect(manifest.rows[0]).toEqual({ files: 16, records, loaded: 16 * 4000, duplicates: records - 16 * 4000 });
+  });
+
   it('two processes at once split the files and load each exactly once', async () => {
     await s3.createBucket('shared');
     for (let i = 0; i < 16; i++) {

@@ -2,7 +2,6 @@
  * The one door to PostgreSQL: the only module that imports `pg`. Everything else takes a
  * narrow `Queryable`, so the same function runs on the pool, inside a transaction or in a test.
  */
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { userInfo } from 'node:os';
 import pg from 'pg';
@@ -190,13 +189,15 @@ async function* readCursor<R>(client: pg.PoolClient, text: string, values: reado
 }
 
 /**
- * `COPY … FROM STDIN` on this connection, fed from `chunks` (COPY text format). An error in
- * the source aborts the COPY (the server rolls the statement back).
+ * `COPY … FROM STDIN` on this connection, fed from `chunks` (COPY text format, as strings or
+ * UTF-8 bytes). An error in the source aborts the COPY (the server rolls the statement back).
  */
-export async function copyFrom(conn: Connection, sql: string, chunks: AsyncIterable<string>): Promise<void> {
+export async function copyFrom(conn: Connection, sql: string, chunks: AsyncIterable<string | Buffer> | Iterable<string | Buffer>): Promise<void> {
   const target = conn.raw.query(copyFromStdin(sql));
   try {
-    await pipeline(Readable.from(chunks, { objectMode: false }), target);
+    // Straight from the iterable to the COPY stream, chunk by chunk: a Readable in between
+    // would join the chunks it holds into one buffer, copying every byte once more.
+    await pipeline(chunks, target);
   } catch (error) {
     throw asDatabaseError(error);
   }

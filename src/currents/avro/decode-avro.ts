@@ -21,6 +21,18 @@ export interface AvroFile {
   codec: string;
   /** The records, in file order. Throws AvroDecodeError on a corrupt or truncated file. */
   records(): AsyncGenerator<Record<string, unknown>>;
+  /**
+   * The same records as blocks of Avro binary, decompressed and checked, for a reader that
+   * decodes them itself. Either this or `records()`, once: both read the one stream.
+   */
+  blocks(): AsyncGenerator<AvroBlock>;
+}
+
+/** `count` records in Avro binary, the first of them record number `first` of the file. */
+export interface AvroBlock {
+  data: Buffer;
+  count: number;
+  first: number;
 }
 
 type Source = AsyncIterable<Buffer | string>;
@@ -80,6 +92,8 @@ class ByteReader {
 }
 
 const MAX_BLOCK = 256 * 1024 * 1024;
+export const RUNS_PAST = 'corrupt file: a record runs past the end of its block';
+export const TOO_LONG = 'corrupt file: a block holds more bytes than its records';
 
 export async function openAvroFile(source: Source): Promise<AvroFile> {
   const r = new ByteReader(source);
@@ -110,46 +124,50 @@ export async function openAvroFile(source: Source): Promise<AvroFile> {
     throw new AvroDecodeError(`the embedded writer schema is invalid: ${(error as Error).message}`, undefined, { cause: error });
   }
 
-  async function* records(): AsyncGenerator<Record<string, unknown>> {
+  async function* blocks(): AsyncGenerator<AvroBlock> {
     let index = 0;
     try {
-      yield* blocks();
+      while (!(await r.atEnd())) {
+        const count = await r.long('a block header');
+        const size = await r.long('a block header');
+        if (count < 0 || size < 0 || size > MAX_BLOCK) throw new AvroDecodeError('corrupt file: impossible block header', index);
+        const raw = await r.bytes(size, `the block holding record ${index}`);
+        const marker = await r.bytes(16, `the block holding record ${index}`);
+        if (!marker.equals(sync)) throw new AvroDecodeError('corrupt file: a block does not end with the sync marker', index);
+        let data: Buffer;
+        try {
+          data = await decompress!(raw);
+        } catch (error) {
+          throw new AvroDecodeError(`corrupt file: ${codec} block cannot be decompressed (${(error as Error).message})`, index, { cause: error });
+        }
+        yield { data, count, first: index };
+        index += count;
+      }
     } catch (error) {
       // Framing errors are found between records: name the first record not read.
       if (error instanceof AvroDecodeError && error.recordIndex === undefined) throw new AvroDecodeError(error.message, index, { cause: error });
       throw error;
     }
-    async function* blocks(): AsyncGenerator<Record<string, unknown>> {
-    while (!(await r.atEnd())) {
-      const count = await r.long('a block header');
-      const size = await r.long('a block header');
-      if (count < 0 || size < 0 || size > MAX_BLOCK) throw new AvroDecodeError('corrupt file: impossible block header', index);
-      const raw = await r.bytes(size, `the block holding record ${index}`);
-      const marker = await r.bytes(16, `the block holding record ${index}`);
-      if (!marker.equals(sync)) throw new AvroDecodeError('corrupt file: a block does not end with the sync marker', index);
-      let block: Buffer;
-      try {
-        block = await decompress!(raw);
-      } catch (error) {
-        throw new AvroDecodeError(`corrupt file: ${codec} block cannot be decompressed (${(error as Error).message})`, index, { cause: error });
-      }
+  }
+
+  async function* records(): AsyncGenerator<Record<string, unknown>> {
+    for await (const { data, count, first } of blocks()) {
       let pos = 0;
-      for (let i = 0; i < count; i++, index++) {
+      for (let i = 0; i < count; i++) {
         let decoded: { value: unknown; offset: number };
         try {
-          decoded = type.decode(block, pos);
+          decoded = type.decode(data, pos);
         } catch (error) {
-          throw new AvroDecodeError(`corrupt record: ${(error as Error).message}`, index, { cause: error });
+          throw new AvroDecodeError(`corrupt record: ${(error as Error).message}`, first + i, { cause: error });
         }
-        if (decoded.offset < 0) throw new AvroDecodeError('corrupt file: a record runs past the end of its block', index);
+        if (decoded.offset < 0) throw new AvroDecodeError(RUNS_PAST, first + i);
         pos = decoded.offset;
         yield decoded.value as Record<string, unknown>;
       }
-      if (pos !== block.length) throw new AvroDecodeError('corrupt file: a block holds more bytes than its records', index);
-    }
+      if (pos !== data.length) throw new AvroDecodeError(TOO_LONG, first + count);
     }
   }
-  return { type, codec, records };
+  return { type, codec, records, blocks };
 }
 
 const decompressors: Record<string, (data: Buffer) => Promise<Buffer>> = {

@@ -1,0 +1,275 @@
+/**
+ * Writing one file's events into its event table, inside the file's transaction, in one of two
+ * ways. Both insert each event id once, whatever the file repeats or the table already holds.
+ *
+ * Direct (the common case): each row is written once. Per batch, a repeat within the batch is
+ * dropped in Node; the ids this process wrote to the table lately (recent-ids.ts; the file's
+ * own earlier batches included) are looked up in the table's key and the ones found dropped;
+ * the rest are COPYed straight into the event table. Within this process, files take turns to
+ * write to a table (table-turns.ts), so a lookup sees the rows written before as committed and
+ * a COPY never waits for another file. If the table held an id this process did not write
+ * lately (an earlier run's, or another process's written meanwhile), the COPY fails with a
+ * unique violation: that batch is rolled back to its savepoint, looked up in full, and written
+ * again, and so are the file's later batches. The rare rows whose occurred_at only PostgreSQL
+ * can compute go to a staging table, inserted with ON CONFLICT DO NOTHING at the end. What
+ * this cannot get past is left to the caller (load-file.ts): a unique violation after a full
+ * lookup (the file is loaded again staged) and a deadlock (its transaction is rolled back).
+ *
+ * Staged (the fallback, and the path of tables from before migration 0006 given a long id):
+ * every row is COPYed to a staging table, then inserted in one statement, as before this
+ * module existed.
+ */
+import { copyFrom, escapeIdentifier, type Connection } from '../db/pool.js';
+import { DatabaseError } from '../errors.js';
+import { addIdKey, type TablePlan } from './event-tables.js';
+import type { RecentIds } from './recent-ids.js';
+import type { Turn } from './table-turns.js';
+import { ahead, idOf, linesOf, type RowBatch } from './read-batches.js';
+
+/** Where one file's events go. */
+export interface EventTarget {
+  /** The file's transaction. */
+  tx: Connection;
+  schema: string;
+  table: string;
+  plan: TablePlan;
+}
+
+/** What a write did: records read, rows inserted, and rows that went through the staging table. */
+export interface Written {
+  records: number;
+  inserted: number;
+  staged: number;
+}
+
+/** The direct write cannot load this file; load it again with `writeStaged`. */
+export class RestartStaged extends Error {}
+
+/** Ids up to this many bytes are their own key; longer ones are keyed by their MD5 (see event-tables.ts). */
+const OWN_KEY_BYTES = 1000;
+/** Batches decoded ahead of the one being written. */
+const AHEAD = 4;
+/**
+ * Batches of a file that may each be rolled back alone (a savepoint, one subtransaction each);
+ * later batches are all looked up instead. PostgreSQL keeps 64 subtransactions per transaction
+ * in shared memory; past that every other session's snapshot gets slower.
+ */
+const SAVEPOINTS = 32;
+
+export async function writeDirect(target: EventTarget, batches: AsyncGenerator<RowBatch>, turn: Turn): Promise<Written> {
+  const { tx, plan } = target;
+  const sql = statements(target);
+  const written: Written = { records: 0, inserted: 0, staged: 0 };
+  let recent: RecentIds | undefined;
+  // Until a COPY finds an id the recent ids did not know: then every id is looked up.
+  let lookUpAll = false;
+  let savepoints = 0;
+
+  // The batch's ids by hash (open addressing, row numbers; -1 free): repeats within a batch are
+  // found here, across batches by the lookup, which sees the earlier batches' rows. A typed
+  // table, because a Set of 20,000 strings per batch lands in V8's large-object space, which
+  // only a full collection frees: the process grew with the file.
+  const slots = new Int32Array(BATCH_SLOTS);
+
+  /** Which rows of a batch go where: in Node only, so it runs while the batch before is written. */
+  const sort = (batch: RowBatch, recent: RecentIds) => {
+    const direct: number[] = [];
+    const suspects: number[] = [];
+    const later: number[] = [];
+    slots.fill(-1);
+    for (let i = 0; i < batch.rows; i++) {
+      const from = batch.idFrom[i]!;
+      const id = from >= 0 ? undefined : batch.ids.get(i);
+      if (from < 0 && id === undefined) {
+        // Not a string: the COPY refuses it, as the insert did before (NOT NULL).
+        direct.push(i);
+        continue;
+      }
+      const repeat = id === undefined ? recent.seenBeforeBytes(batch.text, from, batch.idTo[i]!) : recent.seenBefore(id);
+      if (repeat && earlierInBatch(slots, batch, i, recent.lastHash)) continue; // the first copy is kept
+      slots[freeSlot(slots, recent.lastHash)] = i;
+      const bytes = id === undefined ? batch.idTo[i]! - from : id.length > OWN_KEY_BYTES / 3 ? Buffer.byteLength(id) : 0;
+      if (!plan.idKey && bytes > OWN_KEY_BYTES) {
+        // The table needs id_key first, an ALTER that must come before this file writes to it.
+        throw new RestartStaged('an id longer than the key of a table from before migration 0006 can hold');
+      }
+      (!batch.timed[i] ? later : repeat ? suspects : direct).push(i);
+    }
+    return { direct, suspects, later };
+  };
+
+  const write = async (batch: RowBatch, { direct, suspects, later }: ReturnType<typeof sort>) => {
+    let rows = lookUpAll ? await dropLoaded(target, batch, merge(direct, suspects)) : merge(direct, await dropLoaded(target, batch, suspects));
+    if (rows.length > 0) {
+      if (lookUpAll) await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
+      else {
+        // The lookup covered only the ids this process wrote lately: if the table held another
+        // one (an earlier run's, another process's), this batch alone is undone and looked up.
+        await tx.query('SAVEPOINT batch');
+        try {
+          await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
+        } catch (error) {
+          if (!(error instanceof DatabaseError && error.code === '23505')) throw error;
+          await tx.query('ROLLBACK TO SAVEPOINT batch');
+          lookUpAll = true;
+          rows = await dropLoaded(target, batch, rows);
+          await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
+        }
+        await tx.query('RELEASE SAVEPOINT batch');
+        if (++savepoints === SAVEPOINTS) lookUpAll = true;
+      }
+      written.inserted += rows.length;
+    }
+    if (later.length > 0) {
+      if (written.staged === 0) await tx.query(sql.createStage);
+      await copyFrom(tx, sql.copyStage, linesOf(batch, later));
+      written.staged += later.length;
+    }
+    batch.done();
+  };
+
+  let writing: Promise<void> = Promise.resolve();
+  try {
+    // While the file waits for its turn, one batch ahead is enough.
+    for await (const batch of ahead(batches, () => (recent ? AHEAD : 1))) {
+      written.records += batch.rows;
+      // Before any id is sorted: the lookups must see every row written before this file's.
+      recent ??= await turn.take(sql.table);
+      const sorted = sort(batch, recent);
+      await writing;
+      writing = write(batch, sorted);
+      // Awaited before the next batch is written, or below; until then not "unhandled".
+      writing.catch(() => {});
+    }
+  } catch (error) {
+    // A batch may still be using the connection: it must end before the caller rolls back.
+    await writing.catch(() => {});
+    throw error;
+  }
+  await writing;
+  if (written.staged > 0) {
+    const { rowCount } = await tx.query(sql.insert(true));
+    written.inserted += rowCount ?? 0;
+    await tx.query('DROP TABLE bb_stage');
+  }
+  return written;
+}
+
+export async function writeStaged(target: EventTarget, batches: AsyncGenerator<RowBatch>, turn: Turn): Promise<Written> {
+  const { tx, plan } = target;
+  const sql = statements(target);
+  const written: Written = { records: 0, inserted: 0, staged: 0 };
+  const recent = await turn.take(sql.table);
+  await tx.query(sql.createStage);
+  for await (const batch of ahead(batches, () => AHEAD)) {
+    for (let i = 0; i < batch.rows; i++) {
+      if (batch.idFrom[i]! >= 0) recent.seenBeforeBytes(batch.text, batch.idFrom[i]!, batch.idTo[i]!);
+      else if (batch.ids.has(i)) recent.seenBefore(batch.ids.get(i)!);
+    }
+    await copyFrom(tx, sql.copyStage, [batch.text]);
+    written.records += batch.rows;
+    batch.done();
+  }
+  written.staged = written.records;
+  if (!plan.idKey && plan.columns.some((c) => c.name === 'id')) {
+    const long = await tx.query(`SELECT 1 FROM bb_stage WHERE octet_length(id) > ${OWN_KEY_BYTES} LIMIT 1`);
+    if (long.rowCount) await addIdKey(tx, target.schema, target.table);
+  }
+  // Most files hold only new events: a plain INSERT is about twice as fast as ON CONFLICT.
+  // When an id is already there (Currents delivers at least once) or repeats in the file, redo
+  // it with ON CONFLICT DO NOTHING in id order, which skips them. No conflict target: the key
+  // is id_key or, on a table from before 0006, id, and another process may have just moved it
+  // (addIdKey), which a cached plan would not know. A deadlock is not retried here: the other
+  // session waits for this whole transaction (load-file.ts).
+  await tx.query('SAVEPOINT insert_events');
+  try {
+    written.inserted = (await tx.query(sql.insert(false))).rowCount ?? 0;
+  } catch (error) {
+    if (!(error instanceof DatabaseError && error.code === '23505')) throw error;
+    await tx.query('ROLLBACK TO SAVEPOINT insert_events');
+    written.inserted = (await tx.query(sql.insert(true))).rowCount ?? 0;
+  }
+  await tx.query('DROP TABLE bb_stage');
+  return written;
+}
+
+/**
+ * Of the rows `picked`, those whose id the table does not hold yet. The ids go as one array
+ * whose key lookup the planner cannot size (ARRAY(SELECT …)), so it always probes the key's
+ * index rather than scanning the table for a large batch; long ids are keyed as id_key is.
+ */
+async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]): Promise<number[]> {
+  const all = picked.map((i) => idOf(batch, i));
+  const ids = all.filter((id): id is string => id !== undefined);
+  if (ids.length === 0) return picked;
+  const match = target.plan.idKey
+    ? `id_key = ANY (ARRAY(SELECT CASE WHEN octet_length(x) > ${OWN_KEY_BYTES} THEN 'md5:' || md5(x) ELSE x END FROM unnest($1::text[]) AS x))`
+    : `id = ANY (ARRAY(SELECT unnest($1::text[])))`;
+  const { rows } = await target.tx.query<{ id: string }>(`SELECT id FROM ${qualified(target)} WHERE ${match}`, [ids]);
+  if (rows.length === 0) return picked;
+  const loaded = new Set(rows.map((r) => r.id));
+  return picked.filter((_, k) => {
+    const id = all[k];
+    return id === undefined || !loaded.has(id);
+  });
+}
+
+/** Slots of the per-batch table of ids: a power of two, at least three times BATCH_ROWS. */
+const BATCH_SLOTS = 1 << 16;
+
+/** Whether a row before row `i`, in the batch being sorted, has its id (whose hash is `hash`). */
+function earlierInBatch(slots: Int32Array, batch: RowBatch, i: number, hash: number): boolean {
+  for (let s = hash & (BATCH_SLOTS - 1); slots[s]! >= 0; s = (s + 1) & (BATCH_SLOTS - 1)) {
+    if (sameId(batch, slots[s]!, i)) return true;
+  }
+  return false;
+}
+
+/** Whether rows j and i have the same id: both as bytes in the text (compared there), or both as strings. */
+function sameId(batch: RowBatch, j: number, i: number): boolean {
+  const a = batch.idFrom[j]!;
+  const b = batch.idFrom[i]!;
+  if (a >= 0 && b >= 0) return batch.text.compare(batch.text, b, batch.idTo[i]!, a, batch.idTo[j]!) === 0;
+  // An id written as it is (printable ASCII) never equals one that was not.
+  return a < 0 && b < 0 && batch.ids.get(j) === batch.ids.get(i);
+}
+
+/** The free slot for `hash`. */
+function freeSlot(slots: Int32Array, hash: number): number {
+  let s = hash & (BATCH_SLOTS - 1);
+  while (slots[s]! >= 0) s = (s + 1) & (BATCH_SLOTS - 1);
+  return s;
+}
+
+/** The union of two ascending lists of row numbers, ascending. */
+function merge(a: number[], b: number[]): number[] {
+  if (b.length === 0) return a;
+  if (a.length === 0) return b;
+  const out: number[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) out.push(j >= b.length || (i < a.length && a[i]! < b[j]!) ? a[i++]! : b[j++]!);
+  return out;
+}
+
+const qualified = (t: EventTarget) => `${escapeIdentifier(t.schema)}.${escapeIdentifier(t.table)}`;
+
+/**
+ * The statements of one file's write, in the columns of read-batches.ts's lines. The staging
+ * table lives until the file's transaction ends; its insert computes occurred_at where the
+ * line could not (coalesce: the line's value is to_timestamp("time") wherever it has one).
+ */
+function statements(target: EventTarget) {
+  const { columns, extra } = target.plan;
+  const names = [...columns.map((c) => escapeIdentifier(c.name)), ...(extra.length > 0 ? ['extra_fields'] : []), 'occurred_at', 'source_key'].join(', ');
+  const defs = [...columns.map((c) => `${escapeIdentifier(c.name)} ${c.pgType}`), ...(extra.length > 0 ? ['extra_fields jsonb'] : []), 'occurred_at timestamptz', 'source_key text'].join(', ');
+  const hasTime = columns.some((c) => c.name === 'time' && c.pgType === 'bigint');
+  const values = names.replace(/occurred_at, source_key$/, `${hasTime ? 'coalesce(occurred_at, to_timestamp("time"))' : 'occurred_at'}, source_key`);
+  return {
+    table: qualified(target),
+    copyDirect: `COPY ${qualified(target)} (${names}) FROM STDIN`,
+    createStage: `CREATE TEMP TABLE bb_stage (${defs}) ON COMMIT DROP`,
+    copyStage: `COPY bb_stage (${names}) FROM STDIN`,
+    insert: (dedupe: boolean) => `INSERT INTO ${qualified(target)} (${names}) SELECT ${values} FROM bb_stage${dedupe ? ' ORDER BY id ON CONFLICT DO NOTHING' : ''}`,
+  };
+}
