@@ -7,7 +7,7 @@
  * recorded as failures to retry next run.
  */
 import type { Writable } from 'node:stream';
-import type { Connection, Database } from '../db/pool.js';
+import type { Connection } from '../db/pool.js';
 import type { Logger } from '../log.js';
 import type { TrackClient } from '../braze/track-client.js';
 import { InterruptedError } from '../errors.js';
@@ -31,7 +31,6 @@ export interface DeltaRow {
 export const RECORD_GROUP = { maxMembers: 5000, maxDelayMs: 1000 };
 
 export interface DeliveryContext {
-  db: Database;
   schema: string;
   client: TrackClient;
   log: Logger;

@@ -5,10 +5,10 @@
  * `maxMembers` have collected or `maxDelayMs` after the oldest, and always before delivery
  * returns. Nothing is recorded before Braze confirmed it. A kill -9 leaves unrecorded what
  * collected since the last write (normally the last maxDelayMs of answers), and never more than
- * two groups: the batch that fills a group waits until it is written, and reads of further
- * deltas wait for writes on the shared connection, so with a database slower than Braze at most
- * one group is being written while the next fills (plus the batches in flight). Those members are
- * sent again by the next run, as the requests in flight are.
+ * two groups plus the deltas already read (two chunks of 1,000) and the batches in flight: the
+ * batch that fills a group waits until it is written, and no further deltas are read while two
+ * groups wait to be written. Those members are sent again by the next run, as the requests in
+ * flight are.
  */
 import type { Connection } from '../db/pool.js';
 import { DatabaseError, messageOf } from '../errors.js';
@@ -38,8 +38,6 @@ export interface Recorder {
    * written (delivery then waits for the database: that bounds the unrecorded answers).
    */
   readable(): Promise<void> | undefined;
-  /** Transactions written so far. */
-  readonly writes: number;
 }
 
 export function createRecorder(conn: Connection, options: RecorderOptions): Recorder {
@@ -48,7 +46,6 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
   let timer: NodeJS.Timeout | undefined;
   let chain: Promise<void> = Promise.resolve();
   let error: unknown;
-  let writes = 0;
 
   let backlog = 0;
   let inTransaction = false;
@@ -85,7 +82,6 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
         { cause: e },
       );
     }
-    writes++;
   };
 
   /** Hand the collected answers to the write chain; writes run one after another on the connection. */
@@ -110,9 +106,6 @@ export function createRecorder(conn: Connection, options: RecorderOptions): Reco
   };
 
   return {
-    get writes() {
-      return writes;
-    },
     async add(confirmed, refused) {
       rethrow();
       seqs.push(...confirmed);

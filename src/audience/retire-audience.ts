@@ -99,7 +99,7 @@ export async function retireAudience(deps: RetireDeps, name: string, options: Re
       await applyWithoutSending(conn, deps.schema, name, id);
       const sent = await deliverDeltas(
         conn,
-        { db: deps.db, schema: deps.schema, client: deps.client!, log, runId: id, identifier: record.identifier, batchSize: options.batchSize, concurrency: options.concurrency, stop: deps.stop },
+        { schema: deps.schema, client: deps.client!, log, runId: id, identifier: record.identifier, batchSize: options.batchSize, concurrency: options.concurrency, stop: deps.stop },
         audience,
         sendable,
       );

@@ -158,7 +158,6 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       const sent = await deliverDeltas(
         conn,
         {
-          db: deps.db,
           schema: deps.schema,
           client: deps.client,
           log: runLog,
