@@ -28,6 +28,19 @@ export function occurredAt(time: unknown): string | undefined {
 
 /** Write `seconds` (from isoSeconds) at `at` as the 20 bytes of its ISO 8601 text; returns the offset after. */
 export function writeIso(buf: Buffer, at: number, seconds: number): number {
+  // Events come in time order, many to a second: the last text is usually the one.
+  if (seconds !== lastSeconds) {
+    lastSeconds = seconds;
+    isoText(lastBytes, 0, seconds);
+  }
+  for (let i = 0; i < 20; i++) buf[at + i] = lastBytes[i]!;
+  return at + 20;
+}
+
+let lastSeconds = NaN;
+const lastBytes = Buffer.alloc(20);
+
+function isoText(buf: Buffer, at: number, seconds: number): number {
   const r = seconds - dayOf(seconds) * 86400;
   for (let i = 0; i < 11; i++) buf[at + i] = dayBytes[i]!;
   at = two(buf, at + 11, Math.floor(r / 3600));

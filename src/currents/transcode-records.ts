@@ -96,8 +96,10 @@ export function transcoderFor(type: avro.Type, plan: TablePlan, key: string, sta
         const from = out.used;
         const id = input.string(out, stats, field.isId);
         if (field.isId) {
-          if (id === undefined) [facts.idFrom, facts.idTo] = [from, out.used];
-          else facts.id = replaceNul(id, ignored);
+          if (id === undefined) {
+            facts.idFrom = from;
+            facts.idTo = out.used;
+          } else facts.id = replaceNul(id, ignored);
         }
       } else if (field.kind === 'boolean') {
         out.text[out.used++] = input.byte() ? 0x74 : 0x66; // t, f
@@ -116,7 +118,8 @@ export function transcoderFor(type: avro.Type, plan: TablePlan, key: string, sta
       out.text[out.used++] = 0x4e;
     }
     out.text[out.used++] = TAB;
-    out.used += suffix.copy(out.text, out.used);
+    out.text.set(suffix, out.used);
+    out.used += suffix.length;
     facts.timed = seconds !== undefined || !hasTime;
     return input.pos;
   };
@@ -167,6 +170,12 @@ class Input {
 
   /** A zig-zag varint as a number: exact to 2^53, as avsc reads ints, lengths and union branches. */
   int(): number {
+    const first = this.data[this.pos];
+    if (first !== undefined && first < 0x80) {
+      // One byte (union branches, most lengths).
+      this.pos++;
+      return first & 1 ? -((first + 1) >>> 1) : first >>> 1;
+    }
     let n = 0;
     let scale = 1;
     let b;
