@@ -97,6 +97,9 @@ describe('Avro to COPY text, two ways', () => {
       return transcoderFor(type, { columns: mapSchema(type), extra: [], idKey: true }, 'k', { nul: 0 }) ? 'bytes' : 'records';
     };
     expect([way(direct), way(formatted)]).toEqual(['bytes', 'records']);
+    // A union of two non-null types is read record by record (it crashed the byte path, failing the file).
+    const twoTypes = { ...direct, name: 'TwoTypes', fields: [...direct.fields, { name: 'either', type: ['string', 'int'] }] };
+    expect(way(twoTypes)).toBe('records');
 
     const rows = records();
     const put = async (eventType: string, schema: object) => {

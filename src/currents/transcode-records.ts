@@ -151,8 +151,10 @@ function shapeOf(type: avro.Type): { kind: Kind; nullBranch: number } | undefine
   if (t.typeName === 'union:unwrapped' && t.types!.length === 2) {
     const names = t.types!.map((x) => (x as unknown as { typeName: string }).typeName);
     const nullBranch = names.indexOf('null');
+    // A union of two non-null types (["string", "int"]) is not ours: the record-by-record path reads it.
+    if (nullBranch < 0) return undefined;
     const other = kind(t.types![1 - nullBranch]!);
-    return nullBranch >= 0 && other ? { kind: other, nullBranch } : undefined;
+    return other ? { kind: other, nullBranch } : undefined;
   }
   const k = kind(type);
   return k && { kind: k, nullBranch: -1 };
