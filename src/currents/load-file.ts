@@ -121,12 +121,14 @@ export class DeadlockedFile extends Error {
 
 /**
  * A failure of the environment, not of the file: the connection (08), resources such as disk
- * or memory (53), an operator's cancel or shutdown (57), the server itself (58, XX). Every
+ * or memory (53), an operator's cancel or shutdown (57), the server itself (58, XX), and
+ * waiting on other sessions (a lock_timeout, 55P03; a serialization failure, 40001): the file
+ * stays pending for the next run rather than being marked failed. Every
  * other error while loading a file is the file's: before, only a short list of SQLSTATEs was,
  * and one odd file (a 9 kB id, 1,600 fields, a 64-byte table name) aborted every run.
  */
 function isEnvironmentError(error: unknown): boolean {
-  if (error instanceof DatabaseError) return /^(08|53|57|58|XX)/.test(error.code ?? '') || error.code === undefined;
+  if (error instanceof DatabaseError) return /^(08|53|57|58|XX)|^55P03$|^40001$/.test(error.code ?? '') || error.code === undefined;
   return error instanceof AppError && !(error instanceof AvroDecodeError || error instanceof SchemaMismatchError || error instanceof MissingObjectError);
 }
 
