@@ -1,6 +1,6 @@
 /**
- * Delivers a planned audience: streams the deltas from pg_temp.bb_delta through a cursor into
- * batches of attribute objects, at most `concurrency` requests in flight and at most that many
+ * Delivers a planned audience: reads the deltas from pg_temp.bb_delta in chunks, in send order,
+ * into batches of attribute objects, at most `concurrency` requests in flight and at most that many
  * batches read ahead, so memory stays bounded whatever the audience size. Each member is in
  * exactly one batch, so never in two in-flight requests. Braze's answers are recorded in groups
  * (record-confirmed.ts): the snapshot advances for the members Braze accepted, and the others are
@@ -72,7 +72,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
   let crossFailures = 0;
 
-  for (const sql of SEQ_INDEX_SQL) await conn.query(sql);
+  await indexDeltas(conn);
   // The recorder's statements join a group of members to the snapshot by its key: index lookups
   // only, never a plan that reads the whole snapshot for each group (reset when delivery ends).
   await conn.query('SET enable_hashjoin = off');
@@ -160,7 +160,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
 
 /** `plan --out`: the exact request bodies a sync would send, one JSON object per line. */
 export async function writeBodies(conn: Connection, audience: Audience, batchSize: number, out: Writable): Promise<void> {
-  for (const sql of SEQ_INDEX_SQL) await conn.query(sql);
+  await indexDeltas(conn);
   for (const which of ['exits', 'entries'] as const) {
     for await (const batch of batches(conn, batchSize, which)) {
       const line = `{"attributes":[${batch.map((r) => attributeJson(audience, r)).join(',')}]}\n`;
@@ -184,6 +184,11 @@ export function attributeJson(audience: Audience, row: Pick<DeltaRow, 'identifie
   }
   // payload is a non-empty JSON object: '{"a": 1, ...}'.
   return `{${identity},"_update_existing_only":${audience.updateExistingOnly === true},${row.payload.slice(1)}`;
+}
+
+/** Index and analyze bb_delta by send order: what batches() reads by and the recorder writes by. */
+async function indexDeltas(conn: Connection): Promise<void> {
+  for (const sql of SEQ_INDEX_SQL) await conn.query(sql);
 }
 
 /**
