@@ -120,16 +120,28 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
       : `NULLIF(${col(identifier)}::text, '')`;
 
   const hashed: string[] = [];
-  const plain: string[] = [];
-  const objects: string[] = [];
+  /** Label and value pairs for jsonb_build_object, and the test that the value is to be left out. */
+  const pairs: Array<{ label: string; value: string; absent: string }> = [];
   const checks: string[] = [];
+  /**
+   * Cheap tests, one per column with checks, each true whenever any of that column's checks is:
+   * the messages are built only for a member that fails one of them (nearly none), so a valid
+   * member costs one test per column instead of every check. A check without a column test
+   * (standard fields, the identifier's format) is its own test.
+   */
+  const suspects: string[] = [];
   const attributes: MemberSql['attributes'] = [];
   // The identifier itself: Braze would match a padded or malformed one to no profile, or the wrong one.
-  const idCheck = (cond: string, why: string) => checks.push(`CASE WHEN ${cond} THEN ${sqlString(why)} END`);
+  const idCheck = (cond: string, why: string, suspect = true) => {
+    checks.push(`CASE WHEN ${cond} THEN ${sqlString(why)} END`);
+    if (suspect) suspects.push(cond);
+  };
   for (const c of idColumns) {
     const v = `${col(c)}::text`;
-    idCheck(`${v} <> '' AND btrim(${v}, E' \\t\\r\\n') = ''`, `${c}: the identifier is only whitespace`);
-    idCheck(`btrim(${v}, E' \\t\\r\\n') <> '' AND btrim(${v}, E' \\t\\r\\n') <> ${v}`, `${c}: the identifier has leading or trailing whitespace`);
+    // Both whitespace checks imply that trimming changes the value.
+    suspects.push(`btrim(${v}, E' \\t\\r\\n') <> ${v}`);
+    idCheck(`${v} <> '' AND btrim(${v}, E' \\t\\r\\n') = ''`, `${c}: the identifier is only whitespace`, false);
+    idCheck(`btrim(${v}, E' \\t\\r\\n') <> '' AND btrim(${v}, E' \\t\\r\\n') <> ${v}`, `${c}: the identifier has leading or trailing whitespace`, false);
   }
   if (identifier === 'email') idCheck(`${col('email')}::text !~ '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$'`, 'email: not an email address');
   if (identifier === 'phone') idCheck(`${col('phone')}::text !~ '^\\+[1-9][0-9]{6,14}$'`, 'phone: not a phone number in E.164 form (+ and 7 to 15 digits)');
@@ -145,41 +157,59 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     // Canonical forms for hashing: text for anything string-like (citext would hash case-blind).
     hashed.push(kind === 'string' ? `${v}::text` : kind === 'string_array' ? `${v}::text[]` : kind === 'object' ? j : v);
     const check = (cond: string, why: string) => checks.push(`CASE WHEN ${cond} THEN ${sqlString(`${c.name}: ${why}`)} END`);
+    // The column's cheap test (see suspects); without one, each check is its own.
+    let suspect: string | undefined;
+    const own = (cond: string, why: string) => {
+      check(cond, why);
+      suspects.push(cond);
+    };
+    const pair = (value: string, absent = `${v} IS NULL`) => pairs.push({ label, value, absent });
     switch (kind) {
       case 'boolean':
       case 'integer':
-        plain.push(label, v);
+        pair(v);
         break;
       case 'bigint':
-        plain.push(label, v);
+        pair(v);
+        suspect = `${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`;
         // Compared, not abs(): abs() of the smallest bigint overflows and would fail the whole audience.
         check(`${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`, 'integer beyond ±2^53 cannot be sent as an exact JSON number (cast it to text)');
         break;
       case 'number':
-        plain.push(label, v);
+        pair(v);
+        // NaN sorts above every number and infinity beyond every bound, in numeric and float alike.
+        suspect = `${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`;
         check(`${v}::text IN ('NaN', 'Infinity', '-Infinity')`, 'NaN or infinity is not a JSON number');
         // Beyond ±2^53 a number is no longer an exact integer in Braze (a double), whatever its type here.
         check(`${v}::text NOT IN ('NaN', 'Infinity', '-Infinity') AND (${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE})`, 'number beyond ±2^53 cannot be sent exactly (cast it to text)');
         break;
       case 'string':
-        plain.push(label, `${v}::text`);
+        pair(`${v}::text`);
+        suspect = `octet_length(${v}::text) > 255`;
         check(longerThanUtf16(`${v}::text`, 255), 'longer than 255 characters as Braze counts them (UTF-16 code units)');
         break;
       case 'date':
-        plain.push(label, `to_char(${v}, 'YYYY-MM-DD')`);
+        pair(`to_char(${v}, 'YYYY-MM-DD')`);
+        // Infinity and -infinity lie beyond both bounds.
+        suspect = `${v} < date '0001-01-01' OR ${v} > date '3000-12-31'`;
         check(`NOT isfinite(${v})`, 'infinite date');
         check(`isfinite(${v}) AND (${v} < date '0001-01-01' OR ${v} > date '3000-12-31')`, 'year outside 0001–3000 (Braze would store it as a string, or lose the era)');
         break;
       case 'timestamp':
       case 'timestamptz': {
         const utc = kind === 'timestamptz' ? `(${v} AT TIME ZONE 'UTC')` : v;
-        plain.push(label, `to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);
+        pair(`to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);
+        const bound = (t: string) => (kind === 'timestamptz' ? `timestamptz '${t}+00'` : `timestamp '${t}'`);
+        suspect = `${v} < ${bound('0001-01-01 00:00:00')} OR ${v} >= ${bound('3001-01-01 00:00:00')}`;
         check(`NOT isfinite(${v})`, 'infinite timestamp');
         check(`isfinite(${v}) AND (${utc} < timestamp '0001-01-01' OR ${utc} >= timestamp '3001-01-01')`, 'year outside 0001–3000 (Braze would store it as a string, or lose the era)');
         break;
       }
       case 'string_array':
-        plain.push(label, `${v}::text[]`);
+        pair(`${v}::text[]`);
+        // array_position fails on a multi-dimensional array: the CASE keeps it from one.
+        suspect = `CASE WHEN array_ndims(${v}) > 1 THEN true ELSE cardinality(${v}) > ${maxArray} OR array_position(${v}::text[], NULL) IS NOT NULL
+                        OR octet_length(array_to_string(${v}::text[], '')) > 255 END`;
         check(`array_ndims(${v}) > 1`, 'multi-dimensional array (Braze arrays hold strings)');
         // Each check guards itself: array_position fails outright on a multi-dimensional array.
         check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE array_position(${v}::text[], NULL) IS NOT NULL END`, 'array contains NULL');
@@ -192,8 +222,8 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         );
         break;
       case 'object': {
-        // Kept apart from jsonb_strip_nulls, which would also drop NULLs nested inside the object.
-        objects.push(`CASE WHEN ${j} IS NULL OR jsonb_typeof(${j}) = 'null' THEN '{}'::jsonb ELSE jsonb_build_object(${label}, ${j}) END`);
+        // A JSON null is left out like a NULL; NULLs nested inside the object stay.
+        pair(j, `${j} IS NULL OR jsonb_typeof(${j}) = 'null'`);
         const isObject = `coalesce(jsonb_typeof(${j}) = 'object', false)`;
         if (j !== `${v}::jsonb`) check(`strpos(${v}::text, '\\u0000') > 0`, 'JSON holds \\u0000, which Braze (and jsonb) cannot store');
         check(`jsonb_typeof(${j}) NOT IN ('object', 'null')`, 'JSON value is not an object (nested attributes are objects)');
@@ -219,19 +249,38 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
           `CASE WHEN NOT ${isObject} OR octet_length(${text}) < 256 THEN false ELSE jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "^.{128}.{128}")') END`,
           'nested key longer than 255 characters',
         );
+        // One text of the object and one pattern: a backslash, 256 characters or more (the size
+        // and key-length checks need that many), or a string holding a space, "." or "$". A json
+        // column's own text may differ from its jsonb text: every check runs for it.
+        suspect =
+          j === `${v}::jsonb`
+            ? `CASE WHEN jsonb_typeof(${j}) = 'object'
+                    THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] OR ${text} ~ '\\\\|^.{128}.{128}|^([^"]*"[^"]*")*[^"]*"[^"]*[ .$]'
+                    ELSE jsonb_typeof(${j}) <> 'null' END`
+            : `${v} IS NOT NULL`;
         break;
       }
     }
-    standardFieldCheck(c.name, kind, v, check, (why) => fail(`column "${c.name}" is a Braze standard field: ${why}`));
+    if (suspect) suspects.push(suspect);
+    // Standard fields' format checks are not covered by the column's test: each is its own.
+    standardFieldCheck(c.name, kind, v, own, (why) => fail(`column "${c.name}" is a Braze standard field: ${why}`));
   }
   // Values go to jsonb_build_object as they are: it converts each as to_jsonb would, once (a
   // to_jsonb around each cost a second conversion per value). It takes at most 100 arguments:
-  // build in chunks of 50 attributes.
+  // build in chunks of 50 attributes. Absent values are then deleted by key, and only for a
+  // member that has any (jsonb_strip_nulls cost a second walk of every object, and would also
+  // drop NULLs nested inside an object value).
   const parts: string[] = [];
-  for (let i = 0; i < plain.length; i += 100) parts.push(`jsonb_strip_nulls(jsonb_build_object(${plain.slice(i, i + 100).join(', ')}))`);
-  parts.push(...objects);
+  for (let i = 0; i < pairs.length; i += 50) {
+    const chunk = pairs.slice(i, i + 50);
+    parts.push(
+      `(jsonb_build_object(${chunk.map((p) => `${p.label}, ${p.value}`).join(', ')})
+        - CASE WHEN ${chunk.map((p) => `(${p.absent})`).join(' OR ')} THEN ARRAY[${chunk.map((p) => `CASE WHEN ${p.absent} THEN ${p.label} END`).join(', ')}]::text[] ELSE '{}'::text[] END)`,
+    );
+  }
   const attrs = parts.length > 0 ? parts.join(' || ') : `'{}'::jsonb`;
-  const invalid = checks.length > 0 ? `NULLIF(concat_ws('; ', ${checks.join(', ')}), '')` : 'NULL::text';
+  const invalid =
+    checks.length > 0 ? `CASE WHEN ${suspects.map((t) => `(${t})`).join(' OR ')} THEN NULLIF(concat_ws('; ', ${checks.join(', ')}), '') END` : 'NULL::text';
   // Part of every row hash: a change of columns, types or identifier makes every row a candidate.
   const signature = JSON.stringify({ identifier, columns: columns.map((c) => [c.name, c.typeOid]) });
   const rowHash = (serverVersion: number) =>
