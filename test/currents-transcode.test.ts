@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exactTypeOptions } from '../src/currents/avro/exact-types.js';
 import { ingest } from '../src/currents/ingest.js';
 import { mapSchema } from '../src/currents/map-schema.js';
-import { transcoderFor } from '../src/currents/transcode-records.js';
+import { transcoderFor, type RowFacts, type RowOut } from '../src/currents/transcode-records.js';
 import { openSource } from '../src/currents/source/open-source.js';
 import { silentLogger } from '../src/log.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
@@ -148,5 +148,35 @@ describe('Avro to COPY text, two ways', () => {
          FROM ev.users_behaviors_direct`,
     );
     expect(time.rows).toEqual([{ n: 240, exact: true, untimed: 24 }]);
+  });
+});
+
+describe('Avro longs straight from the bytes', () => {
+  const schema = { type: 'record', name: 'Longs', fields: [{ name: 'id', type: 'string' }, { name: 'big', type: 'long' }] };
+  const type = avro.Type.forSchema(schema as avro.Schema, exactTypeOptions());
+  const transcode = transcoderFor(type, { columns: mapSchema(type), extra: [], idKey: true }, 'k', { nul: 0 })!;
+  const line = (bytes: Buffer): string => {
+    const out: RowOut = { text: Buffer.alloc(64), used: 0, room(n) { if (this.used + n > this.text.length) this.text = Buffer.concat([this.text, Buffer.alloc(n)]); } };
+    const facts: RowFacts = { idFrom: -1, idTo: -1, id: undefined, timed: true };
+    const end = transcode(bytes, 0, out, facts);
+    expect(end).toBe(bytes.length);
+    return out.text.subarray(0, out.used).toString('latin1').split('\t')[1]!;
+  };
+
+  // avsc's long reader (and so the record-by-record path) turns both corrupt forms into some
+  // value without a word; straight from the bytes they fail the file as corrupt.
+  it('reads every 64-bit value as avsc does, and refuses a varint of more than 10 bytes or beyond 64 bits', () => {
+    expect(transcode).toBeDefined();
+    for (const big of [0n, -1n, 1n << 53n, -(1n << 63n), (1n << 63n) - 1n, 4611686018427387904n]) {
+      expect(line(type.toBuffer({ id: 'a', big }))).toBe(String(big));
+    }
+    // id "a", then the largest value's 10 bytes with the continuation bit left on, and an 11th.
+    const max = type.toBuffer({ id: 'a', big: (1n << 63n) - 1n });
+    const eleven = Buffer.concat([max.subarray(0, max.length - 1), Buffer.from([max[max.length - 1]! | 0x80, 0x01])]);
+    expect(eleven.length).toBe(2 + 11);
+    expect(() => line(eleven)).toThrow(/more than 10 bytes/);
+    const wide = Buffer.from(max);
+    wide[wide.length - 1] = 0x03; // a 65th bit
+    expect(() => line(wide)).toThrow(/beyond 64 bits/);
   });
 });

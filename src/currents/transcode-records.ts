@@ -192,13 +192,16 @@ class Input {
   /** A zig-zag varint as an exact 64-bit value (a bigint past 2^53), as exact-types.ts reads a long. */
   long(): number | bigint {
     const start = this.pos;
+    // A 64-bit value takes at most 10 bytes: a tenth with the continuation bit is corrupt (avsc refuses it too).
     while (this.byte() & 0x80) {
-      if (this.pos - start > 10) throw new AvroDecodeError('corrupt record: a long takes more than 10 bytes');
+      if (this.pos - start >= 10) throw new AvroDecodeError('corrupt record: a long takes more than 10 bytes');
     }
     if (this.pos - start <= 7) {
       this.pos = start;
       return this.int();
     }
+    // The tenth byte holds the 64th bit alone: more would be a value no writer can encode.
+    if (this.pos - start === 10 && this.data[this.pos - 1]! > 1) throw new AvroDecodeError('corrupt record: a long beyond 64 bits');
     let u = 0n;
     for (let i = this.pos - 1; i >= start; i--) u = (u << 7n) | BigInt(this.data[i]! & 0x7f);
     u = BigInt.asUintN(64, u);
