@@ -6,7 +6,7 @@
  *   bb_cand     candidates: rows whose hash differs from the snapshot's, and snapshot members
  *               gone from the result (reads the snapshot's keys and hashes only)
  *   bb_dups     member keys that appear in more than one row (neither row is sent)
- *   bb_delta    per candidate member: kind, the attributes now, and the exact payload to send
+ *   bb_delta    per candidate member: kind, the exact payload to send, and what Braze then holds (NEW_ATTRS)
  *
  * `snapshots` is the snapshot table (or an empty stand-in when planning against a database
  * never synced), as `snapshotSource` in snapshot-store.ts names it. Each builder says which
@@ -121,11 +121,14 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
   return {
     text: `CREATE TEMP TABLE bb_delta AS
      SELECT row_number() OVER () AS seq, d.identifier, d.member_key, d.row_hash, d.invalid, d.kind, d.unverified, d.old_attrs IS NOT NULL AS has_old,
+            d.kind NOT IN ('exited', 'invalid') AND d.old_attrs IS NULL AS attrs_in_payload,
             CASE WHEN d.kind = 'exited' THEN
                    CASE $3 WHEN 'keep' THEN d.old_attrs
                         -- Set values are what Braze now holds; a key set to null is held no more.
                         WHEN 'set' THEN (SELECT jsonb_object_agg(k, v) FROM jsonb_each(d.old_attrs || $4::jsonb) AS e(k, v) WHERE v <> 'null'::jsonb)
                         ELSE (SELECT jsonb_object_agg(k, v) FROM jsonb_each(d.old_attrs) AS e(k, v) WHERE k = ANY($5::text[])) END
+                 -- Kept once, as the payload (see NEW_ATTRS).
+                 WHEN d.kind <> 'invalid' AND d.old_attrs IS NULL THEN NULL
                  ELSE d.new_attrs
             END AS new_attrs,
             CASE WHEN d.kind = 'exited' THEN
@@ -165,6 +168,14 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
     values: [audience.name, backfill, audience.onExit.kind, audience.onExit.kind === 'set' ? JSON.stringify(audience.onExit.values) : null, [...STANDARD_FIELDS], exitLeftMembers],
   };
 }
+
+/**
+ * What Braze holds of the audience once a delta's payload is accepted, as an expression over a
+ * bb_delta row. A member without attributes from before is sent exactly what it will hold: that
+ * JSON is kept once, as the payload (a first sync would otherwise write every member's
+ * attributes twice into bb_delta, and read them twice).
+ */
+export const NEW_ATTRS = 'CASE WHEN attrs_in_payload THEN payload ELSE new_attrs END';
 
 /** Members per kind, how many need a request, how many alter values Braze holds, how many are resent unverified. No parameters. */
 export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload <> '{}'::jsonb) AS sendable,

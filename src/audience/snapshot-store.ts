@@ -5,6 +5,7 @@
  */
 import { escapeIdentifier, type Connection, type Queryable } from '../db/pool.js';
 import type { Audience, IdentifierKind } from '../types.js';
+import { NEW_ATTRS } from './plan-sql.js';
 
 export interface AdvanceOptions {
   /** Sent under @update_existing_only true: Braze may have ignored it, so it stays unverified and is sent again. */
@@ -35,7 +36,7 @@ export async function advanceSnapshot(conn: Queryable, schema: string, audience:
   const s = escapeIdentifier(schema);
   const match = 't.audience = $1 AND t.identifier = d.identifier AND t.member_key = d.member_key';
   await conn.query(
-    `WITH d AS MATERIALIZED (SELECT identifier, member_key, kind, new_attrs, row_hash, unverified, has_old FROM pg_temp.bb_delta WHERE seq = ANY($2::bigint[])),
+    `WITH d AS MATERIALIZED (SELECT identifier, member_key, kind, ${NEW_ATTRS} AS new_attrs, row_hash, unverified, has_old FROM pg_temp.bb_delta WHERE seq = ANY($2::bigint[])),
      gone AS (DELETE FROM ${s}.snapshots t USING d WHERE d.new_attrs IS NULL AND d.has_old AND ${match}),
      kept AS (
        UPDATE ${s}.snapshots t
@@ -62,15 +63,15 @@ export async function applyWithoutSending(conn: Queryable, schema: string, audie
   await conn.query(
     `WITH gone AS (
        DELETE FROM ${s}.snapshots t USING pg_temp.bb_delta d
-        WHERE d.kind = 'exited' AND d.payload IS NULL AND d.new_attrs IS NULL
+        WHERE d.kind = 'exited' AND d.payload IS NULL AND d.new_attrs IS NULL -- an exit's new_attrs is never kept as its payload
           AND t.audience = $1 AND t.identifier = d.identifier AND t.member_key = d.member_key
      )
      INSERT INTO ${s}.snapshots AS t (audience, identifier, member_key, attrs, row_hash, present, unverified, backfilled_at, confirmed_at, confirmed_run)
      SELECT $1, identifier, member_key, new_attrs, CASE WHEN kind = 'exited' THEN NULL ELSE row_hash END, kind <> 'exited',
             -- A member who left keeps its flag: if it comes back, it is sent its full set again.
             kind = 'exited' AND unverified, CASE WHEN $3 AND kind <> 'exited' THEN now() END, now(), $2
-       FROM pg_temp.bb_delta
-      WHERE ((kind IN ('new', 'changed', 'unchanged') AND new_attrs IS NOT NULL) OR (kind = 'exited' AND new_attrs IS NOT NULL))
+       FROM (SELECT identifier, member_key, kind, row_hash, unverified, payload, ${NEW_ATTRS} AS new_attrs FROM pg_temp.bb_delta) AS d
+      WHERE kind IN ('new', 'changed', 'unchanged', 'exited') AND new_attrs IS NOT NULL
         AND (payload IS NULL OR payload = '{}'::jsonb)
      ON CONFLICT (audience, identifier, member_key)
      DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, present = excluded.present, unverified = excluded.unverified,
