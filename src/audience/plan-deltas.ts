@@ -10,6 +10,7 @@ import type { MemberFailure } from '../run/run-store.js';
 import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
 import { buildMemberSql, resolveTypes, type MemberSql } from './member-sql.js';
 import {
+  allCandidatesSql,
   candidatesSql,
   createCurrentSql,
   DESCRIBE_PREFIX,
@@ -118,8 +119,13 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   // resets it with the connection's other settings.
   await conn.query('SET jit = off');
   const snapshots = await snapshotSource(conn, schema, planning);
-  const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
-  const candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
+  let candidateRows = rows - nulls;
+  if (await holdsAny(conn, snapshots, audience.name)) {
+    const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
+    candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
+  } else {
+    await conn.query(allCandidatesSql(member.identifier));
+  }
   await conn.query(duplicatesSql(member.identifier, candidateRows * 4 > rows));
   const delta = deltaSql(snapshots, audience, member, backfill);
   await conn.query(delta.text, delta.values);
@@ -128,6 +134,11 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const existing = await countSnapshotMembers(conn, snapshots, audience.name);
   const attributes = [...member.attributes.map((a) => a.name), ...(audience.onExit.kind === 'set' ? Object.keys(audience.onExit.values) : [])];
   return { ...plan, identifier: member.identifier, existing, attributes, guardrail: guardrailOf(plan.counts, existing, audience, attributes, options) };
+}
+
+/** Whether the snapshot holds any row of the audience, those who left included. */
+async function holdsAny(conn: Connection, snapshots: string, audience: string): Promise<boolean> {
+  return (await conn.query(`SELECT 1 FROM ${snapshots} AS sn WHERE sn.audience = $1 LIMIT 1`, [audience])).rowCount === 1;
 }
 
 /**

@@ -22,7 +22,8 @@ export interface Statement {
   values: unknown[];
 }
 
-export const DROP_PLAN_TABLES = 'DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_cand, pg_temp.bb_dups, pg_temp.bb_delta';
+/** bb_cand may be a view on bb_current (allCandidatesSql): dropped with it. Two statements, no parameters. */
+export const DROP_PLAN_TABLES = 'DROP TABLE IF EXISTS pg_temp.bb_current CASCADE; DROP TABLE IF EXISTS pg_temp.bb_cand, pg_temp.bb_dups, pg_temp.bb_delta';
 
 /** The wrapper around the audience's SELECT; its length locates errors in the file. */
 export const DESCRIBE_PREFIX = 'SELECT * FROM (\n';
@@ -72,6 +73,18 @@ export function candidatesSql(snapshots: string, audience: Audience, identifier:
          OR (c."__bb_key" IS NOT NULL AND (s.backfilled_at IS NULL OR s.backfilled_at < $3::timestamptz))` : ''}`}`,
     values: backfill ? [audience.name, identifier, options.backfillSince] : [audience.name, identifier],
   };
+}
+
+/**
+ * bb_cand when the snapshot holds nothing of the audience (its first sync): every row with a key
+ * is a candidate, new, so bb_cand is a view on bb_current rather than a copy of the whole
+ * result. Same columns as candidatesSql's table. No parameters (the identifier kind is one of
+ * identifierKinds, written as a literal).
+ */
+export function allCandidatesSql(identifier: string): string {
+  return `CREATE TEMP VIEW bb_cand AS
+     SELECT c.*, NULL::text AS "__bb_s_ident", NULL::text AS "__bb_s_key", NULL::boolean AS "__bb_s_present", NULL::boolean AS "__bb_s_unverified"
+       FROM (SELECT ${`'${identifier.replace(/'/g, "''")}'`}::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS c`;
 }
 
 /**
