@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { topLevelKeys } from '../src/audience/payload-keys.js';
+import { KeyCounter, topLevelKeys } from '../src/audience/payload-keys.js';
 
 /** JSON text as PostgreSQL's jsonb output writes it: ", " and ": " between entries. */
 function pgText(value: unknown): string {
@@ -39,9 +39,22 @@ describe('topLevelKeys', () => {
         default: return Object.fromEntries(Array.from({ length: rand(4) }, () => [str(), val(depth + 1)]));
       }
     };
+    const counter = new KeyCounter();
+    const expected: Record<string, number> = {};
     for (let i = 0; i < 2000; i++) {
       const obj = Object.fromEntries(Array.from({ length: rand(6) }, () => [str(), val(0)]));
-      expect(topLevelKeys(pgText(obj))).toEqual(Object.keys(JSON.parse(JSON.stringify(obj)) as object));
+      const keys = Object.keys(JSON.parse(JSON.stringify(obj)) as object);
+      expect(topLevelKeys(pgText(obj))).toEqual(keys);
+      counter.add(i % 2 ? pgText(obj) : JSON.stringify(obj));
+      for (const k of keys) expected[k] = (expected[k] ?? 0) + 1;
     }
+    expect(counter.perKey()).toEqual(expected);
+    expect(counter.total).toBe(Object.values(expected).reduce((a, b) => a + b, 0));
+  });
+
+  it('counts a key once whether or not it was written with escapes, and tells apart keys that share a prefix', () => {
+    const counter = new KeyCounter();
+    for (const text of ['{"a": 1, "ab": 2}', '{"\\u0061": 3}', '{"\u0061b": 4, "abc": 5}', '{"ab": {"a": 1}}']) counter.add(text);
+    expect(counter.perKey()).toEqual({ a: 2, ab: 3, abc: 1 });
   });
 });

@@ -13,7 +13,7 @@ import type { TrackClient } from '../braze/track-client.js';
 import { InterruptedError } from '../errors.js';
 import { createDispatcher } from '../run/dispatcher.js';
 import type { Audience, IdentifierKind } from '../types.js';
-import { topLevelKeys } from './payload-keys.js';
+import { KeyCounter } from './payload-keys.js';
 import { deltasToSendSql, SEQ_INDEX_SQL } from './plan-sql.js';
 import { createRecorder } from './record-confirmed.js';
 
@@ -69,6 +69,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   const before = { ...client.stats };
   const delivery: Delivery = { updates: 0, perAttribute: {}, failed: 0, requests: 0, retries: 0, rateLimited: 0, stopped: false, heldBack: false };
   let done = 0;
+  const accepted = new KeyCounter();
   /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
   let crossFailures = 0;
 
@@ -93,12 +94,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
       delivery.failed += failures.length;
       crossFailures += [...failed.keys()].filter((i) => batch[i]!.kind === 'exited' && batch[i]!.identifier !== ctx.identifier).length;
-      for (const r of confirmed) {
-        for (const k of topLevelKeys(r.payload)) {
-          delivery.perAttribute[k] = (delivery.perAttribute[k] ?? 0) + 1;
-          delivery.updates++;
-        }
-      }
+      for (const r of confirmed) accepted.add(r.payload);
       if (failures.length > 0) ctx.log.warn('Braze rejected members of a batch', { rejected: failures.length, reason: failures[0]!.reason });
       done += batch.length;
       ctx.onProgress?.({ audience: audience.name, done, total });
@@ -147,6 +143,8 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
         delivery.abort = await phase('entries');
       }
     }
+    delivery.updates = accepted.total;
+    delivery.perAttribute = accepted.perKey();
     delivery.requests = client.stats.requests - before.requests;
     delivery.retries = client.stats.retries - before.retries;
     delivery.rateLimited = client.stats.rateLimited - before.rateLimited;

@@ -4,8 +4,9 @@
  * each payload would cost more than the rest of the member's handling. The text is PostgreSQL's
  * jsonb output (valid JSON, one object); a key with an escape is decoded exactly.
  */
-export function topLevelKeys(json: string): string[] {
-  const keys: string[] = [];
+
+/** Calls `onKey(start, end)` for each top-level key: its text between the quotes, json.slice(start, end). */
+function scanTopLevelKeys(json: string, onKey: (start: number, end: number) => void): void {
   let depth = 0;
   let expectKey = false;
   for (let i = 0; i < json.length; i++) {
@@ -20,8 +21,7 @@ export function topLevelKeys(json: string): string[] {
         end = json.indexOf('"', end + 1);
       }
       if (depth === 1 && expectKey) {
-        const slash = json.indexOf('\\', i + 1);
-        keys.push(slash !== -1 && slash < end ? (JSON.parse(json.slice(i, end + 1)) as string) : json.slice(i + 1, end));
+        onKey(i + 1, end);
         expectKey = false;
       }
       i = end;
@@ -34,5 +34,55 @@ export function topLevelKeys(json: string): string[] {
       expectKey = true;
     }
   }
+}
+
+/** The key whose text is json.slice(start, end), decoded when it holds an escape. */
+function keyAt(json: string, start: number, end: number): string {
+  const slash = json.indexOf('\\', start);
+  return slash !== -1 && slash < end ? (JSON.parse(json.slice(start - 1, end + 1)) as string) : json.slice(start, end);
+}
+
+export function topLevelKeys(json: string): string[] {
+  const keys: string[] = [];
+  scanTopLevelKeys(json, (start, end) => keys.push(keyAt(json, start, end)));
   return keys;
+}
+
+/**
+ * Counts top-level keys over many payloads. A payload's keys are compared in place with the
+ * keys seen before (an audience writes a handful): no string is made or hashed per key, which
+ * was half the cost of counting a million members' attributes.
+ */
+export class KeyCounter {
+  private readonly keys: string[] = [];
+  /** Each known key's text as it appears between the quotes (differs from the key when escaped). */
+  private readonly raw: string[] = [];
+  private readonly counts: number[] = [];
+  total = 0;
+
+  add(json: string): void {
+    scanTopLevelKeys(json, (start, end) => {
+      const length = end - start;
+      let k = 0;
+      for (; k < this.raw.length; k++) {
+        const r = this.raw[k]!;
+        if (r.length === length && json.startsWith(r, start)) break;
+      }
+      if (k === this.raw.length) {
+        // A new key, or one escaped differently: decoded keys are counted together below.
+        this.raw.push(json.slice(start, end));
+        this.keys.push(keyAt(json, start, end));
+        this.counts.push(0);
+      }
+      this.counts[k]!++;
+      this.total++;
+    });
+  }
+
+  /** The counts per key. */
+  perKey(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [i, key] of this.keys.entries()) out[key] = (out[key] ?? 0) + this.counts[i]!;
+    return out;
+  }
 }

@@ -21,10 +21,12 @@ const agents = {
 export function postJson(url: URL, headers: Record<string, string>, body: string, timeoutMs: number): Promise<PostResult> {
   const transport = url.protocol === 'https:' ? https : http;
   const agent = agents[url.protocol as keyof typeof agents];
+  // Encoded once: its length is the bytes' (Buffer.byteLength would walk the text a second time).
+  const data = Buffer.from(body, 'utf8');
   return new Promise((resolve, reject) => {
     const req = transport.request(
       url,
-      { method: 'POST', agent, headers: { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      { method: 'POST', agent, headers: { ...headers, 'content-type': 'application/json', 'content-length': data.length } },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -50,7 +52,7 @@ export function postJson(url: URL, headers: Record<string, string>, body: string
     // A total deadline, not an idle timeout: a server that trickles bytes is also too slow.
     const timer = setTimeout(() => req.destroy(new NetworkError(`request timed out after ${timeoutMs} ms`, 'ETIMEDOUT')), timeoutMs);
     req.on('error', fail);
-    req.end(body);
+    req.end(data);
   });
 }
 
