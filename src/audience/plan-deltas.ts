@@ -119,14 +119,14 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   // resets it with the connection's other settings.
   await conn.query('SET jit = off');
   const snapshots = await snapshotSource(conn, schema, planning);
-  let candidateRows = rows - nulls;
   if (await holdsAny(conn, snapshots, audience.name)) {
     const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
-    candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
+    const candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
+    await conn.query(duplicatesSql(member.identifier, candidateRows * 4 > rows ? 'most' : 'few'));
   } else {
     await conn.query(allCandidatesSql(member.identifier));
+    await conn.query(duplicatesSql(member.identifier, 'all'));
   }
-  await conn.query(duplicatesSql(member.identifier, candidateRows * 4 > rows));
   const delta = deltaSql(snapshots, audience, member, backfill);
   await conn.query(delta.text, delta.values);
 

@@ -93,12 +93,14 @@ export function allCandidatesSql(identifier: string): string {
  * anything, so only those are counted (identical copies of an unchanged member change nothing).
  * One row per result row in a duplicated group. No parameters.
  */
-export function duplicatesSql(identifier: string, mostRowsAreCandidates = false): string {
+export function duplicatesSql(identifier: string, candidates: 'few' | 'most' | 'all' = 'few'): string {
+  const mostRowsAreCandidates = candidates !== 'few';
   const norm = (key: string) => (identifier === 'email' ? `lower(${key})` : key);
   // Counted per group (a hash aggregate, no sort of the result); the rows of the few groups
   // found are joined back, and with none found the join reads nothing more. When most rows are
   // candidates (a first sync), every key is counted and the groups are then narrowed to the
-  // candidates: cheaper than matching a million keys against a million candidates first.
+  // candidates: cheaper than matching a million keys against a million candidates first. When
+  // every keyed row is a candidate (bb_cand is the view of a first sync), there is nothing to narrow.
   const candidate = (x: string) => `${x} IN (SELECT ${norm('c."__bb_key"')} FROM pg_temp.bb_cand AS c WHERE c."__bb_key" IS NOT NULL)`;
   return `CREATE TEMP TABLE bb_dups AS
      WITH g AS MATERIALIZED (
@@ -106,7 +108,7 @@ export function duplicatesSql(identifier: string, mostRowsAreCandidates = false)
          SELECT ${norm('"__bb_key"')} AS grp, count(*) AS n FROM pg_temp.bb_current
           WHERE "__bb_key" IS NOT NULL${mostRowsAreCandidates ? '' : ` AND ${candidate(norm('"__bb_key"'))}`}
           GROUP BY 1 HAVING count(*) > 1
-       ) AS all_groups${mostRowsAreCandidates ? ` WHERE ${candidate('grp')}` : ''}
+       ) AS all_groups${candidates === 'most' ? ` WHERE ${candidate('grp')}` : ''}
      )
      SELECT r."__bb_key" AS member_key, g.grp, g.n FROM g JOIN pg_temp.bb_current AS r ON ${norm('r."__bb_key"')} = g.grp`;
 }
