@@ -83,6 +83,9 @@ test('dates and times: infinities and years outside 0001–3000 fail; the first 
     const expected = what === 'inf' || what === 'ninf' ? `infinite ${column === 'd' ? 'date' : 'timestamp'}` : 'year outside 0001–3000';
     expect(v.invalid, id).toMatch(new RegExp(`^${column}: ${expected}[^;]*$`));
   }
+  // An infinite value is left out of the attributes like a NULL, not written as JSON null.
+  expect(r.get('d-inf')!.attrs).not.toHaveProperty('d');
+  expect(r.get('tz-ninf')!.attrs).not.toHaveProperty('tz');
   // Near the bounds in another zone: 3001-01-01 00:30 at +01 is 3000-12-31 23:30 UTC, inside.
   const edge = await evaluate('external_id, tz', `('in', timestamptz '3001-01-01 00:30:00+01'), ('out', timestamptz '0001-01-01 00:30:00+01')`);
   expect(edge.get('in')!.invalid).toBeNull();

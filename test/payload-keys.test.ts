@@ -57,4 +57,20 @@ describe('topLevelKeys', () => {
     for (const text of ['{"a": 1, "ab": 2}', '{"\\u0061": 3}', '{"\u0061b": 4, "abc": 5}', '{"ab": {"a": 1}}']) counter.add(text);
     expect(counter.perKey()).toEqual({ a: 2, ab: 3, abc: 1 });
   });
+
+  it("counts keys named like an object's own properties, and many keys of one length", () => {
+    const counter = new KeyCounter();
+    const wide = Object.fromEntries(Array.from({ length: 120 }, (_, i) => [`k${String(i).padStart(3, '0')}`, i]));
+    for (let i = 0; i < 3; i++) counter.add(JSON.stringify({ constructor: 1, __proto__x: 2, toString: 3, ...wide }));
+    counter.add('{"__proto__": 1, "hasOwnProperty": 2}');
+    const counts = counter.perKey();
+    expect(counts.constructor).toBe(3);
+    expect(counts.toString).toBe(3);
+    expect(counts.__proto__x).toBe(3);
+    expect(Object.getOwnPropertyDescriptor(counts, '__proto__')?.value).toBe(1);
+    expect(counts.hasOwnProperty).toBe(1);
+    expect(counts.k000).toBe(3);
+    expect(counts.k119).toBe(3);
+    expect(counter.total).toBe(3 * 123 + 2);
+  });
 });

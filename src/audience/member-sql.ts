@@ -189,7 +189,8 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         check(longerThanUtf16(`${v}::text`, 255), 'longer than 255 characters as Braze counts them (UTF-16 code units)');
         break;
       case 'date':
-        pair(`to_char(${v}, 'YYYY-MM-DD')`);
+        // to_char of an infinite date is NULL: left out like one (the member fails its check anyway).
+        pair(`to_char(${v}, 'YYYY-MM-DD')`, `${v} IS NULL OR NOT isfinite(${v})`);
         // Infinity and -infinity lie beyond both bounds.
         suspect = `${v} < date '0001-01-01' OR ${v} > date '3000-12-31'`;
         check(`NOT isfinite(${v})`, 'infinite date');
@@ -198,7 +199,7 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
       case 'timestamp':
       case 'timestamptz': {
         const utc = kind === 'timestamptz' ? `(${v} AT TIME ZONE 'UTC')` : v;
-        pair(`to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`);
+        pair(`to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`, `${v} IS NULL OR NOT isfinite(${v})`);
         const bound = (t: string) => (kind === 'timestamptz' ? `timestamptz '${t}+00'` : `timestamp '${t}'`);
         suspect = `${v} < ${bound('0001-01-01 00:00:00')} OR ${v} >= ${bound('3001-01-01 00:00:00')}`;
         check(`NOT isfinite(${v})`, 'infinite timestamp');
@@ -251,14 +252,15 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         );
         // The object's text: 256 bytes or more (what the size and key-length checks need), or,
         // skipping whole strings from the start, a string holding a space, ".", "$" or a
-        // backslash (a backslash ends the skipping, so an escaped quote cannot misalign it). A
+        // backslash (a backslash ends the skipping, so an escaped quote cannot misalign it; an
+        // E'' literal, so the backslashes mean the same whatever standard_conforming_strings). A
         // bounded repetition such as .{128} in the pattern would cost ten times the rest. A
         // json column's own text may differ from its jsonb text: every check runs for it.
         suspect =
           j === `${v}::jsonb`
             ? `CASE WHEN jsonb_typeof(${j}) = 'object'
                     THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] OR octet_length(${text}) > 255
-                         OR ${text} ~ '^([^"\\\\]*"[^"\\\\]*")*[^"\\\\]*"[^"\\\\]*[ .$\\\\]'
+                         OR ${text} ~ E'^([^"\\\\\\\\]*"[^"\\\\\\\\]*")*[^"\\\\\\\\]*"[^"\\\\\\\\]*[ .$\\\\\\\\]'
                     ELSE jsonb_typeof(${j}) <> 'null' END`
             : `${v} IS NOT NULL`;
         break;

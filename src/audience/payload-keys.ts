@@ -58,18 +58,30 @@ export class KeyCounter {
   /** Each known key's text as it appears between the quotes (differs from the key when escaped). */
   private readonly raw: string[] = [];
   private readonly counts: number[] = [];
+  /** Known keys by the length of their text: only those are compared (a wide audience has many). */
+  private readonly byLength = new Map<number, number[]>();
   total = 0;
 
   add(json: string): void {
     scanTopLevelKeys(json, (start, end) => {
       const length = end - start;
-      let k = 0;
-      for (; k < this.raw.length; k++) {
-        const r = this.raw[k]!;
-        if (r.length === length && json.startsWith(r, start)) break;
+      let same = this.byLength.get(length);
+      let k = -1;
+      if (same) {
+        for (const i of same) {
+          if (json.startsWith(this.raw[i]!, start)) {
+            k = i;
+            break;
+          }
+        }
+      } else {
+        same = [];
+        this.byLength.set(length, same);
       }
-      if (k === this.raw.length) {
+      if (k < 0) {
         // A new key, or one escaped differently: decoded keys are counted together below.
+        k = this.raw.length;
+        same.push(k);
         this.raw.push(json.slice(start, end));
         this.keys.push(keyAt(json, start, end));
         this.counts.push(0);
@@ -79,9 +91,9 @@ export class KeyCounter {
     });
   }
 
-  /** The counts per key. */
+  /** The counts per key (an object without prototype: a key may be named "constructor" or "__proto__"). */
   perKey(): Record<string, number> {
-    const out: Record<string, number> = {};
+    const out: Record<string, number> = Object.create(null) as Record<string, number>;
     for (const [i, key] of this.keys.entries()) out[key] = (out[key] ?? 0) + this.counts[i]!;
     return out;
   }

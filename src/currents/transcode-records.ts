@@ -192,7 +192,8 @@ class Input {
   /** A zig-zag varint as an exact 64-bit value (a bigint past 2^53), as exact-types.ts reads a long. */
   long(): number | bigint {
     const start = this.pos;
-    // A 64-bit value takes at most 10 bytes: a tenth with the continuation bit is corrupt (avsc refuses it too).
+    // A 64-bit value takes at most 10 bytes: a tenth with the continuation bit is corrupt. (avsc's
+    // long reader, on the record-by-record path, accepts both corrupt forms as some value.)
     while (this.byte() & 0x80) {
       if (this.pos - start >= 10) throw new AvroDecodeError('corrupt record: a long takes more than 10 bytes');
     }
