@@ -1,6 +1,7 @@
 /**
- * Per-member value checks that follow Braze's documented rules, as SQL expressions over a
- * column: string lengths as Braze counts them, and the standard profile fields' formats.
+ * Per-member value rules that follow Braze's documented rules, as SQL expressions over a
+ * column: each attribute kind's JSON value and checks (with the cheap test that covers them),
+ * string lengths as Braze counts them, and the standard profile fields' formats.
  */
 import type { AttributeKind } from '../types.js';
 
@@ -17,6 +18,138 @@ export function utf16Length(text: string): string {
  */
 export function longerThanUtf16(text: string, max: number): string {
   return `CASE WHEN octet_length(${text}) <= ${max} THEN false ELSE ${utf16Length(text)} > ${max} END`;
+}
+
+const MAX_SAFE = '9007199254740991';
+/** Keys Braze reads as operations on the attribute rather than as the value. */
+const OPERATION_KEYS = ['inc', 'add', 'remove', '$add', '$remove', '$update', '$identifier_key', '$identifier_value', '$new_object'];
+
+/** How one attribute column is sent and checked (see columnRules). */
+export interface ColumnRules {
+  /** The value for jsonb_build_object. */
+  value: string;
+  /** True when the attribute is left out of the member's JSON (NULL, JSON null). */
+  absent: string;
+  /** A cheap test that is true whenever any of the column's checks is; none when it has no checks. */
+  suspect?: string;
+}
+
+/**
+ * One attribute column of `kind`, as SQL over `v` (and `j`, the column as jsonb): its JSON
+ * value, when it is left out, and its checks, each given to `check` with the reason Braze would
+ * refuse or misread the value. The cheap test lets a valid member skip the checks (member-sql.ts).
+ */
+export function columnRules(kind: AttributeKind, v: string, j: string, maxArray: number, check: (cond: string, why: string) => void): ColumnRules {
+  let value = v;
+  let absent = `${v} IS NULL`;
+  let suspect: string | undefined;
+  const pair = (val: string, whenAbsent = `${v} IS NULL`) => {
+    value = val;
+    absent = whenAbsent;
+  };
+  switch (kind) {
+    case 'boolean':
+    case 'integer':
+      pair(v);
+      break;
+    case 'bigint':
+      pair(v);
+      suspect = `${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`;
+      // Compared, not abs(): abs() of the smallest bigint overflows and would fail the whole audience.
+      check(`${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`, 'integer beyond ±2^53 cannot be sent as an exact JSON number (cast it to text)');
+      break;
+    case 'number':
+      pair(v);
+      // NaN sorts above every number and infinity beyond every bound, in numeric and float alike.
+      suspect = `${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`;
+      check(`${v}::text IN ('NaN', 'Infinity', '-Infinity')`, 'NaN or infinity is not a JSON number');
+      // Beyond ±2^53 a number is no longer an exact integer in Braze (a double), whatever its type here.
+      check(`${v}::text NOT IN ('NaN', 'Infinity', '-Infinity') AND (${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE})`, 'number beyond ±2^53 cannot be sent exactly (cast it to text)');
+      break;
+    case 'string':
+      pair(`${v}::text`);
+      suspect = `octet_length(${v}::text) > 255`;
+      check(longerThanUtf16(`${v}::text`, 255), 'longer than 255 characters as Braze counts them (UTF-16 code units)');
+      break;
+    case 'date':
+      // to_char of an infinite date is NULL: left out like one (the member fails its check anyway).
+      pair(`to_char(${v}, 'YYYY-MM-DD')`, `${v} IS NULL OR NOT isfinite(${v})`);
+      // Infinity and -infinity lie beyond both bounds.
+      suspect = `${v} < date '0001-01-01' OR ${v} > date '3000-12-31'`;
+      check(`NOT isfinite(${v})`, 'infinite date');
+      check(`isfinite(${v}) AND (${v} < date '0001-01-01' OR ${v} > date '3000-12-31')`, 'year outside 0001–3000 (Braze would store it as a string, or lose the era)');
+      break;
+    case 'timestamp':
+    case 'timestamptz': {
+      const utc = kind === 'timestamptz' ? `(${v} AT TIME ZONE 'UTC')` : v;
+      pair(`to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`, `${v} IS NULL OR NOT isfinite(${v})`);
+      const bound = (t: string) => (kind === 'timestamptz' ? `timestamptz '${t}+00'` : `timestamp '${t}'`);
+      suspect = `${v} < ${bound('0001-01-01 00:00:00')} OR ${v} >= ${bound('3001-01-01 00:00:00')}`;
+      check(`NOT isfinite(${v})`, 'infinite timestamp');
+      check(`isfinite(${v}) AND (${utc} < timestamp '0001-01-01' OR ${utc} >= timestamp '3001-01-01')`, 'year outside 0001–3000 (Braze would store it as a string, or lose the era)');
+      break;
+    }
+    case 'string_array':
+      pair(`${v}::text[]`);
+      // array_position fails on a multi-dimensional array: the CASE keeps it from one.
+      suspect = `CASE WHEN array_ndims(${v}) > 1 THEN true ELSE cardinality(${v}) > ${maxArray} OR array_position(${v}::text[], NULL) IS NOT NULL
+                      OR octet_length(array_to_string(${v}::text[], '')) > 255 END`;
+      check(`array_ndims(${v}) > 1`, 'multi-dimensional array (Braze arrays hold strings)');
+      // Each check guards itself: array_position fails outright on a multi-dimensional array.
+      check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE array_position(${v}::text[], NULL) IS NOT NULL END`, 'array contains NULL');
+      check(`CASE WHEN array_ndims(${v}) > 1 THEN false ELSE cardinality(${v}) > ${maxArray} END`, `array longer than ${maxArray} items (--max-array-length; Braze keeps no more)`);
+      // The elements' bytes together bound each element's length: only an array of more than 255
+      // bytes in all is looked at element by element.
+      check(
+        `CASE WHEN array_ndims(${v}) > 1 OR octet_length(array_to_string(${v}::text[], '')) <= 255 THEN false ELSE EXISTS (SELECT 1 FROM unnest(${v}::text[]) AS e(s) WHERE ${longerThanUtf16('e.s', 255)}) END`,
+        'array element longer than 255 characters',
+      );
+      break;
+    case 'object': {
+      // A JSON null is left out like a NULL; NULLs nested inside the object stay.
+      pair(j, `${j} IS NULL OR jsonb_typeof(${j}) = 'null'`);
+      const isObject = `coalesce(jsonb_typeof(${j}) = 'object', false)`;
+      if (j !== `${v}::jsonb`) check(`strpos(${v}::text, '\\u0000') > 0`, 'JSON holds \\u0000, which Braze (and jsonb) cannot store');
+      check(`jsonb_typeof(${j}) NOT IN ('object', 'null')`, 'JSON value is not an object (nested attributes are objects)');
+      check(`octet_length(${v}::text) > 102400`, 'JSON object larger than 100 KB (Braze limit)');
+      check(
+        `CASE WHEN ${isObject} THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] ELSE false END`,
+        'JSON object has a key Braze reads as an operation (inc, add, remove, $add, …), not as a value',
+      );
+      // The path queries walk every nested key; a cheap test on the object's text settles nearly
+      // every member first. Without a backslash in the text no quote is escaped, so quotes
+      // alternate opening and closing strings: the pattern skips whole strings from the start
+      // and matches only if some string (a key or a value) holds a space, "." or "$". Only
+      // then can a key hold one, and the exact path query decides. A key of 256 characters
+      // needs 256 bytes.
+      const text = `${j}::text`;
+      check(
+        `CASE WHEN NOT ${isObject} THEN false
+              WHEN strpos(${text}, chr(92)) = 0 AND ${text} !~ '^([^"]*"[^"]*")*[^"]*"[^"]*[ .$]' THEN false
+              ELSE jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "[ .$]" && @.key != "$time")') END`,
+        'nested key with a space, "." or "$" (Braze refuses them)',
+      );
+      check(
+        `CASE WHEN NOT ${isObject} OR octet_length(${text}) < 256 THEN false ELSE jsonb_path_exists(${j}, 'strict $.** ? (@.type() == "object").keyvalue() ? (@.key like_regex "^.{128}.{128}")') END`,
+        'nested key longer than 255 characters',
+      );
+      // The object's text: 256 bytes or more (what the size and key-length checks need), or,
+      // skipping whole strings from the start, a string holding a space, ".", "$" or a
+      // backslash (a backslash ends the skipping, so an escaped quote cannot misalign it; an
+      // E'' literal, so the backslashes mean the same whatever standard_conforming_strings). A
+      // bounded repetition such as .{128} in the pattern would cost ten times the rest. A
+      // json column's own text may differ from its jsonb text: every check runs for it.
+      suspect =
+        j === `${v}::jsonb`
+          ? `CASE WHEN jsonb_typeof(${j}) = 'object'
+                  THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] OR octet_length(${text}) > 255
+                       OR ${text} ~ E'^([^"\\\\\\\\]*"[^"\\\\\\\\]*")*[^"\\\\\\\\]*"[^"\\\\\\\\]*[ .$\\\\\\\\]'
+                  ELSE jsonb_typeof(${j}) <> 'null' END`
+          : `${v} IS NOT NULL`;
+      break;
+    }
+  }
+  return { value, absent, suspect };
 }
 
 /**
