@@ -42,6 +42,7 @@ function keyAt(json: string, start: number, end: number): string {
   return slash !== -1 && slash < end ? (JSON.parse(json.slice(start - 1, end + 1)) as string) : json.slice(start, end);
 }
 
+/** The keys in order: the scanner as a list (what the tests compare with JSON.parse; delivery counts with KeyCounter). */
 export function topLevelKeys(json: string): string[] {
   const keys: string[] = [];
   scanTopLevelKeys(json, (start, end) => keys.push(keyAt(json, start, end)));
