@@ -119,7 +119,8 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   // resets it with the connection's other settings.
   await conn.query('SET jit = off');
   const snapshots = await snapshotSource(conn, schema, planning);
-  if (await holdsAny(conn, snapshots, audience.name)) {
+  const held = await countSnapshotMembers(conn, snapshots, audience.name);
+  if (held.rows > 0) {
     const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
     const candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
     await conn.query(duplicatesSql(member.identifier, candidateRows * 4 > rows ? 'most' : 'few'));
@@ -131,14 +132,9 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   await conn.query(delta.text, delta.values);
 
   const plan = await summarise(conn, member, rows, nulls);
-  const existing = await countSnapshotMembers(conn, snapshots, audience.name);
+  const existing = held.members;
   const attributes = [...member.attributes.map((a) => a.name), ...(audience.onExit.kind === 'set' ? Object.keys(audience.onExit.values) : [])];
   return { ...plan, identifier: member.identifier, existing, attributes, guardrail: guardrailOf(plan.counts, existing, audience, attributes, options) };
-}
-
-/** Whether the snapshot holds any row of the audience, those who left included. */
-async function holdsAny(conn: Connection, snapshots: string, audience: string): Promise<boolean> {
-  return (await conn.query(`SELECT 1 FROM ${snapshots} AS sn WHERE sn.audience = $1 LIMIT 1`, [audience])).rowCount === 1;
 }
 
 /**
@@ -242,14 +238,19 @@ async function summarise(conn: Connection, member: MemberSql, rows: number, null
   counts.valueChanges = kinds.rows.reduce((n, k) => n + Number(k.alters), 0);
   counts.unverified = kinds.rows.reduce((n, k) => n + Number(k.unverified), 0);
 
-  for (const p of (await conn.query<{ k: string; n: string }>(perAttributeSql(member.attributes.map((a) => a.name)))).rows) {
-    counts.plannedPerAttribute[p.k] = Number(p.n);
-    counts.plannedUpdates += Number(p.n);
-  }
+  await countPlannedAttributes(conn, member.attributes.map((a) => a.name), counts);
   const failed = await conn.query<{ member_key: string; reason: string }>(UNSENDABLE_SQL);
   const failures: MemberFailure[] = failed.rows.map((f) => ({ memberKey: f.member_key, reason: f.reason }));
   if (nulls > 0) failures.push({ memberKey: null, reason: `${nulls} row(s) with a NULL or empty ${identifier} were skipped` });
   return { counts, failures, sendable };
+}
+
+/** Adds the data points the planned payloads carry, per attribute and in total, to `counts` (plan and retire). */
+export async function countPlannedAttributes(conn: Connection, columns: readonly string[], counts: AudienceCounts): Promise<void> {
+  for (const p of (await conn.query<{ k: string; n: string }>(perAttributeSql(columns))).rows) {
+    counts.plannedPerAttribute[p.k] = Number(p.n);
+    counts.plannedUpdates += Number(p.n);
+  }
 }
 
 /**

@@ -16,8 +16,8 @@ import { abandonStaleRuns, finishRun, startRun } from '../run/run-store.js';
 import { emptyCounts, type Audience } from '../types.js';
 import { deliverDeltas, writeBodies } from './deliver-deltas.js';
 import type { MemberSql } from './member-sql.js';
-import { candidatesSql, deltaSql, duplicatesSql, KIND_COUNTS_SQL, perAttributeSql } from './plan-sql.js';
-import { dropPlanTables } from './plan-deltas.js';
+import { candidatesSql, deltaSql, duplicatesSql, KIND_COUNTS_SQL } from './plan-sql.js';
+import { countPlannedAttributes, dropPlanTables } from './plan-deltas.js';
 import { applyWithoutSending, forgetAudience, knownAudiences, snapshotSource } from './snapshot-store.js';
 import type { AudienceResult } from './sync-audience.js';
 
@@ -86,10 +86,7 @@ export async function retireAudience(deps: RetireDeps, name: string, options: Re
       const kinds = await conn.query<{ kind: string; n: string; sendable: string }>(KIND_COUNTS_SQL);
       counts.exited = kinds.rows.reduce((n, k) => n + (k.kind === 'exited' ? Number(k.n) : 0), 0);
       const sendable = kinds.rows.reduce((n, k) => n + Number(k.sendable), 0);
-      for (const p of (await conn.query<{ k: string; n: string }>(perAttributeSql([]))).rows) {
-        counts.plannedPerAttribute[p.k] = Number(p.n);
-        counts.plannedUpdates += Number(p.n);
-      }
+      await countPlannedAttributes(conn, [], counts);
       log.info('planned retirement', { exited: counts.exited, updates: counts.plannedUpdates });
       if (options.dryRun) {
         if (options.out) await writeBodies(conn, audience, options.batchSize, options.out);

@@ -3,7 +3,7 @@
  * every statement that writes or counts them. The snapshot moves only on proof: after Braze
  * accepted a batch, or for members whose change needs no request at all.
  */
-import { escapeIdentifier, type Connection, type Queryable } from '../db/pool.js';
+import { escapeIdentifier, type Queryable } from '../db/pool.js';
 import type { Audience, IdentifierKind } from '../types.js';
 import { NEW_ATTRS } from './plan-sql.js';
 
@@ -105,10 +105,16 @@ export async function applyWithoutSending(conn: Queryable, schema: string, audie
   );
 }
 
-/** How many members the audience has in the snapshot (the guardrail's base); members who left are not counted. */
-export async function countSnapshotMembers(db: Queryable, snapshots: string, audience: string): Promise<number> {
-  const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${snapshots} AS sn WHERE sn.audience = $1 AND sn.present`, [audience]);
-  return Number(rows[0]!.n);
+/**
+ * How many members the audience has in the snapshot (the guardrail's base; members who left are
+ * not counted), and how many rows (those who left but of whom Braze holds something included).
+ */
+export async function countSnapshotMembers(db: Queryable, snapshots: string, audience: string): Promise<{ members: number; rows: number }> {
+  const { rows } = await db.query<{ n: string; total: string }>(
+    `SELECT count(*) FILTER (WHERE sn.present) AS n, count(*) AS total FROM ${snapshots} AS sn WHERE sn.audience = $1`,
+    [audience],
+  );
+  return { members: Number(rows[0]!.n), rows: Number(rows[0]!.total) };
 }
 
 /** Members sent under @update_existing_only true whose profile is not known to exist. */
@@ -122,7 +128,7 @@ export async function countUnverified(db: Queryable, schema: string, audience: s
  * it may meet a schema never created (an empty stand-in) or one an older braze-bridge migrated
  * (the missing columns take their defaults).
  */
-export async function snapshotSource(conn: Connection, schema: string, planning: boolean): Promise<string> {
+export async function snapshotSource(conn: Queryable, schema: string, planning: boolean): Promise<string> {
   const table = `${escapeIdentifier(schema)}.snapshots`;
   if (!planning) return table;
   const { rows } = await conn.query<{ t: string | null; current: boolean }>(
@@ -186,14 +192,8 @@ export async function knownAudiences(db: Queryable, schema: string): Promise<Aud
 
 /** An audience's rows in the snapshot: members present, and all (those who left but of whom Braze holds something). */
 export async function countAudienceRows(db: Queryable, schema: string, audience: string): Promise<{ members: number; rows: number }> {
-  const table = `${escapeIdentifier(schema)}.snapshots`;
-  // A schema an older braze-bridge migrated (planning migrates nothing) has no `present` yet.
-  const { rows: cols } = await db.query<{ current: boolean }>(`SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'present') AS current`, [table]);
-  const { rows } = await db.query<{ members: string; total: string }>(
-    `SELECT count(*) FILTER (WHERE ${cols[0]!.current ? 'present' : 'true'}) AS members, count(*) AS total FROM ${table} WHERE audience = $1`,
-    [audience],
-  );
-  return { members: Number(rows[0]!.members), rows: Number(rows[0]!.total) };
+  // Read as planning reads it: a schema an older braze-bridge migrated has no `present` yet.
+  return countSnapshotMembers(db, await snapshotSource(db, schema, true), audience);
 }
 
 /** Mark a backfill started at `since`, unless an unfinished one (started earlier) is being resumed. */
