@@ -41,6 +41,19 @@ export interface TablePlan {
   idKey: boolean;
 }
 
+/** Ids up to this many bytes are their own key; a longer one is keyed by its MD5 (idKeySql). */
+export const OWN_KEY_BYTES = 1000;
+
+/**
+ * The id_key of an id, as SQL over the text expression `id`: the id, or the MD5 of an id too long
+ * for a btree entry (about 2.7 kB), so very long ids load. md5 because a generated column needs an
+ * immutable function; sha256 of text is not. The table's generated column and every lookup by
+ * key use this one expression.
+ */
+export function idKeySql(id: string): string {
+  return `CASE WHEN octet_length(${id}) > ${OWN_KEY_BYTES} THEN 'md5:' || md5(${id}) ELSE ${id} END`;
+}
+
 /** Per process: tables whose columns are known, to skip the catalog. */
 const known = new Map<string, Map<string, string>>();
 
@@ -120,11 +133,9 @@ export async function ensureEventTable(db: Database, tx: Connection, schema: str
         bytes += widthOf(f.pgType);
       }
       const defs = own.map((c) => `${escapeIdentifier(c.name)} ${c.pgType}${c.name === 'id' ? ' NOT NULL' : ''}`);
-      // id_key is the id, or the MD5 of an id too long for a btree entry (about 2.7 kB): very long
-      // ids load. (md5 because a generated column needs an immutable function; sha256 of text is not.)
       await tx.query(
         `CREATE TABLE ${qualified} (${defs.join(', ')}, extra_fields jsonb, occurred_at timestamptz, source_key text NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(),
-           id_key text GENERATED ALWAYS AS (CASE WHEN octet_length(id) > 1000 THEN 'md5:' || md5(id) ELSE id END) STORED PRIMARY KEY)`,
+           id_key text GENERATED ALWAYS AS (${idKeySql('id')}) STORED PRIMARY KEY)`,
       );
       // Named by PostgreSQL: a name made from the table's first characters could collide.
       await tx.query(`CREATE INDEX ON ${qualified} (occurred_at)`);
@@ -192,10 +203,10 @@ export async function addIdKey(tx: Connection, schema: string, table: string): P
   const key = rows[0];
   if (!key || key.columns.length !== 1 || key.columns[0] !== 'id') {
     throw new SchemaMismatchError(
-      `table ${schema}.${table} has no primary key on id alone${key ? ` (it is on ${key.columns.join(', ')})` : ''}, so ids longer than 1,000 bytes cannot be given an id_key; see "Existing installs" in the README`,
+      `table ${schema}.${table} has no primary key on id alone${key ? ` (it is on ${key.columns.join(', ')})` : ''}, so ids longer than ${OWN_KEY_BYTES.toLocaleString('en-US')} bytes cannot be given an id_key; see "Existing installs" in the README`,
     );
   }
-  await tx.query(`ALTER TABLE ${qualified} ADD COLUMN id_key text GENERATED ALWAYS AS (CASE WHEN octet_length(id) > 1000 THEN 'md5:' || md5(id) ELSE id END) STORED`);
+  await tx.query(`ALTER TABLE ${qualified} ADD COLUMN id_key text GENERATED ALWAYS AS (${idKeySql('id')}) STORED`);
   await tx.query(`ALTER TABLE ${qualified} ALTER COLUMN id SET NOT NULL, DROP CONSTRAINT ${escapeIdentifier(key.name)}, ADD PRIMARY KEY (id_key)`);
   // Whether this commits or not, the cached columns may now be wrong: read them again next time.
   known.delete(qualified);

@@ -21,10 +21,10 @@
  */
 import { copyFrom, escapeIdentifier, type Connection } from '../db/pool.js';
 import { DatabaseError } from '../errors.js';
-import { addIdKey, type TablePlan } from './event-tables.js';
+import { addIdKey, idKeySql, OWN_KEY_BYTES, type TablePlan } from './event-tables.js';
 import type { RecentIds } from './recent-ids.js';
 import type { Turn } from './table-turns.js';
-import { ahead, idOf, linesOf, type RowBatch } from './read-batches.js';
+import { ahead, BATCH_ROWS, idOf, linesOf, type RowBatch } from './read-batches.js';
 
 /** Where one file's events go. */
 export interface EventTarget {
@@ -45,8 +45,6 @@ export interface Written {
 /** The direct write cannot load this file; load it again with `writeStaged`. */
 export class RestartStaged extends Error {}
 
-/** Ids up to this many bytes are their own key; longer ones are keyed by their MD5 (see event-tables.ts). */
-const OWN_KEY_BYTES = 1000;
 /** Batches decoded ahead of the one being written. */
 const AHEAD = 4;
 /**
@@ -203,7 +201,7 @@ async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]
   const ids = all.filter((id): id is string => id !== undefined);
   if (ids.length === 0) return picked;
   const match = target.plan.idKey
-    ? `id_key = ANY (ARRAY(SELECT CASE WHEN octet_length(x) > ${OWN_KEY_BYTES} THEN 'md5:' || md5(x) ELSE x END FROM unnest($1::text[]) AS x))`
+    ? `id_key = ANY (ARRAY(SELECT ${idKeySql('x')} FROM unnest($1::text[]) AS x))`
     : `id = ANY (ARRAY(SELECT unnest($1::text[])))`;
   const { rows } = await target.tx.query<{ id: string }>(`SELECT id FROM ${qualified(target)} WHERE ${match}`, [ids]);
   if (rows.length === 0) return picked;
@@ -214,8 +212,8 @@ async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]
   });
 }
 
-/** Slots of the per-batch table of ids: a power of two, at least three times BATCH_ROWS. */
-const BATCH_SLOTS = 1 << 16;
+/** Slots of the per-batch table of ids: the power of two at least three times BATCH_ROWS (short probes). */
+const BATCH_SLOTS = 2 ** Math.ceil(Math.log2(3 * BATCH_ROWS));
 
 /** Whether a row before row `i`, in the batch being sorted, has its id (whose hash is `hash`). */
 function earlierInBatch(slots: Int32Array, batch: RowBatch, i: number, hash: number): boolean {
