@@ -16,7 +16,7 @@ import { ensureEventTable, resolveEventTable } from './event-tables.js';
 import { markFileAttempted, markFileFailed, markFileLoaded, type ClaimedFile } from './manifest.js';
 import { mapSchema, type FormatStats } from './map-schema.js';
 import { readBatches } from './read-batches.js';
-import { TableTurns, type Turn } from './table-turns.js';
+import type { Turn } from './table-turns.js';
 import type { CurrentsSource } from './source/currents-source.js';
 import { RestartStaged, writeDirect, writeStaged } from './write-events.js';
 
@@ -41,7 +41,7 @@ export type FileLoad =
  * is the file's place among the files this process loads (table-turns.ts); the caller gives
  * it back once the transaction has ended. Without it the file is on its own.
  */
-export async function loadFile(ctx: LoadFileContext, tx: Connection, file: ClaimedFile, turn: Turn = new TableTurns().hold()): Promise<FileLoad> {
+export async function loadFile(ctx: LoadFileContext, tx: Connection, file: ClaimedFile, turn: Turn): Promise<FileLoad> {
   const source = ctx.source.name;
   await tx.query('SAVEPOINT file');
   let staged = false;

@@ -22,9 +22,10 @@ export function occurredAt(time: unknown): string | undefined {
   const seconds = isoSeconds(time);
   if (seconds === null) return '\\N';
   if (seconds === undefined) return undefined;
-  const r = seconds - dayOf(seconds) * 86400;
-  return `${dayText}${TWO[Math.floor(r / 3600)]}:${TWO[Math.floor(r / 60) % 60]}:${TWO[r % 60]}Z`;
+  return scratch.toString('latin1', 0, writeIso(scratch, 0, seconds));
 }
+
+const scratch = Buffer.alloc(20);
 
 /** Write `seconds` (from isoSeconds) at `at` as the 20 bytes of its ISO 8601 text; returns the offset after. */
 export function writeIso(buf: Buffer, at: number, seconds: number): number {
@@ -40,7 +41,7 @@ export function writeIso(buf: Buffer, at: number, seconds: number): number {
 let lastSeconds = NaN;
 const lastBytes = Buffer.alloc(20);
 
-function isoText(buf: Buffer, at: number, seconds: number): number {
+function isoText(buf: Buffer, at: number, seconds: number): void {
   const r = seconds - dayOf(seconds) * 86400;
   for (let i = 0; i < 11; i++) buf[at + i] = dayBytes[i]!;
   at = two(buf, at + 11, Math.floor(r / 3600));
@@ -48,22 +49,18 @@ function isoText(buf: Buffer, at: number, seconds: number): number {
   at = two(buf, at, Math.floor(r / 60) % 60);
   buf[at++] = 0x3a;
   at = two(buf, at, r % 60);
-  buf[at++] = 0x5a; // Z
-  return at;
+  buf[at] = 0x5a; // Z
 }
 
-const TWO = Array.from({ length: 60 }, (_, i) => String(i).padStart(2, '0'));
 let day = NaN;
-let dayText = '';
 let dayBytes = Buffer.alloc(11);
 
-/** The day of `seconds`, with dayText and dayBytes (YYYY-MM-DDT) set to it. */
+/** The day of `seconds`, with dayBytes (YYYY-MM-DDT) set to it. */
 function dayOf(seconds: number): number {
   const d = Math.floor(seconds / 86400);
   if (d !== day) {
     day = d;
-    dayText = new Date(d * 86_400_000).toISOString().slice(0, 11);
-    dayBytes = Buffer.from(dayText, 'latin1');
+    dayBytes = Buffer.from(new Date(d * 86_400_000).toISOString().slice(0, 11), 'latin1');
   }
   return d;
 }

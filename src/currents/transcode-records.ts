@@ -120,7 +120,8 @@ export function transcoderFor(type: avro.Type, plan: TablePlan, key: string, sta
     out.text[out.used++] = TAB;
     out.text.set(suffix, out.used);
     out.used += suffix.length;
-    facts.timed = seconds !== undefined || !hasTime;
+    // Without a time field, time stays null and seconds null: the line is timed (\N).
+    facts.timed = seconds !== undefined;
     return input.pos;
   };
 }
