@@ -9,7 +9,7 @@ import { tableName } from '../src/currents/parse-key.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { S3_ENV, startS3, type TestS3 } from './helpers/s3.js';
 import { currentsKey, emailSendV1, emailSends, encodeAvro } from './helpers/avro.js';
-import { cli, startCli } from './helpers/cli.js';
+import { cli, startCli, waitFor } from './helpers/cli.js';
 import { startWebhook } from './helpers/webhook.js';
 
 let t: TestDatabase;
@@ -101,12 +101,8 @@ describe('currents ingest as a process', () => {
     }
     const args = ['currents', 'ingest', '--source', 's3://crash/currents', '--concurrency', '2', '--json', ...schemas('crash')];
     const { child, done } = startCli(args, env);
-    for (;;) {
-      // Until the CLI has migrated the state schema, the table is not there yet.
-      const n = await loadedFiles('crash').catch(() => 0);
-      if (n >= 3) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    // Until the CLI has migrated the state schema, the table is not there yet.
+    await waitFor(async () => (await loadedFiles('crash').catch(() => 0)) >= 3, 'three files are loaded', { cli: { child, done }, everyMs: 20 });
     child.kill('SIGKILL');
     expect((await done).signal).toBe('SIGKILL');
     const loadedBefore = await loadedFiles('crash');
@@ -142,11 +138,7 @@ describe('currents ingest as a process', () => {
     }
     const args = ['currents', 'ingest', '--source', 's3://crash-repeats/currents', '--concurrency', '2', '--json', ...schemas('crashrep')];
     const { child, done } = startCli(args, env);
-    for (;;) {
-      const n = await loadedFiles('crashrep').catch(() => 0);
-      if (n >= 3) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor(async () => (await loadedFiles('crashrep').catch(() => 0)) >= 3, 'three files are loaded', { cli: { child, done }, everyMs: 20 });
     child.kill('SIGKILL');
     expect((await done).signal).toBe('SIGKILL');
     expect(await loadedFiles('crashrep')).toBeLessThan(16);

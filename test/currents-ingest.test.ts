@@ -1,6 +1,6 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingest, type IngestOptions } from '../src/currents/ingest.js';
 import { openSource } from '../src/currents/source/open-source.js';
@@ -8,7 +8,7 @@ import { currentsStatus } from '../src/currents/status.js';
 import { silentLogger } from '../src/log.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { startS3, type TestS3 } from './helpers/s3.js';
-import { currentsKey, customEvent, emailSendV1, emailSendV2, emailSends, encodeAvro, purchase } from './helpers/avro.js';
+import { currentsKey, customEvent, emailSends, emailSendV1, emailSendV2, encodeAvro, purchase, writeObject } from './helpers/avro.js';
 
 let t: TestDatabase;
 let s3: TestS3;
@@ -198,8 +198,7 @@ describe('Currents ingestion from S3', () => {
     const dir = mkdtempSync(join(tmpdir(), 'bb-currents-'));
     try {
       const key = currentsKey(SEND, '2026-11-04-07', 'local');
-      mkdirSync(join(dir, dirname(key)), { recursive: true });
-      writeFileSync(join(dir, key), await encodeAvro(emailSendV1, emailSends(10, 70_000), 'snappy'));
+      writeObject(dir, key, await encodeAvro(emailSendV1, emailSends(10, 70_000), 'snappy'));
       writeFileSync(join(dir, 'currents', 'notes.txt'), 'ignored');
       const local = (source = openSource(`file://${dir}`)) => ingest(t.db, silentLogger, { source, stateSchema: 'braze_bridge', targetSchema: ev, concurrency: 1 });
       const summary = await local();
@@ -209,8 +208,7 @@ describe('Currents ingestion from S3', () => {
 
       // Listed, then deleted before it was read: failed for good, not pending forever.
       const gone = currentsKey(SEND, '2026-11-04-08', 'gone');
-      mkdirSync(join(dir, dirname(gone)), { recursive: true });
-      writeFileSync(join(dir, gone), await encodeAvro(emailSendV1, emailSends(1, 71_000)));
+      writeObject(dir, gone, await encodeAvro(emailSendV1, emailSends(1, 71_000)));
       const source = openSource(`file://${dir}`);
       const deleting = { name: source.name, prefix: source.prefix, location: source.location, list: source.list.bind(source), open: async (k: string) => {
         if (k === gone) rmSync(join(dir, gone));

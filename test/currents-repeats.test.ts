@@ -5,15 +5,16 @@
  * fails leaves nothing behind. Each test has its own folder (the manifest keys files by
  * source) and its own event schema.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingest } from '../src/currents/ingest.js';
 import { openSource } from '../src/currents/source/open-source.js';
 import type { LogFields, Logger } from '../src/log.js';
+import { waitFor } from './helpers/cli.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
-import { currentsKey, emailSendV1, emailSends, encodeAvro } from './helpers/avro.js';
+import { currentsKey, emailSends, emailSendV1, encodeAvro, writeObject } from './helpers/avro.js';
 
 let t: TestDatabase;
 let root: string;
@@ -51,8 +52,7 @@ function bucket(name: string) {
     log,
     put: async (hour: string, file: string, records: object[], codec: 'null' | 'deflate' = 'deflate') => {
       const key = currentsKey(SEND, hour, file);
-      mkdirSync(join(dir, dirname(key)), { recursive: true });
-      writeFileSync(join(dir, key), await encodeAvro(emailSendV1, records, codec));
+      writeObject(dir, key, await encodeAvro(emailSendV1, records, codec));
       return key;
     },
     run: (concurrency = 1) =>
@@ -223,12 +223,6 @@ describe('repeated event ids, each row written once', () => {
 
 /** Until a session of this database waits for a row lock held by another transaction. */
 async function waitingForLock(): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    const { rows: waiting } = await t.db.query(
-      `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
-    );
-    if (waiting.length > 0) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error('no session waited for a lock within 10 s');
+  const waiting = `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`;
+  await waitFor(async () => ((await t.db.query(waiting)).rowCount ?? 0) > 0, 'a session waits for a lock', { timeoutMs: 10_000, everyMs: 20 });
 }

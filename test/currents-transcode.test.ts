@@ -5,9 +5,9 @@
  * schema of only those types and once with a double added, and the two tables compared
  * column by column; occurred_at is to_timestamp("time") for every time PostgreSQL can hold.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import avro from 'avsc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exactTypeOptions } from '../src/currents/avro/exact-types.js';
@@ -17,7 +17,7 @@ import { transcoderFor, type RowFacts, type RowOut } from '../src/currents/trans
 import { openSource } from '../src/currents/source/open-source.js';
 import { silentLogger } from '../src/log.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
-import { currentsKey } from './helpers/avro.js';
+import { currentsKey, encodeAvro, writeObject } from './helpers/avro.js';
 
 let t: TestDatabase;
 let dir: string;
@@ -75,15 +75,7 @@ function records(): object[] {
 
 /** An Avro container file (codec null, so the bytes can be spoiled where the test says). */
 async function file(schema: object, rows: object[]): Promise<Buffer> {
-  const type = avro.Type.forSchema(schema as avro.Schema, exactTypeOptions());
-  const encoder = new avro.streams.BlockEncoder(type, { blockSize: 4096 } as never);
-  const chunks: Buffer[] = [];
-  encoder.on('data', (c: Buffer) => chunks.push(c));
-  const ended = new Promise((resolve) => encoder.on('end', resolve));
-  for (const r of rows) encoder.write(r);
-  encoder.end();
-  await ended;
-  const bytes = Buffer.concat(chunks);
+  const bytes = await encodeAvro(schema, rows, 'null', 4096, exactTypeOptions());
   const bad = Buffer.from(INVALID, 'latin1');
   for (let at = bytes.indexOf(bad); at >= 0; at = bytes.indexOf(bad, at)) bytes.set([0xff, 0xfe, 0xff, 0xfe], at);
   return bytes;
@@ -104,8 +96,7 @@ describe('Avro to COPY text, two ways', () => {
     const rows = records();
     const put = async (eventType: string, schema: object) => {
       const key = currentsKey(eventType, '2026-11-01-00', 'f');
-      mkdirSync(join(dir, dirname(key)), { recursive: true });
-      writeFileSync(join(dir, key), await file(schema, rows));
+      writeObject(dir, key, await file(schema, rows));
     };
     await put('users.behaviors.Direct', direct);
     await put('users.behaviors.Formatted', formatted);

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ingest } from '../src/currents/ingest.js';
 import { openSource } from '../src/currents/source/open-source.js';
@@ -14,7 +14,7 @@ import { MovableInkClient } from '../src/forward/movable-ink-client.js';
 import { RateLimiter } from '../src/http/rate-limiter.js';
 import { silentLogger } from '../src/log.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
-import { currentsKey, customEvent, encodeAvro, purchase } from './helpers/avro.js';
+import { currentsKey, customEvent, encodeAvro, purchase, writeObject } from './helpers/avro.js';
 import { cli, startCli } from './helpers/cli.js';
 import { startWebhook } from './helpers/webhook.js';
 
@@ -114,10 +114,7 @@ beforeAll(async () => {
   collector = new Collector();
   endpoint = await collector.start();
   const dir = mkdtempSync(join(tmpdir(), 'bb-forward-'));
-  const put = async (key: string, bytes: Buffer) => {
-    mkdirSync(join(dir, dirname(key)), { recursive: true });
-    writeFileSync(join(dir, key), bytes);
-  };
+  const put = async (key: string, bytes: Buffer) => writeObject(dir, key, bytes);
   const ce = (id: string, user: string, ext: string | null, dt: number, name: string, properties: object) => ({ id, user_id: user, external_user_id: ext, time: T0 + dt, name, properties: JSON.stringify(properties) });
   await put(
     currentsKey('users.behaviors.CustomEvent', '2026-09-21-00', 'a'),

@@ -2,6 +2,8 @@
  * Currents-like Avro fixtures built in the test with avsc encoders, following Braze's field
  * lists (users.messages.email.Send, users.behaviors.CustomEvent, users.behaviors.Purchase).
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import avro from 'avsc';
 import snappy from 'snappyjs';
@@ -74,8 +76,9 @@ const codecs = {
 };
 
 /** An Avro object container file, as Currents writes them. */
-export function encodeAvro(schema: object, records: object[], codec: 'null' | 'deflate' | 'snappy' = 'null', blockSize = 16 * 1024): Promise<Buffer> {
-  const type = avro.Type.forSchema(schema as avro.Schema);
+/** An Avro container file of `records`; `typeOptions` as avsc's forSchema takes them (exact longs, say). */
+export function encodeAvro(schema: object, records: object[], codec: 'null' | 'deflate' | 'snappy' = 'null', blockSize = 16 * 1024, typeOptions?: Partial<avro.ForSchemaOptions>): Promise<Buffer> {
+  const type = avro.Type.forSchema(schema as avro.Schema, typeOptions);
   const encoder = new avro.streams.BlockEncoder(type, { codec, codecs, blockSize } as never);
   const chunks: Buffer[] = [];
   encoder.on('data', (c: Buffer) => chunks.push(c));
@@ -104,4 +107,10 @@ export function emailSends(n: number, from = 0, extra: Record<string, unknown> =
 
 export function currentsKey(eventType: string, hour: string, name: string, prefix = 'currents'): string {
   return `${prefix}/dataexport.prod-01.S3.integration.5f1c/event_type=${eventType}/date=${hour}/511/prod-01/${name}.avro`;
+}
+
+/** Write `bytes` as the object `key` of a file:// source rooted at `dir` (its folders made as needed). */
+export function writeObject(dir: string, key: string, bytes: Buffer | string): void {
+  mkdirSync(join(dir, dirname(key)), { recursive: true });
+  writeFileSync(join(dir, key), bytes);
 }
