@@ -24,9 +24,12 @@ async function evaluate(columns: string, rows: string): Promise<Map<string, { in
   const audience = parseAudience('edges', '/audiences/edges.sql', 'SELECT * FROM vals');
   return t.db.withConnection(async (conn) => {
     const { member } = await describeAudience(t.db, conn, audience);
-    const { rows: out } = await conn.query<{ id: string; invalid: string | null; attrs: Record<string, unknown> }>(
-      `SELECT h.external_id AS id, ${member.invalid} AS invalid, ${member.attrs} AS attrs FROM vals AS h`,
+    // Cast to json: the text must be valid JSON for every row, a member that fails a check included.
+    const { rows: out } = await conn.query<{ id: string; invalid: string | null; attrs: Record<string, unknown>; present: string }>(
+      `SELECT h.external_id AS id, ${member.invalid} AS invalid, (${member.attrs})::json AS attrs, ${member.present} AS present FROM vals AS h`,
     );
+    // `present` marks exactly the columns the JSON carries, in column order.
+    for (const r of out) expect([...r.present].flatMap((m, i) => (m === '1' ? [member.attributes[i]!.name] : []))).toEqual(Object.keys(r.attrs));
     return new Map(out.map((r) => [r.id, { invalid: r.invalid, attrs: r.attrs }]));
   });
 }

@@ -16,8 +16,13 @@ export interface MemberSql {
   identifier: IdentifierKind;
   /** text: the member key; NULL when the identifier is missing. */
   key: string;
-  /** jsonb: the attributes to hold in Braze, without NULLs. */
+  /**
+   * text: the attributes to hold in Braze as a JSON object, NULLs left out, as compact JSON text
+   * (cast it to json or jsonb to use it as JSON).
+   */
   attrs: string;
+  /** text: '1' or '0' per attribute column, in order: whether `attrs` carries it. */
+  present: string;
   /** text: why this member cannot be sent, or NULL. */
   invalid: string;
   attributes: Array<{ name: string; kind: AttributeKind }>;
@@ -117,7 +122,7 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
       : `NULLIF(${col(identifier)}::text, '')`;
 
   const hashed: string[] = [];
-  /** Label and value pairs for jsonb_build_object, and the test that the value is to be left out. */
+  /** Each attribute's `"name":` (a text literal), its value as JSON text, and the test that it is left out. */
   const pairs: Array<{ label: string; value: string; absent: string }> = [];
   const checks: string[] = [];
   /**
@@ -148,7 +153,7 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     const kind = kindOf(c, types, audience.file);
     attributes.push({ name: c.name, kind });
     const v = col(c.name);
-    const label = sqlString(c.name);
+    const label = jsonKeyLiteral(c.name);
     // json (not jsonb) may hold \u0000, which jsonb refuses: the cast would fail the whole audience.
     const j = baseTypeName(c.typeOid, types) === 'json' ? `(CASE WHEN strpos(${v}::text, '\\u0000') > 0 THEN NULL ELSE ${v}::jsonb END)` : `${v}::jsonb`;
     // Canonical forms for hashing: text for anything string-like (citext would hash case-blind).
@@ -164,20 +169,21 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     // Standard fields' format checks are not covered by the column's test: each is its own.
     standardFieldCheck(c.name, kind, v, own, (why) => fail(`column "${c.name}" is a Braze standard field: ${why}`));
   }
-  // Values go to jsonb_build_object as they are: it converts each as to_jsonb would, once (a
-  // to_jsonb around each cost a second conversion per value). It takes at most 100 arguments:
-  // build in chunks of 50 attributes. Absent values are then deleted by key, and only for a
-  // member that has any (jsonb_strip_nulls cost a second walk of every object, and would also
-  // drop NULLs nested inside an object value).
-  const parts: string[] = [];
-  for (let i = 0; i < pairs.length; i += 50) {
-    const chunk = pairs.slice(i, i + 50);
-    parts.push(
-      `(jsonb_build_object(${chunk.map((p) => `${p.label}, ${p.value}`).join(', ')})
-        - CASE WHEN ${chunk.map((p) => `(${p.absent})`).join(' OR ')} THEN ARRAY[${chunk.map((p) => `CASE WHEN ${p.absent} THEN ${p.label} END`).join(', ')}]::text[] ELSE '{}'::text[] END)`,
-    );
-  }
-  const attrs = parts.length > 0 ? parts.join(' || ') : `'{}'::jsonb`;
+  // The attributes as JSON text, built by concatenation: building jsonb cost twice as much, and
+  // reading it back out as text as much again, for every member a first sync sends. Each value
+  // is already JSON text (columnRules); an absent one is left out. concat_ws takes at most 100
+  // arguments: chunks of 99, an empty chunk dropped by NULLIF so that no comma is doubled.
+  const entries = pairs.map((p) => `CASE WHEN ${p.absent} THEN NULL ELSE ${p.label} || ${p.value} END`);
+  const chunks: string[] = [];
+  for (let i = 0; i < entries.length; i += 99) chunks.push(`concat_ws(',', ${entries.slice(i, i + 99).join(', ')})`);
+  // Which columns are present ('1') or left out ('0'), in column order: counted per attribute
+  // for new members (perAttributeSql) without parsing their JSON.
+  const marks = pairs.map((p) => `CASE WHEN ${p.absent} THEN '0' ELSE '1' END`);
+  const markChunks: string[] = [];
+  for (let i = 0; i < marks.length; i += 99) markChunks.push(`concat(${marks.slice(i, i + 99).join(', ')})`);
+  const present = markChunks.length === 0 ? `''` : markChunks.length === 1 ? markChunks[0]! : `concat(${markChunks.join(', ')})`;
+  const attrs =
+    chunks.length === 0 ? `'{}'` : `'{' || ${chunks.length === 1 ? chunks[0] : `concat_ws(',', ${chunks.map((c) => `NULLIF(${c}, '')`).join(', ')})`} || '}'`;
   const invalid =
     checks.length > 0 ? `CASE WHEN ${suspects.map((t) => `(${t})`).join(' OR ')} THEN NULLIF(concat_ws('; ', ${checks.join(', ')}), '') END` : 'NULL::text';
   // Part of every row hash: a change of columns, types or identifier makes every row a candidate.
@@ -189,7 +195,7 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         ? `hash_record_extended(ROW(${hashed.join(', ')}), hashtextextended($1, 0))`
         : // Before PostgreSQL 14: the row's text (exact: extra_float_digits is raised while it runs).
           `('x' || left(md5($1 || ROW(${hashed.join(', ')})::text), 16))::bit(64)::bigint`;
-  return { identifier, key, attrs, invalid, attributes, signature, rowHash };
+  return { identifier, key, attrs, present, invalid, attributes, signature, rowHash };
 }
 
 function baseTypeName(oid: number, types: Map<number, PgType>): string | undefined {
@@ -223,4 +229,13 @@ function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>
 
 function sqlString(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
+}
+
+/**
+ * `"name":` as a text literal: the key as JSON writes it (quotes, backslashes and control
+ * characters escaped), in an E'' literal so its backslashes mean the same whatever
+ * standard_conforming_strings.
+ */
+export function jsonKeyLiteral(name: string): string {
+  return `E'${`${JSON.stringify(name)}:`.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
 }

@@ -115,7 +115,10 @@ export function duplicatesSql(identifier: string, candidates: 'few' | 'most' | '
 
 /**
  * bb_delta, for candidates only: the Braze JSON, the validation, the comparison, the payload,
- * and `new_attrs`, what Braze holds of this audience once the payload is accepted.
+ * and `new_attrs`, what Braze holds of this audience once the payload is accepted. Both are
+ * json: a new member's attributes are built as text and stay text (its payload), and jsonb is
+ * made only where something is compared with what the snapshot held (building jsonb for every
+ * member of a first sync, then writing it back out as text, cost twice the text itself).
  *
  * - new members get every non-NULL attribute; a member coming back is compared with what Braze
  *   still holds from before (attributes now NULL are unset, unchanged ones are not sent);
@@ -141,21 +144,26 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
                    CASE $3 WHEN 'keep' THEN d.old_attrs
                         -- Set values are what Braze now holds; a key set to null is held no more.
                         WHEN 'set' THEN (SELECT jsonb_object_agg(k, v) FROM jsonb_each(d.old_attrs || $4::jsonb) AS e(k, v) WHERE v <> 'null'::jsonb)
-                        ELSE (SELECT jsonb_object_agg(k, v) FROM jsonb_each(d.old_attrs) AS e(k, v) WHERE k = ANY($5::text[])) END
+                        ELSE (SELECT jsonb_object_agg(k, v) FROM jsonb_each(d.old_attrs) AS e(k, v) WHERE k = ANY($5::text[])) END::json
+                 -- Never recorded.
+                 WHEN d.kind = 'invalid' THEN NULL
                  -- Kept once, as the payload (see NEW_ATTRS).
-                 WHEN d.kind <> 'invalid' AND d.old_attrs IS NULL THEN NULL
-                 ELSE d.new_attrs
+                 WHEN d.old_attrs IS NULL THEN NULL
+                 ELSE d.new_attrs::json
             END AS new_attrs,
             CASE WHEN d.kind = 'exited' THEN
-                   CASE $3 WHEN 'keep' THEN NULL WHEN 'set' THEN $4::jsonb ELSE ${nullsFor('d.old_attrs', 'NOT k = ANY($5::text[])')} END
+                   CASE $3 WHEN 'keep' THEN NULL WHEN 'set' THEN $4::jsonb ELSE ${nullsFor('d.old_attrs', 'NOT k = ANY($5::text[])')} END::json
                  WHEN d.kind = 'invalid' THEN NULL
-                 WHEN d.old_attrs IS NULL THEN d.new_attrs
-                 WHEN $2 OR d.unverified THEN d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb)
+                 WHEN d.old_attrs IS NULL THEN d.new_json::json
+                 WHEN $2 OR d.unverified THEN (d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb))::json
                  WHEN d.kind = 'unchanged' THEN NULL
                  ELSE (SELECT jsonb_object_agg(k, coalesce(d.new_attrs -> k, 'null'::jsonb))
                          FROM (SELECT jsonb_object_keys(d.new_attrs) UNION SELECT jsonb_object_keys(d.old_attrs)) AS t(k)
-                        WHERE d.new_attrs -> k IS DISTINCT FROM d.old_attrs -> k)
+                        WHERE d.new_attrs -> k IS DISTINCT FROM d.old_attrs -> k)::json
             END AS payload,
+            -- Which of the audience's columns a new member's payload carries ('1' or '0' each, in
+            -- column order): what perAttributeSql counts, without parsing any payload.
+            CASE WHEN d.kind NOT IN ('exited', 'invalid') AND d.old_attrs IS NULL THEN d.present END AS present,
             CASE WHEN d.kind = 'changed' THEN EXISTS (SELECT 1 FROM jsonb_object_keys(d.old_attrs) AS k WHERE d.new_attrs -> k IS DISTINCT FROM d.old_attrs -> k) ELSE false END AS alters
        FROM (
          SELECT j.*, CASE WHEN j.exited THEN 'exited' WHEN j.invalid IS NOT NULL THEN 'invalid' WHEN j.old_attrs IS NULL OR NOT j.was_present THEN 'new'
@@ -166,9 +174,12 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
                     coalesce(h."__bb_s_unverified", false) AS unverified,
                     -- Looked up only for members the snapshot has: a new member costs no index probe.
                     CASE WHEN h."__bb_s_key" IS NOT NULL THEN
-                      (SELECT full_s.attrs FROM ${snapshots} AS full_s
+                      (SELECT full_s.attrs::jsonb FROM ${snapshots} AS full_s
                         WHERE full_s.audience = $1 AND full_s.identifier = h."__bb_s_ident" AND full_s.member_key = h."__bb_s_key") END AS old_attrs,
-                    CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_attrs,
+                    -- As text for every member, as jsonb only for one the snapshot holds (compared).
+                    CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_json,
+                    CASE WHEN h."__bb_key" IS NOT NULL AND h."__bb_s_key" IS NOT NULL THEN (${member.attrs})::jsonb END AS new_attrs,
+                    CASE WHEN h."__bb_key" IS NOT NULL AND h."__bb_s_key" IS NULL THEN ${member.present} END AS present,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
                FROM pg_temp.bb_cand AS h
               -- A snapshot member whose key today's rows repeat (emails differing only in case) is
@@ -193,7 +204,7 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
 export const NEW_ATTRS = 'CASE WHEN attrs_in_payload THEN payload ELSE new_attrs END';
 
 /** Members per kind, how many need a request, how many alter values Braze holds, how many are resent unverified. No parameters. */
-export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload <> '{}'::jsonb) AS sendable,
+export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload::text <> '{}') AS sendable,
             count(*) FILTER (WHERE alters) AS alters, count(*) FILTER (WHERE unverified AND kind <> 'exited') AS unverified
        FROM pg_temp.bb_delta GROUP BY kind`;
 
@@ -201,21 +212,21 @@ export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHE
 export const DUPLICATE_COUNTS_SQL = `SELECT count(DISTINCT grp) AS dup_keys, count(*) AS dup_rows FROM pg_temp.bb_dups`;
 
 /**
- * Data points per attribute in the planned payloads. A member without attributes from before
- * (`has_old` false) can only carry the audience's own columns: those are counted with one cheap
- * `?` test per column in a single pass; the others (changes, exits, returns) may also unset
- * older attributes, so their payloads' keys are listed. No parameters.
+ * Data points per attribute in the planned payloads. A new member's payload carries exactly
+ * the columns its `present` marks ('1' or '0' per column, in column order): those are counted
+ * by position, in one pass, without parsing a payload. The others (changes, exits, returns)
+ * may also unset older attributes, so their payloads' keys are listed. No parameters.
  */
 export function perAttributeSql(columns: readonly string[]): string {
   const lit = (x: string) => `'${x.replace(/'/g, "''")}'`;
   const own = columns.length === 0
     ? ''
     : `SELECT unnest(ARRAY[${columns.map(lit).join(', ')}]::text[]) AS k,
-              unnest(ARRAY[${columns.map((c) => `count(*) FILTER (WHERE payload ? ${lit(c)})`).join(', ')}]::bigint[]) AS n
-         FROM pg_temp.bb_delta WHERE payload IS NOT NULL AND NOT has_old
+              unnest(ARRAY[${columns.map((_, i) => `count(*) FILTER (WHERE substr(present, ${i + 1}, 1) = '1')`).join(', ')}]::bigint[]) AS n
+         FROM pg_temp.bb_delta WHERE payload IS NOT NULL AND present IS NOT NULL
        UNION ALL `;
   return `SELECT k, sum(n)::bigint AS n FROM (
-       ${own}SELECT k, count(*) AS n FROM pg_temp.bb_delta, jsonb_object_keys(payload) AS k WHERE payload IS NOT NULL AND has_old GROUP BY k
+       ${own}SELECT k, count(*) AS n FROM pg_temp.bb_delta, json_object_keys(payload) AS k WHERE payload IS NOT NULL AND present IS NULL GROUP BY k
      ) AS a WHERE n > 0 GROUP BY k ORDER BY k`;
 }
 
@@ -245,6 +256,6 @@ export const SEQ_INDEX_SQL = ['CREATE INDEX IF NOT EXISTS bb_delta_seq ON pg_tem
 export function deltasToSendSql(phase: 'exits' | 'entries'): string {
   return `SELECT seq, identifier, member_key, kind, payload::text AS payload
   FROM pg_temp.bb_delta
- WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND payload IS NOT NULL AND payload <> '{}'::jsonb
+ WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND payload IS NOT NULL AND payload::text <> '{}'
  ORDER BY seq LIMIT $2`;
 }

@@ -97,7 +97,7 @@ export async function applyWithoutSending(conn: Queryable, schema: string, audie
             kind = 'exited' AND unverified, CASE WHEN $3 AND kind <> 'exited' THEN now() END, now(), $2
        FROM (SELECT identifier, member_key, kind, row_hash, unverified, payload, ${NEW_ATTRS} AS new_attrs FROM pg_temp.bb_delta) AS d
       WHERE kind IN ('new', 'changed', 'unchanged', 'exited') AND new_attrs IS NOT NULL
-        AND (payload IS NULL OR payload = '{}'::jsonb)
+        AND (payload IS NULL OR payload::text = '{}')
      ON CONFLICT (audience, identifier, member_key)
      DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, present = excluded.present, unverified = excluded.unverified,
                    backfilled_at = coalesce(excluded.backfilled_at, t.backfilled_at), confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
@@ -136,7 +136,7 @@ export async function snapshotSource(conn: Queryable, schema: string, planning: 
     [table],
   );
   if (!rows[0]!.t) {
-    return `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::jsonb AS attrs, NULL::bigint AS row_hash,
+    return `(SELECT NULL::text AS audience, NULL::text AS identifier, NULL::text AS member_key, NULL::json AS attrs, NULL::bigint AS row_hash,
            NULL::boolean AS present, NULL::boolean AS unverified, NULL::timestamptz AS backfilled_at WHERE false)`;
   }
   return rows[0]!.current ? table : `(SELECT audience, identifier, member_key, attrs, row_hash, true AS present, false AS unverified, NULL::timestamptz AS backfilled_at FROM ${table})`;
@@ -240,7 +240,7 @@ export async function recordVerification(db: Queryable, schema: string, audience
     `UPDATE ${escapeIdentifier(schema)}.snapshots AS t
         SET verified_at = CASE WHEN $3 THEN now() ELSE t.verified_at END,
             unverified = CASE WHEN u.c THEN false WHEN u.rm IS NOT NULL THEN u.u ELSE t.unverified END,
-            attrs = CASE WHEN u.rm IS NULL THEN t.attrs ELSE (t.attrs - u.rm) || coalesce(u.st, '{}'::jsonb) END,
+            attrs = CASE WHEN u.rm IS NULL THEN t.attrs ELSE ((t.attrs::jsonb - u.rm) || coalesce(u.st, '{}'::jsonb))::json END,
             row_hash = CASE WHEN u.rm IS NULL THEN t.row_hash END
        FROM jsonb_to_recordset($2::jsonb) AS u(i text, k text, c boolean, u boolean, rm text[], st jsonb)
       WHERE t.audience = $1 AND t.identifier = u.i AND t.member_key = u.k`,

@@ -26,7 +26,7 @@ const OPERATION_KEYS = ['inc', 'add', 'remove', '$add', '$remove', '$update', '$
 
 /** How one attribute column is sent and checked (see columnRules). */
 export interface ColumnRules {
-  /** The value for jsonb_build_object. */
+  /** The value as JSON text (never NULL unless absent; valid JSON even for a value that fails a check). */
   value: string;
   /** True when the attribute is left out of the member's JSON (NULL, JSON null). */
   absent: string;
@@ -49,31 +49,35 @@ export function columnRules(kind: AttributeKind, v: string, j: string, maxArray:
   };
   switch (kind) {
     case 'boolean':
+      pair(`CASE WHEN ${v} THEN 'true' ELSE 'false' END`);
+      break;
     case 'integer':
-      pair(v);
+      pair(`${v}::text`);
       break;
     case 'bigint':
-      pair(v);
+      pair(`${v}::text`);
       suspect = `${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`;
       // Compared, not abs(): abs() of the smallest bigint overflows and would fail the whole audience.
       check(`${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`, 'integer beyond ±2^53 cannot be sent as an exact JSON number (cast it to text)');
       break;
     case 'number':
-      pair(v);
       // NaN sorts above every number and infinity beyond every bound, in numeric and float alike.
       suspect = `${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`;
+      // A number's text is a JSON number (float text may have an exponent, which JSON allows),
+      // except NaN and the infinities: to_json quotes those (the member fails its check anyway).
+      pair(`CASE WHEN ${suspect} THEN to_json(${v})::text ELSE ${v}::text END`);
       check(`${v}::text IN ('NaN', 'Infinity', '-Infinity')`, 'NaN or infinity is not a JSON number');
       // Beyond ±2^53 a number is no longer an exact integer in Braze (a double), whatever its type here.
       check(`${v}::text NOT IN ('NaN', 'Infinity', '-Infinity') AND (${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE})`, 'number beyond ±2^53 cannot be sent exactly (cast it to text)');
       break;
     case 'string':
-      pair(`${v}::text`);
+      pair(`to_json(${v}::text)::text`);
       suspect = `octet_length(${v}::text) > 255`;
       check(longerThanUtf16(`${v}::text`, 255), 'longer than 255 characters as Braze counts them (UTF-16 code units)');
       break;
     case 'date':
-      // to_char of an infinite date is NULL: left out like one (the member fails its check anyway).
-      pair(`to_char(${v}, 'YYYY-MM-DD')`, `${v} IS NULL OR NOT isfinite(${v})`);
+      // An infinite date is left out (to_char gives NULL for it; the member fails its check anyway).
+      pair(`'"' || to_char(${v}, 'YYYY-MM-DD') || '"'`, `${v} IS NULL OR NOT isfinite(${v})`);
       // Infinity and -infinity lie beyond both bounds.
       suspect = `${v} < date '0001-01-01' OR ${v} > date '3000-12-31'`;
       check(`NOT isfinite(${v})`, 'infinite date');
@@ -82,7 +86,7 @@ export function columnRules(kind: AttributeKind, v: string, j: string, maxArray:
     case 'timestamp':
     case 'timestamptz': {
       const utc = kind === 'timestamptz' ? `(${v} AT TIME ZONE 'UTC')` : v;
-      pair(`to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`, `${v} IS NULL OR NOT isfinite(${v})`);
+      pair(`'"' || to_char(${utc}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"'`, `${v} IS NULL OR NOT isfinite(${v})`);
       const bound = (t: string) => (kind === 'timestamptz' ? `timestamptz '${t}+00'` : `timestamp '${t}'`);
       suspect = `${v} < ${bound('0001-01-01 00:00:00')} OR ${v} >= ${bound('3001-01-01 00:00:00')}`;
       check(`NOT isfinite(${v})`, 'infinite timestamp');
@@ -90,7 +94,8 @@ export function columnRules(kind: AttributeKind, v: string, j: string, maxArray:
       break;
     }
     case 'string_array':
-      pair(`${v}::text[]`);
+      // A multi-dimensional array or a NULL element is still valid JSON (the member fails its check).
+      pair(`to_json(${v}::text[])::text`);
       // array_position fails on a multi-dimensional array: the CASE keeps it from one.
       suspect = `CASE WHEN array_ndims(${v}) > 1 THEN true ELSE cardinality(${v}) > ${maxArray} OR array_position(${v}::text[], NULL) IS NOT NULL
                       OR octet_length(array_to_string(${v}::text[], '')) > 255 END`;
@@ -107,7 +112,7 @@ export function columnRules(kind: AttributeKind, v: string, j: string, maxArray:
       break;
     case 'object': {
       // A JSON null is left out like a NULL; NULLs nested inside the object stay.
-      pair(j, `${j} IS NULL OR jsonb_typeof(${j}) = 'null'`);
+      pair(`${j}::text`, `${j} IS NULL OR jsonb_typeof(${j}) = 'null'`);
       const isObject = `coalesce(jsonb_typeof(${j}) = 'object', false)`;
       if (j !== `${v}::jsonb`) check(`strpos(${v}::text, '\\u0000') > 0`, 'JSON holds \\u0000, which Braze (and jsonb) cannot store');
       check(`jsonb_typeof(${j}) NOT IN ('object', 'null')`, 'JSON value is not an object (nested attributes are objects)');
