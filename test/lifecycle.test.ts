@@ -323,6 +323,47 @@ describe('edges the review found', () => {
     for (const id of ['p1', 'p2']) expect(f.sandbox.profile({ external_id: id })).toEqual({});
   });
 
+  it('upgrading to json attributes keeps what jsonb held: nothing is resent, every value compares equal, a change sends only itself', async () => {
+    const { migrate } = await import('../src/db/migrate.js');
+    const schema = 'attrs_upgrade';
+    await f.t.db.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await migrate(f.t.db, schema);
+    // Every kind, with text forms that differ between jsonb's output and the JSON text built now
+    // (numeric scale, float text, escapes, non-ASCII, nested objects, key order).
+    await f.t.db.query(`DROP TABLE IF EXISTS kinds; CREATE TABLE kinds AS
+      SELECT 'k' || i AS id, 12.50::numeric(6,2) + i AS ltv, 0.1::float8 * i AS ratio, 1.5e-7::float8 * i AS big,
+             timestamptz '2026-01-02 03:04:05.678+00' + i * interval '1 hour' AS seen, date '2026-01-01' + i AS day,
+             ARRAY['a"b', E'c\\\\d', 'é'] AS tags, jsonb_build_object('z', 1, 'nested', jsonb_build_object('x', i, 'y', E'é "q"\n')) AS prefs,
+             i % 2 = 0 AS flag, E'Zoë "\t' || i AS name, i::bigint * 1000000000 AS n
+        FROM generate_series(1, 5) i`);
+    const dir = audienceDir({ kinds: `SELECT id AS external_id, ltv, ratio, big, seen, day, tags, prefs, flag, name, n FROM kinds` });
+    await run(f.t.db, dir, { client: client(), schema });
+    const held = new Map([1, 2, 3, 4, 5].map((i) => [`k${i}`, f.sandbox.profile({ external_id: `k${i}` })]));
+    // The state as braze-bridge left it before migration 0009: attrs as jsonb, built as it built
+    // them (jsonb_build_object of the values; dates and times through to_char), and every member
+    // made a candidate (as verify --repair does), so each is compared value by value.
+    await f.t.db.query(`ALTER TABLE ${schema}.snapshots ALTER COLUMN attrs TYPE jsonb USING attrs::jsonb; DELETE FROM ${schema}.migrations WHERE id = 9`);
+    await f.t.db.query(`UPDATE ${schema}.snapshots s SET row_hash = NULL, attrs = jsonb_build_object('ltv', k.ltv, 'ratio', k.ratio, 'big', k.big,
+        'seen', to_char(k.seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'day', to_char(k.day, 'YYYY-MM-DD'), 'tags', k.tags, 'prefs', k.prefs,
+        'flag', k.flag, 'name', k.name, 'n', k.n) FROM kinds k WHERE k.id = s.member_key`);
+    await migrate(f.t.db, schema);
+    const type = await f.t.db.query(`SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = '${schema}.snapshots'::regclass AND attname = 'attrs'`);
+    expect(type.rows).toEqual([{ t: 'json' }]);
+    let mark = f.sandbox.requests.length;
+    const again = await run(f.t.db, dir, { client: client(), schema });
+    expect(again.audiences[0]!.counts).toMatchObject({ members: 5, unchanged: 5, changed: 0, new: 0 });
+    expect(f.sandbox.requests.length).toBe(mark);
+    // One value changes: only it goes out, and Braze holds what it held plus that change.
+    await f.t.db.query(`UPDATE kinds SET ratio = 2.5 WHERE id = 'k2'`);
+    mark = f.sandbox.requests.length;
+    await run(f.t.db, dir, { client: client(), schema });
+    expect(sentSince(mark)).toEqual([{ external_id: 'k2', _update_existing_only: false, ratio: 2.5 }]);
+    expect(f.sandbox.profile({ external_id: 'k2' })).toEqual({ ...held.get('k2'), ratio: 2.5 });
+    expect(f.sandbox.profile({ external_id: 'k3' })).toEqual(held.get('k3'));
+    expect(held.get('k3')).toMatchObject({ ltv: 15.5, tags: ['a"b', 'c\\d', 'é'], prefs: { z: 1, nested: { x: 3, y: 'é "q"\n' } }, name: 'Zoë "\t3', n: 3000000000 });
+    await f.t.db.query(`DROP SCHEMA ${schema} CASCADE; DROP TABLE kinds`);
+  });
+
   it('upgrading keeps old update-only sends unverified and records each audience\'s attributes', async () => {
     const { migrate, loadMigrations } = await import('../src/db/migrate.js');
     await migrate(f.t.db, 'upgrade_state', undefined, loadMigrations().filter((m) => m.id <= 3));
