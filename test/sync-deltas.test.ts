@@ -158,6 +158,18 @@ describe('guardrail, dry run and backfill', () => {
     expect(forced.audiences[0]!.counts.exited).toBe(11);
   });
 
+  it('a first plan counts each attribute of new members exactly, NULLs left out, as delivery then counts what Braze accepted', async () => {
+    await f.t.db.query(`UPDATE people SET tier = NULL WHERE score % 3 = 0; UPDATE people SET score = NULL WHERE id IN ('p1', 'p2')`);
+    const dir = audienceDir({ aud: QUERY });
+    const plan = await run(f.t.db, dir, { mode: 'plan' });
+    // 20 people. tier: all but the 6 whose score divides by 3; score: all but p1 and p2.
+    expect(plan.audiences[0]!.counts).toMatchObject({ new: 20, plannedUpdates: 32, plannedPerAttribute: { tier: 14, score: 18 } });
+    const synced = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    expect(synced.audiences[0]!.counts).toMatchObject({ updates: 32, perAttribute: { tier: 14, score: 18 }, plannedPerAttribute: { tier: 14, score: 18 } });
+    expect(f.sandbox.profile({ external_id: 'p3' })).toEqual({ score: 3 });
+    expect(f.sandbox.profile({ external_id: 'p1' })).toEqual({ tier: 'silver' });
+  });
+
   it('plan counts per attribute, writes the exact bodies, and changes nothing', async () => {
     const dir = audienceDir({ aud: QUERY });
     await run(f.t.db, dir, { client: testClient(f.sandbox.url) });

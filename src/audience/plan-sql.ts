@@ -39,13 +39,14 @@ export function createCurrentSql(columns: Array<{ name: string; type: string }>)
 
 /**
  * Runs the audience query once into bb_current with each row's key and value hash, and counts
- * the rows and those without a key on the way (no second pass over the table).
+ * the rows and those without a key on the way (no second pass over the table). `byKey` stores
+ * the rows in key order, the order the deltas are then sent and recorded in.
  * $1 the column signature hashed into every row. `prefix` is the text before the audience's SQL.
  */
-export function fillCurrentSql(audience: Audience, member: MemberSql, serverVersion: number): Statement & { prefix: string } {
+export function fillCurrentSql(audience: Audience, member: MemberSql, serverVersion: number, byKey = false): Statement & { prefix: string } {
   const prefix = `WITH filled AS (INSERT INTO pg_temp.bb_current SELECT ${member.key}, ${member.rowHash(serverVersion)}, q.* FROM (\n`;
   return {
-    text: `${prefix}${audience.sql}\n) AS q RETURNING "__bb_key" IS NULL AS missing) SELECT count(*) AS rows, count(*) FILTER (WHERE missing) AS nulls FROM filled`,
+    text: `${prefix}${audience.sql}\n) AS q${byKey ? ' ORDER BY 1' : ''} RETURNING "__bb_key" IS NULL AS missing) SELECT count(*) AS rows, count(*) FILTER (WHERE missing) AS nulls FROM filled`,
     values: [member.signature],
     prefix,
   };
@@ -219,10 +220,13 @@ export const DUPLICATE_COUNTS_SQL = `SELECT count(DISTINCT grp) AS dup_keys, cou
  */
 export function perAttributeSql(columns: readonly string[]): string {
   const lit = (x: string) => `'${x.replace(/'/g, "''")}'`;
+  // Most members carry every column: those are counted once (identical aggregates share one
+  // state), and only the others are looked at column by column.
+  const all = `'${'1'.repeat(columns.length)}'`;
   const own = columns.length === 0
     ? ''
     : `SELECT unnest(ARRAY[${columns.map(lit).join(', ')}]::text[]) AS k,
-              unnest(ARRAY[${columns.map((_, i) => `count(*) FILTER (WHERE substr(present, ${i + 1}, 1) = '1')`).join(', ')}]::bigint[]) AS n
+              unnest(ARRAY[${columns.map((_, i) => `count(*) FILTER (WHERE present = ${all}) + count(*) FILTER (WHERE present <> ${all} AND substr(present, ${i + 1}, 1) = '1')`).join(', ')}]::bigint[]) AS n
          FROM pg_temp.bb_delta WHERE payload IS NOT NULL AND present IS NOT NULL
        UNION ALL `;
   return `SELECT k, sum(n)::bigint AS n FROM (
