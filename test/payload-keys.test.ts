@@ -58,6 +58,17 @@ describe('topLevelKeys', () => {
     expect(counter.perKey()).toEqual({ a: 2, ab: 3, abc: 1 });
   });
 
+  it('counts a marked payload by its mark, together with scanned ones, and scans one whose mark does not fit the columns', () => {
+    const counter = new KeyCounter(['a', 'b', 'constructor']);
+    counter.addMarked('{"a":1,"b":2,"constructor":3}', '111');
+    counter.addMarked('{"b":2}', '010');
+    counter.addMarked('{"b":2}', '010');
+    counter.addMarked('{"a": 1, "z": 2}', null); // a change: its keys are scanned
+    counter.addMarked('{"q": 1}', '1'); // a mark of another length: scanned, not trusted
+    expect(counter.perKey()).toEqual({ a: 2, b: 3, constructor: 1, z: 1, q: 1 });
+    expect(counter.total).toBe(8);
+  });
+
   it("counts keys named like an object's own properties, and many keys of one length", () => {
     const counter = new KeyCounter();
     const wide = Object.fromEntries(Array.from({ length: 120 }, (_, i) => [`k${String(i).padStart(3, '0')}`, i]));

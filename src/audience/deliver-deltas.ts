@@ -25,6 +25,8 @@ export interface DeltaRow {
   kind: 'new' | 'changed' | 'exited' | 'unchanged';
   /** The attributes to send, as JSON text straight from PostgreSQL (never re-serialised). */
   payload: string;
+  /** For a new member: which of the audience's columns the payload carries (MemberSql.present). */
+  present: string | null;
 }
 
 /** Members whose answers are recorded together, and how long the oldest may wait (see record-confirmed.ts). */
@@ -41,6 +43,8 @@ export interface DeliveryContext {
   backfill?: boolean;
   batchSize: number;
   concurrency: number;
+  /** The audience's attribute columns in order, as planned: what a new member's `present` marks. */
+  columns?: readonly string[];
   /** Aborted on SIGTERM/SIGINT: no new batch starts; in-flight ones finish and are recorded. */
   stop?: AbortSignal;
   /** After each batch: members confirmed or failed so far, of `total`. */
@@ -69,7 +73,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   const before = { ...client.stats };
   const delivery: Delivery = { updates: 0, perAttribute: {}, failed: 0, requests: 0, retries: 0, rateLimited: 0, stopped: false, heldBack: false };
   let done = 0;
-  const accepted = new KeyCounter();
+  const accepted = new KeyCounter(ctx.columns ?? []);
   /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
   let crossFailures = 0;
 
@@ -94,7 +98,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
       delivery.failed += failures.length;
       crossFailures += [...failed.keys()].filter((i) => batch[i]!.kind === 'exited' && batch[i]!.identifier !== ctx.identifier).length;
-      for (const r of confirmed) accepted.add(r.payload);
+      for (const r of confirmed) accepted.addMarked(r.payload, r.present);
       if (failures.length > 0) ctx.log.warn('Braze rejected members of a batch', { rejected: failures.length, reason: failures[0]!.reason });
       done += batch.length;
       ctx.onProgress?.({ audience: audience.name, done, total });

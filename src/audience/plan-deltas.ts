@@ -42,6 +42,8 @@ export interface Plan {
   guardrail: Guardrail;
   /** The attributes this audience writes: its columns and its @on_exit keys. */
   attributes: string[];
+  /** The audience's attribute columns in order: what a new member's `present` marks (MemberSql.present). */
+  columns: string[];
 }
 
 export interface Guardrail {
@@ -140,7 +142,7 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const plan = await summarise(conn, member, rows, nulls);
   const existing = held.members;
   const attributes = [...member.attributes.map((a) => a.name), ...(audience.onExit.kind === 'set' ? Object.keys(audience.onExit.values) : [])];
-  return { ...plan, identifier: member.identifier, existing, attributes, guardrail: guardrailOf(plan.counts, existing, audience, attributes, options) };
+  return { ...plan, identifier: member.identifier, existing, attributes, columns: member.attributes.map((a) => a.name), guardrail: guardrailOf(plan.counts, existing, audience, attributes, options) };
 }
 
 /**

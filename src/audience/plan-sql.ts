@@ -258,7 +258,7 @@ export const SEQ_INDEX_SQL = ['CREATE INDEX IF NOT EXISTS bb_delta_seq ON pg_tem
  * reads: the snapshot advances from bb_delta itself (see advanceSnapshot).
  */
 export function deltasToSendSql(phase: 'exits' | 'entries'): string {
-  return `SELECT seq, identifier, member_key, kind, payload::text AS payload
+  return `SELECT seq, identifier, member_key, kind, payload::text AS payload, present
   FROM pg_temp.bb_delta
  WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND payload IS NOT NULL AND payload::text <> '{}'
  ORDER BY seq LIMIT $2`;

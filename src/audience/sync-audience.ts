@@ -166,6 +166,7 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
           backfill,
           batchSize: options.batchSize,
           concurrency: options.concurrency,
+          columns: plan.columns,
           stop: deps.stop,
           onProgress: deps.onProgress,
         },
