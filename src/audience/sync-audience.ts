@@ -16,7 +16,8 @@ import { releaseAudienceLock, tryAudienceLock } from '../run/run-lock.js';
 import { DEFAULTS } from '../config/environment.js';
 import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
 import { deliverDeltas, writeBodies } from './deliver-deltas.js';
-import { dropPlanTables, planDeltas, withoutValues, type Guardrail, type Plan, type SyncMode } from './plan-deltas.js';
+import { dropPlanTables, planDeltas, type Guardrail, type Plan, type SyncMode } from './plan-deltas.js';
+import { withoutValues } from './run-query.js';
 import { applyWithoutSending, countUnverified, finishBackfill, knownAudiences, recordAudience, startBackfill } from './snapshot-store.js';
 
 export type { SyncMode } from './plan-deltas.js';

@@ -1,0 +1,122 @@
+/**
+ * Runs an audience's query: once, read-only, into pg_temp.bb_current (see plan-sql.ts), and
+ * turns its errors into one line that points at the file without quoting people's data.
+ */
+import { AudienceError, DatabaseError } from '../errors.js';
+import type { Connection } from '../db/pool.js';
+import type { Audience } from '../types.js';
+import type { MemberSql } from './member-sql.js';
+import { createCurrentSql, DROP_PLAN_TABLES, fillCurrentSql, fillJoinedSql } from './plan-sql.js';
+
+export type Column = { name: string; typeOid: number; typmod: number };
+
+export interface FillOptions {
+  statementTimeoutMs?: number;
+  /** Store the rows in key order (a first sync: the order they are then recorded in). */
+  byKey?: boolean;
+  /**
+   * Join the snapshot (this table or stand-in) while filling: each row carries what the snapshot
+   * holds of its member and whether it is a candidate, and members the result no longer has
+   * are added as rows of their own. One pass instead of a second one over a million rows.
+   */
+  joinSnapshot?: string;
+}
+
+/**
+ * Run the audience query once, read-only, into pg_temp.bb_current: the key, a hash of the
+ * row's attribute values (seeded with the column signature), and the row's own columns. JSON
+ * is built later, and only for rows whose hash differs from the snapshot's. Returns the number
+ * of result rows, of those without a key, and (with joinSnapshot) of candidates.
+ */
+export async function materialiseCurrent(
+  conn: Connection,
+  audience: Audience,
+  columns: Column[],
+  member: MemberSql,
+  { statementTimeoutMs, byKey = false, joinSnapshot }: FillOptions,
+): Promise<{ rows: number; nulls: number; candidates: number }> {
+  await conn.query(DROP_PLAN_TABLES);
+  const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
+  // The table is made from the described column types: the audience's text never reaches a
+  // statement outside the read-only transaction below.
+  const { rows: typeNames } = await conn.query<{ t: string }>(
+    'SELECT format_type(o, m) AS t FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS u(o, m, i) ORDER BY i',
+    [columns.map((c) => c.typeOid), columns.map((c) => c.typmod)],
+  );
+  await conn.query(createCurrentSql(columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t })), joinSnapshot !== undefined));
+  const fill = joinSnapshot
+    ? fillJoinedSql(audience, member, version, joinSnapshot, columns.map((c) => c.name))
+    : fillCurrentSql(audience, member, version, byKey);
+  // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
+  // The statement has parameters, so it goes through the extended protocol: one statement only.
+  await conn.query('BEGIN READ ONLY');
+  try {
+    if (statementTimeoutMs) await conn.query(`SELECT set_config('statement_timeout', $1, true)`, [String(statementTimeoutMs)]);
+    // Exact float text in the row hash on every server version (lossy text could hide a change).
+    await conn.query('SET LOCAL extra_float_digits = 3');
+    // READ ONLY does not stop a SELECT from changing the session itself (set_config(…, false),
+    // pg_advisory_unlock_all(), …): that would outlive the transaction on a connection that
+    // holds this audience's lock and serves the tool afterwards. Compare before and after.
+    const before = await sessionState(conn);
+    const filled = (await conn.query<{ rows: string; nulls: string; candidates: string }>(fill.text, fill.values)).rows[0]!;
+    const after = await sessionState(conn);
+    if (after !== before) {
+      // Rolled back, settings changed in this transaction revert; advisory locks are not
+      // transactional, so every one this session holds is let go (this audience's own lock was
+      // taken or lost by the query anyway; the run stops here).
+      await conn.query('ROLLBACK');
+      await conn.query('SELECT pg_advisory_unlock_all()');
+      throw new AudienceError(audience.file, 'the query changed session settings or advisory locks (set_config(…, false), pg_advisory_*): audience queries may only read');
+    }
+    await conn.query('COMMIT');
+    return { rows: Number(filled.rows), nulls: Number(filled.nulls), candidates: Number(filled.candidates) };
+  } catch (error) {
+    await conn.query('ROLLBACK').catch(() => {});
+    throw queryError(error, audience, fill.prefix.length);
+  }
+}
+
+/** This session's settings and advisory locks, as one comparable text. */
+async function sessionState(conn: Connection): Promise<string> {
+  const { rows } = await conn.query<{ s: string }>(
+    `SELECT coalesce((SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings WHERE source IN ('session', 'client')), '')
+            || '|' || coalesce((SELECT string_agg(classid || ':' || objid || ':' || objsubid || ':' || mode, ',' ORDER BY classid, objid, objsubid, mode)
+                                 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), '') AS s`,
+  );
+  return rows[0]!.s;
+}
+
+/**
+ * A PostgreSQL error in the audience query, pointed at the file's line, without the values it
+ * may quote (`invalid input syntax for type integer: "ann@example.com"`): errors reach logs,
+ * the run history and the notify webhook, and people's data must not.
+ */
+export function queryError(error: unknown, audience: Audience, prefixLength: number): unknown {
+  if (!(error instanceof DatabaseError)) return error;
+  let line: number | undefined;
+  let detail = withoutValues(error.message, error.code);
+  if (error.position !== undefined) {
+    const offset = error.position - 1 - prefixLength;
+    if (offset >= 0 && offset <= audience.sql.length) {
+      line = audience.sqlLine + (audience.sql.slice(0, offset).match(/\n/g)?.length ?? 0);
+      if (audience.sql[offset] === ';') detail = 'more than one statement: an audience file holds exactly one SELECT';
+    }
+  }
+  if (error.code === '25006') detail = `the query tries to write (${error.message}); audience queries run read-only`;
+  if (error.code === '57014') detail = `the query was cancelled: it ran longer than --statement-timeout (or an administrator cancelled it)`;
+  if (error.code === '42601' && /multiple commands/.test(error.message)) detail = 'more than one statement: an audience file holds exactly one SELECT';
+  return new AudienceError(audience.file, detail, line, { cause: error });
+}
+
+/**
+ * A server message without the values it may quote. PostgreSQL does not escape quotes inside a
+ * quoted value, so a quoted part cannot be cut out reliably: for any error class not known to
+ * quote only names (syntax and undefined objects, 42; transaction and connection states),
+ * everything from the first quote on is replaced. Data errors (22, 23), RAISE in a function
+ * (P0), foreign data (HV) and internal errors all lose their quoted part.
+ */
+export function withoutValues(message: string, code: string | undefined): string {
+  if (code && /^(42|0A|25|08|53|57|40)/.test(code)) return message;
+  const quote = message.search(/["']/);
+  return quote < 0 ? message : `${message.slice(0, quote).replace(/[\s:]+$/, '')}: (value hidden)`;
+}
