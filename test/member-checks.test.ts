@@ -17,20 +17,32 @@ afterAll(async () => {
   await t.drop();
 });
 
-/** Each row's reasons (or null) and attributes, by external_id, for the given columns of `vals`. */
-async function evaluate(columns: string, rows: string): Promise<Map<string, { invalid: string | null; attrs: Record<string, unknown> }>> {
+/**
+ * Each row's reasons (or null), attributes and their JSON text, by external_id, for the given
+ * columns of `vals`. `session` runs on the connection first (a setting to evaluate under).
+ */
+async function evaluate(
+  columns: string,
+  rows: string,
+  session?: string,
+): Promise<Map<string, { invalid: string | null; attrs: Record<string, unknown>; text: string }>> {
   await t.db.query('DROP TABLE IF EXISTS vals');
   await t.db.query(`CREATE TABLE vals AS SELECT * FROM (VALUES ${rows}) AS v(${columns})`);
   const audience = parseAudience('edges', '/audiences/edges.sql', 'SELECT * FROM vals');
   return t.db.withConnection(async (conn) => {
-    const { member } = await describeAudience(t.db, conn, audience);
-    // Cast to json: the text must be valid JSON for every row, a member that fails a check included.
-    const { rows: out } = await conn.query<{ id: string; invalid: string | null; attrs: Record<string, unknown>; present: string }>(
-      `SELECT h.external_id AS id, ${member.invalid} AS invalid, (${member.attrs})::json AS attrs, ${member.present} AS present FROM vals AS h`,
-    );
-    // `present` marks exactly the columns the JSON carries, in column order.
-    for (const r of out) expect([...r.present].flatMap((m, i) => (m === '1' ? [member.attributes[i]!.name] : []))).toEqual(Object.keys(r.attrs));
-    return new Map(out.map((r) => [r.id, { invalid: r.invalid, attrs: r.attrs }]));
+    if (session) await conn.query(session);
+    try {
+      const { member } = await describeAudience(t.db, conn, audience);
+      // Cast to json: the text must be valid JSON for every row, a member that fails a check included.
+      const { rows: out } = await conn.query<{ id: string; invalid: string | null; attrs: Record<string, unknown>; text: string; present: string }>(
+        `SELECT h.external_id AS id, ${member.invalid} AS invalid, (${member.attrs})::json AS attrs, ${member.attrs} AS text, ${member.present} AS present FROM vals AS h`,
+      );
+      // `present` marks exactly the columns the JSON carries.
+      for (const r of out) expect([...r.present].flatMap((m, i) => (m === '1' ? [member.attributes[i]!.name] : [])).sort()).toEqual(Object.keys(r.attrs).sort());
+      return new Map(out.map((r) => [r.id, { invalid: r.invalid, attrs: r.attrs, text: r.text }]));
+    } finally {
+      if (session) await conn.query('RESET ALL');
+    }
   });
 }
 
@@ -154,6 +166,41 @@ test('objects: non-objects, operation keys, nested keys with " ", "." or "$" (es
   expect(r.get('longkey')!.invalid).toBe('o: nested key longer than 255 characters');
   expect(r.get('okkey')!.invalid).toBeNull();
   expect(r.get('huge')!.invalid).toBe('o: JSON object larger than 100 KB (Braze limit)');
+});
+
+test('floats are sent written out, as numbers always were (no exponent, no -0)', async () => {
+  const r = await evaluate(
+    'external_id, r, d',
+    `('big', 10000000::real, 1e15::float8), ('odd', 1234567::real, '-0'::float8), ('tiny', 0.1::real, 1.5e-7::float8)`,
+  );
+  expect(r.get('big')!.text).toBe('{"r":10000000,"d":1000000000000000}');
+  expect(r.get('odd')!.text).toBe('{"r":1234567,"d":0}');
+  expect(r.get('tiny')!.text).toBe('{"r":0.1,"d":0.00000015}');
+});
+
+test('a wide audience: more than 100 columns, some NULL, make one object and one mark per column', async () => {
+  const n = 130;
+  const names = Array.from({ length: n }, (_, i) => `c${i}`);
+  const row = (id: string, f: (i: number) => string) => `('${id}', ${names.map((_, i) => f(i)).join(', ')})`;
+  const r = await evaluate(
+    `external_id, ${names.join(', ')}`,
+    [row('full', (i) => String(i)), row('gaps', (i) => (i % 3 === 0 ? 'NULL::int' : String(i))), row('empty', () => 'NULL::int')].join(', '),
+  );
+  expect(r.get('full')!.attrs).toEqual(Object.fromEntries(names.map((c, i) => [c, i])));
+  expect(r.get('gaps')!.attrs).toEqual(Object.fromEntries(names.flatMap((c, i) => (i % 3 === 0 ? [] : [[c, i]]))));
+  expect(r.get('empty')!.text).toBe('{}');
+});
+
+test('standard_conforming_strings off changes nothing: patterns, escapes and odd column names mean the same', async () => {
+  const columns = `external_id, "a\\b", "q'uote", j, email`;
+  const rows = `('s1', 'x', 'y', '{"k": "\\u0000"}'::json, 'sam.smith@example.com'),
+                ('s2', 'x', 'y', '{"k": 1}'::json, 'no at sign')`;
+  const on = await evaluate(columns, rows);
+  const off = await evaluate(columns, rows, 'SET standard_conforming_strings = off');
+  expect(off).toEqual(on);
+  expect(on.get('s1')!.invalid).toBe('j: JSON holds \\u0000, which Braze (and jsonb) cannot store');
+  expect(on.get('s2')!.invalid).toBe('email: email is an email address');
+  expect(on.get('s2')!.attrs).toEqual({ 'a\\b': 'x', "q'uote": 'y', j: { k: 1 }, email: 'no at sign' });
 });
 
 test('attributes: NULL values are left out, whatever their type, and a member with none is an empty object', async () => {

@@ -7,7 +7,7 @@
  */
 import { AudienceError } from '../errors.js';
 import { columnRules, standardFieldCheck } from './value-checks.js';
-import { escapeIdentifier, type Queryable } from '../db/pool.js';
+import { escapeIdentifier, sqlLiteral, type Queryable } from '../db/pool.js';
 import { identifierKinds, type Audience, type AttributeKind, type IdentifierKind } from '../types.js';
 
 export type { AttributeKind } from '../types.js';
@@ -135,7 +135,7 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
   const attributes: MemberSql['attributes'] = [];
   // The identifier itself: Braze would match a padded or malformed one to no profile, or the wrong one.
   const idCheck = (cond: string, why: string, suspect = true) => {
-    checks.push(`CASE WHEN ${cond} THEN ${sqlString(why)} END`);
+    checks.push(`CASE WHEN ${cond} THEN ${sqlLiteral(why)} END`);
     if (suspect) suspects.push(cond);
   };
   for (const c of idColumns) {
@@ -145,8 +145,8 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     idCheck(`${v} <> '' AND btrim(${v}, E' \\t\\r\\n') = ''`, `${c}: the identifier is only whitespace`, false);
     idCheck(`btrim(${v}, E' \\t\\r\\n') <> '' AND btrim(${v}, E' \\t\\r\\n') <> ${v}`, `${c}: the identifier has leading or trailing whitespace`, false);
   }
-  if (identifier === 'email') idCheck(`${col('email')}::text !~ '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$'`, 'email: not an email address');
-  if (identifier === 'phone') idCheck(`${col('phone')}::text !~ '^\\+[1-9][0-9]{6,14}$'`, 'phone: not a phone number in E.164 form (+ and 7 to 15 digits)');
+  if (identifier === 'email') idCheck(`${col('email')}::text !~ ${sqlLiteral('^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$')}`, 'email: not an email address');
+  if (identifier === 'phone') idCheck(`${col('phone')}::text !~ ${sqlLiteral('^\\+[1-9][0-9]{6,14}$')}`, 'phone: not a phone number in E.164 form (+ and 7 to 15 digits)');
   for (const c of columns) {
     if (idColumns.includes(c.name)) continue;
     if (RESERVED.has(c.name)) fail(`column "${c.name}" is reserved by Braze as an identifier or flag: rename it with AS, or make it the @identifier`);
@@ -155,15 +155,16 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     const v = col(c.name);
     const label = jsonKeyLiteral(c.name);
     // json (not jsonb) may hold \u0000, which jsonb refuses: the cast would fail the whole audience.
-    const j = baseTypeName(c.typeOid, types) === 'json' ? `(CASE WHEN strpos(${v}::text, '\\u0000') > 0 THEN NULL ELSE ${v}::jsonb END)` : `${v}::jsonb`;
+    const j = baseTypeName(c.typeOid, types) === 'json' ? `(CASE WHEN strpos(${v}::text, ${sqlLiteral('\\u0000')}) > 0 THEN NULL ELSE ${v}::jsonb END)` : `${v}::jsonb`;
     // Canonical forms for hashing: text for anything string-like (citext would hash case-blind).
     hashed.push(kind === 'string' ? `${v}::text` : kind === 'string_array' ? `${v}::text[]` : kind === 'object' ? j : v);
-    const check = (cond: string, why: string) => checks.push(`CASE WHEN ${cond} THEN ${sqlString(`${c.name}: ${why}`)} END`);
+    const check = (cond: string, why: string) => checks.push(`CASE WHEN ${cond} THEN ${sqlLiteral(`${c.name}: ${why}`)} END`);
     const own = (cond: string, why: string) => {
       check(cond, why);
       suspects.push(cond);
     };
-    const rules = columnRules(kind, v, j, maxArray, check);
+    const base = baseTypeName(c.typeOid, types);
+    const rules = columnRules(kind, v, j, { maxArray, float: base === 'float4' || base === 'float8' }, check);
     pairs.push({ label, value: rules.value, absent: rules.absent });
     if (rules.suspect) suspects.push(rules.suspect);
     // Standard fields' format checks are not covered by the column's test: each is its own.
@@ -227,9 +228,6 @@ function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>
   return unsupported(t.typname);
 }
 
-function sqlString(s: string): string {
-  return `'${s.replace(/'/g, "''")}'`;
-}
 
 /**
  * `"name":` as a text literal: the key as JSON writes it (quotes, backslashes and control
@@ -237,5 +235,5 @@ function sqlString(s: string): string {
  * standard_conforming_strings.
  */
 export function jsonKeyLiteral(name: string): string {
-  return `E'${`${JSON.stringify(name)}:`.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+  return sqlLiteral(`${JSON.stringify(name)}:`);
 }

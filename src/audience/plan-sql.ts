@@ -14,7 +14,7 @@
  */
 import type { Audience } from '../types.js';
 import type { MemberSql } from './member-sql.js';
-import { escapeIdentifier } from '../db/pool.js';
+import { escapeIdentifier, sqlLiteral } from '../db/pool.js';
 import { STANDARD_FIELDS } from '../braze/standard-fields.js';
 
 export interface Statement {
@@ -98,7 +98,7 @@ export function fillJoinedSql(audience: Audience, member: MemberSql, serverVersi
 /** bb_cand from a joined fill (fillJoinedSql): its candidates, with the columns candidatesSql gives them. No parameters. */
 export function candidatesFromCurrentSql(identifier: string): string {
   return `CREATE TEMP TABLE bb_cand AS
-     SELECT ${`'${identifier.replace(/'/g, "''")}'`}::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_cand"`;
+     SELECT ${sqlLiteral(identifier)}::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_cand"`;
 }
 
 /**
@@ -133,7 +133,7 @@ export function candidatesSql(snapshots: string, audience: Audience, identifier:
 export function allCandidatesSql(identifier: string): string {
   return `CREATE TEMP VIEW bb_cand AS
      SELECT c.*, NULL::text AS "__bb_s_ident", NULL::text AS "__bb_s_key", NULL::boolean AS "__bb_s_present", NULL::boolean AS "__bb_s_unverified"
-       FROM (SELECT ${`'${identifier.replace(/'/g, "''")}'`}::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS c`;
+       FROM (SELECT ${sqlLiteral(identifier)}::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS c`;
 }
 
 /**
@@ -203,7 +203,7 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
             CASE WHEN d.kind = 'exited' THEN
                    CASE $3 WHEN 'keep' THEN NULL WHEN 'set' THEN $4::jsonb ELSE ${nullsFor('d.old_attrs', 'NOT k = ANY($5::text[])')} END::json
                  WHEN d.kind = 'invalid' THEN NULL
-                 WHEN d.old_attrs IS NULL THEN d.new_json::json
+                 WHEN d.old_attrs IS NULL THEN coalesce(d.new_json::json, d.new_attrs::json)
                  WHEN $2 OR d.unverified THEN (d.new_attrs || coalesce(${nullsFor('d.old_attrs', 'NOT d.new_attrs ? k')}, '{}'::jsonb))::json
                  WHEN d.kind = 'unchanged' THEN NULL
                  ELSE (SELECT jsonb_object_agg(k, coalesce(d.new_attrs -> k, 'null'::jsonb))
@@ -225,8 +225,8 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
                     CASE WHEN h."__bb_s_key" IS NOT NULL THEN
                       (SELECT full_s.attrs::jsonb FROM ${snapshots} AS full_s
                         WHERE full_s.audience = $1 AND full_s.identifier = h."__bb_s_ident" AND full_s.member_key = h."__bb_s_key") END AS old_attrs,
-                    -- As text for every member, as jsonb only for one the snapshot holds (compared).
-                    CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_json,
+                    -- As text for a member the snapshot does not hold, as jsonb for one it holds (compared).
+                    CASE WHEN h."__bb_key" IS NOT NULL AND h."__bb_s_key" IS NULL THEN ${member.attrs} END AS new_json,
                     CASE WHEN h."__bb_key" IS NOT NULL AND h."__bb_s_key" IS NOT NULL THEN (${member.attrs})::jsonb END AS new_attrs,
                     CASE WHEN h."__bb_key" IS NOT NULL AND h."__bb_s_key" IS NULL THEN ${member.present} END AS present,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
@@ -267,7 +267,7 @@ export const DUPLICATE_COUNTS_SQL = `SELECT count(DISTINCT grp) AS dup_keys, cou
  * may also unset older attributes, so their payloads' keys are listed. No parameters.
  */
 export function perAttributeSql(columns: readonly string[]): string {
-  const lit = (x: string) => `'${x.replace(/'/g, "''")}'`;
+  const lit = sqlLiteral;
   // Most members carry every column: those are counted once (identical aggregates share one
   // state), and only the others are looked at column by column.
   const all = `'${'1'.repeat(columns.length)}'`;

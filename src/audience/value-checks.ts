@@ -3,12 +3,13 @@
  * column: each attribute kind's JSON value and checks (with the cheap test that covers them),
  * string lengths as Braze counts them, and the standard profile fields' formats.
  */
+import { sqlLiteral } from '../db/pool.js';
 import type { AttributeKind } from '../types.js';
 
 /** A string's length as Braze counts it: UTF-16 code units, so a character beyond U+FFFF counts 2. */
 export function utf16Length(text: string): string {
   // Only a UTF-8 database can hold characters beyond U+FFFF; elsewhere the regex would miscount.
-  return `(char_length(${text}) + CASE WHEN current_setting('server_encoding') = 'UTF8' THEN char_length(regexp_replace(${text}, '[\\u0001-\\uffff]', '', 'g')) ELSE 0 END)`;
+  return `(char_length(${text}) + CASE WHEN current_setting('server_encoding') = 'UTF8' THEN char_length(regexp_replace(${text}, ${sqlLiteral('[\\u0001-\\uffff]')}, '', 'g')) ELSE 0 END)`;
 }
 
 /**
@@ -39,7 +40,13 @@ export interface ColumnRules {
  * value, when it is left out, and its checks, each given to `check` with the reason Braze would
  * refuse or misread the value. The cheap test lets a valid member skip the checks (member-sql.ts).
  */
-export function columnRules(kind: AttributeKind, v: string, j: string, maxArray: number, check: (cond: string, why: string) => void): ColumnRules {
+export function columnRules(
+  kind: AttributeKind,
+  v: string,
+  j: string,
+  { maxArray, float }: { maxArray: number; float: boolean },
+  check: (cond: string, why: string) => void,
+): ColumnRules {
   let value = v;
   let absent = `${v} IS NULL`;
   let suspect: string | undefined;
@@ -63,9 +70,10 @@ export function columnRules(kind: AttributeKind, v: string, j: string, maxArray:
     case 'number':
       // NaN sorts above every number and infinity beyond every bound, in numeric and float alike.
       suspect = `${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE}`;
-      // A number's text is a JSON number (float text may have an exponent, which JSON allows),
-      // except NaN and the infinities: to_json quotes those (the member fails its check anyway).
-      pair(`CASE WHEN ${suspect} THEN to_json(${v})::text ELSE ${v}::text END`);
+      // A number's text is a JSON number, except NaN and the infinities: to_json quotes those
+      // (the member fails its check anyway). A float's text may take an exponent (1e+07, and -0):
+      // through numeric it is written out in full, as Braze has always been sent it.
+      pair(`CASE WHEN ${suspect} THEN to_json(${v})::text ELSE ${float ? `${v}::text::numeric::text` : `${v}::text`} END`);
       check(`${v}::text IN ('NaN', 'Infinity', '-Infinity')`, 'NaN or infinity is not a JSON number');
       // Beyond ±2^53 a number is no longer an exact integer in Braze (a double), whatever its type here.
       check(`${v}::text NOT IN ('NaN', 'Infinity', '-Infinity') AND (${v} > ${MAX_SAFE} OR ${v} < -${MAX_SAFE})`, 'number beyond ±2^53 cannot be sent exactly (cast it to text)');
@@ -114,11 +122,11 @@ export function columnRules(kind: AttributeKind, v: string, j: string, maxArray:
       // A JSON null is left out like a NULL; NULLs nested inside the object stay.
       pair(`${j}::text`, `${j} IS NULL OR jsonb_typeof(${j}) = 'null'`);
       const isObject = `coalesce(jsonb_typeof(${j}) = 'object', false)`;
-      if (j !== `${v}::jsonb`) check(`strpos(${v}::text, '\\u0000') > 0`, 'JSON holds \\u0000, which Braze (and jsonb) cannot store');
+      if (j !== `${v}::jsonb`) check(`strpos(${v}::text, ${sqlLiteral('\\u0000')}) > 0`, 'JSON holds \\u0000, which Braze (and jsonb) cannot store');
       check(`jsonb_typeof(${j}) NOT IN ('object', 'null')`, 'JSON value is not an object (nested attributes are objects)');
       check(`octet_length(${v}::text) > 102400`, 'JSON object larger than 100 KB (Braze limit)');
       check(
-        `CASE WHEN ${isObject} THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] ELSE false END`,
+        `CASE WHEN ${isObject} THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlLiteral).join(', ')}] ELSE false END`,
         'JSON object has a key Braze reads as an operation (inc, add, remove, $add, …), not as a value',
       );
       // The path queries walk every nested key; a cheap test on the object's text settles nearly
@@ -147,7 +155,7 @@ export function columnRules(kind: AttributeKind, v: string, j: string, maxArray:
       suspect =
         j === `${v}::jsonb`
           ? `CASE WHEN jsonb_typeof(${j}) = 'object'
-                  THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlString).join(', ')}] OR octet_length(${text}) > 255
+                  THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlLiteral).join(', ')}] OR octet_length(${text}) > 255
                        OR ${text} ~ E'^([^"\\\\\\\\]*"[^"\\\\\\\\]*")*[^"\\\\\\\\]*"[^"\\\\\\\\]*[ .$\\\\\\\\]'
                   ELSE jsonb_typeof(${j}) <> 'null' END`
           : `${v} IS NOT NULL`;
@@ -163,7 +171,7 @@ export function columnRules(kind: AttributeKind, v: string, j: string, maxArray:
  */
 export function standardFieldCheck(name: string, kind: AttributeKind, v: string, check: (cond: string, why: string) => void, wrongType: (why: string) => never): void {
   const text = `${v}::text`;
-  const pattern = (re: string, why: string) => (kind === 'string' ? check(`${text} !~ ${sqlString(re)}`, why) : wrongType(`cast it to text (${why})`));
+  const pattern = (re: string, why: string) => (kind === 'string' ? check(`${text} !~ ${sqlLiteral(re)}`, why) : wrongType(`cast it to text (${why})`));
   switch (name) {
     case 'dob':
       if (kind !== 'date') pattern('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', 'dob is a date, YYYY-MM-DD');
@@ -204,6 +212,3 @@ export function standardFieldCheck(name: string, kind: AttributeKind, v: string,
   }
 }
 
-function sqlString(s: string): string {
-  return `'${s.replace(/'/g, "''")}'`;
-}

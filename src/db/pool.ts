@@ -224,6 +224,15 @@ export function escapeIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/**
+ * A string as an SQL literal that means the same whatever standard_conforming_strings: an E''
+ * literal with backslashes and quotes doubled (a plain '' literal loses its backslashes when
+ * the setting is off, so a regular expression such as [^@\s] would quietly change).
+ */
+export function sqlLiteral(s: string): string {
+  return `E'${s.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+}
+
 const networkCodes = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
 /** SQLSTATEs that mean the login itself was refused: the user, password, database or pg_hba.conf. */
 const loginCodes = new Set(['28P01', '28000', '3D000', '42501']);
