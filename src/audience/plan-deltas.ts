@@ -11,7 +11,6 @@ import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } 
 import { buildMemberSql, resolveTypes, type MemberSql } from './member-sql.js';
 import {
   allCandidatesSql,
-  candidatesFromCurrentSql,
   candidatesSql,
   DESCRIBE_PREFIX,
   describeSql,
@@ -23,7 +22,7 @@ import {
   perAttributeSql,
   UNSENDABLE_SQL,
 } from './plan-sql.js';
-import { materialiseCurrent, queryError, type Column, type FillOptions } from './run-query.js';
+import { materialiseCurrent, queryError, type Column } from './run-query.js';
 import { countSnapshotMembers, snapshotSource } from './snapshot-store.js';
 
 export type SyncMode = 'sync' | 'backfill' | 'plan';
@@ -120,26 +119,19 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const snapshots = await snapshotSource(conn, schema, planning);
   const held = await countSnapshotMembers(conn, snapshots, audience.name);
   await conn.query('RESET jit');
-  const filling = buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength });
   // A first sync records every member: in key order, the snapshot's index grows at one end
   // instead of taking each key at a random place (a million new rows: 5.3 s instead of 7.5 s,
-  // for a sort of 0.9 s); later runs record few members, and sort nothing. Without a backfill,
-  // a later run joins the snapshot while storing the result (fillJoinedSql).
-  const how: FillOptions = held.rows === 0 ? { byKey: true } : backfill ? {} : { joinSnapshot: snapshots };
-  const { rows, nulls, candidates } = await materialiseCurrent(conn, audience, columns, filling, { statementTimeoutMs: options.statementTimeoutMs, ...how });
+  // for a sort of 0.9 s). Later runs record few members, and sort nothing.
+  const filling = buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength });
+  const { rows, nulls } = await materialiseCurrent(conn, audience, columns, filling, { statementTimeoutMs: options.statementTimeoutMs, byKey: held.rows === 0 });
   await conn.query('SET jit = off');
-  if (held.rows === 0) {
+  if (held.rows > 0) {
+    const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
+    const candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
+    await conn.query(duplicatesSql(member.identifier, candidateRows * 4 > rows ? 'most' : 'few'));
+  } else {
     await conn.query(allCandidatesSql(member.identifier));
     await conn.query(duplicatesSql(member.identifier, 'all'));
-  } else {
-    let candidateRows = candidates;
-    if (how.joinSnapshot) {
-      await conn.query(candidatesFromCurrentSql(member.identifier));
-    } else {
-      const separate = candidatesSql(snapshots, audience, member.identifier, { backfillSince: options.backfillSince ?? new Date() });
-      candidateRows = (await conn.query(separate.text, separate.values)).rowCount ?? 0;
-    }
-    await conn.query(duplicatesSql(member.identifier, candidateRows * 4 > rows ? 'most' : 'few'));
   }
   const delta = deltaSql(snapshots, audience, member, backfill);
   await conn.query(delta.text, delta.values);

@@ -31,28 +31,11 @@ export function describeSql(audience: Audience): string {
   return `${DESCRIBE_PREFIX}${audience.sql}\n) AS q LIMIT 0`;
 }
 
-/**
- * bb_current's shape, from the described column names and types (never the audience's text);
- * `joined` adds what fillJoinedSql writes: whether the row is a candidate, and the snapshot's
- * identifier, key, present and unverified for its member. No parameters.
- */
-export function createCurrentSql(columns: Array<{ name: string; type: string }>, joined = false): string {
+/** bb_current's shape, from the described column names and types (never the audience's text). No parameters. */
+export function createCurrentSql(columns: Array<{ name: string; type: string }>): string {
   const defs = columns.map((c) => `${escapeIdentifier(c.name)} ${c.type}`);
-  const snapshot = joined ? `, ${SNAPSHOT_SIDE.map(([name, type]) => `"${name}" ${type}`).join(', ')}` : '';
-  return `CREATE TEMP TABLE bb_current ("__bb_key" text, "__bb_hash" bigint${defs.map((d) => `, ${d}`).join('')}${snapshot})`;
+  return `CREATE TEMP TABLE bb_current ("__bb_key" text, "__bb_hash" bigint${defs.map((d) => `, ${d}`).join('')})`;
 }
-
-/** The columns a candidate carries from the snapshot (see candidatesSql), after `__bb_cand` when joined while filling. */
-const SNAPSHOT_SIDE = [
-  ['__bb_cand', 'boolean'],
-  ['__bb_s_ident', 'text'],
-  ['__bb_s_key', 'text'],
-  ['__bb_s_present', 'boolean'],
-  ['__bb_s_unverified', 'boolean'],
-] as const;
-
-/** Whether a row is a candidate, over `c` (a result row, or none) and `s` (the snapshot's row, or none): see candidatesSql. */
-const CANDIDATE = `((c."__bb_key" IS NOT NULL OR s.member_key IS NOT NULL) AND (c."__bb_hash" IS DISTINCT FROM s.row_hash OR (s.unverified AND c."__bb_key" IS NOT NULL)))`;
 
 /**
  * Runs the audience query once into bb_current with each row's key and value hash, and counts
@@ -67,38 +50,6 @@ export function fillCurrentSql(audience: Audience, member: MemberSql, serverVers
     values: [member.signature],
     prefix,
   };
-}
-
-/**
- * The fill of a run whose snapshot holds the audience, without a backfill: the audience query
- * is joined with the snapshot's keys and hashes as it runs, and every result row is stored
- * with its member's snapshot columns and whether it is a candidate (the test of candidatesSql);
- * a snapshot member the result no longer has is stored as a row of its own, without a key or
- * hash. candidatesFromCurrentSql then takes the candidates. One pass over the result instead
- * of writing it and reading it back for the join. Counts the result rows, those without a key,
- * and the candidates. $1 the column signature, $2 audience, $3 identifier kind.
- */
-export function fillJoinedSql(audience: Audience, member: MemberSql, serverVersion: number, snapshots: string, columns: readonly string[]): Statement & { prefix: string } {
-  const prefix = `WITH filled AS (INSERT INTO pg_temp.bb_current
-     SELECT c."__bb_key", c."__bb_hash"${columns.map((n) => `, c.${escapeIdentifier(n)}`).join('')},
-            ${CANDIDATE}, s.identifier, s.member_key, s.present, s.unverified
-       FROM (SELECT $3::text AS "__bb_ident", ${member.key} AS "__bb_key", ${member.rowHash(serverVersion)} AS "__bb_hash", q.* FROM (\n`;
-  return {
-    text: `${prefix}${audience.sql}\n) AS q) AS c
-       FULL JOIN (SELECT identifier, member_key, row_hash, present, unverified FROM ${snapshots} AS sn WHERE sn.audience = $2) AS s
-         ON s.identifier = c."__bb_ident" AND s.member_key = c."__bb_key"
-     -- A result row always has a hash (of its values, NULLs included); a snapshot member alone has none.
-     RETURNING "__bb_hash" IS NOT NULL AS in_result, "__bb_key" IS NULL AS missing, "__bb_cand" AS candidate)
-     SELECT count(*) FILTER (WHERE in_result) AS rows, count(*) FILTER (WHERE in_result AND missing) AS nulls, count(*) FILTER (WHERE candidate) AS candidates FROM filled`,
-    values: [member.signature, audience.name, member.identifier],
-    prefix,
-  };
-}
-
-/** bb_cand from a joined fill (fillJoinedSql): its candidates, with the columns candidatesSql gives them. No parameters. */
-export function candidatesFromCurrentSql(identifier: string): string {
-  return `CREATE TEMP TABLE bb_cand AS
-     SELECT ${sqlLiteral(identifier)}::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_cand"`;
 }
 
 /**
@@ -118,7 +69,8 @@ export function candidatesSql(snapshots: string, audience: Audience, identifier:
        FROM (SELECT $2::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS c
        FULL JOIN (SELECT identifier, member_key, row_hash, present, unverified${backfill ? ', backfilled_at' : ''} FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
          ON s.identifier = c."__bb_ident" AND s.member_key = c."__bb_key"
-      WHERE ${options.everyone ? 'true' : `${CANDIDATE}${backfill ? `
+      WHERE ${options.everyone ? 'true' : `c."__bb_hash" IS DISTINCT FROM s.row_hash
+         OR (s.unverified AND c."__bb_key" IS NOT NULL)${backfill ? `
          OR (c."__bb_key" IS NOT NULL AND (s.backfilled_at IS NULL OR s.backfilled_at < $3::timestamptz))` : ''}`}`,
     values: backfill ? [audience.name, identifier, options.backfillSince] : [audience.name, identifier],
   };
@@ -267,13 +219,12 @@ export const DUPLICATE_COUNTS_SQL = `SELECT count(DISTINCT grp) AS dup_keys, cou
  * may also unset older attributes, so their payloads' keys are listed. No parameters.
  */
 export function perAttributeSql(columns: readonly string[]): string {
-  const lit = sqlLiteral;
   // Most members carry every column: those are counted once (identical aggregates share one
   // state), and only the others are looked at column by column.
   const all = `'${'1'.repeat(columns.length)}'`;
   const own = columns.length === 0
     ? ''
-    : `SELECT unnest(ARRAY[${columns.map(lit).join(', ')}]::text[]) AS k,
+    : `SELECT unnest(ARRAY[${columns.map(sqlLiteral).join(', ')}]::text[]) AS k,
               unnest(ARRAY[${columns.map((_, i) => `count(*) FILTER (WHERE present = ${all}) + count(*) FILTER (WHERE present <> ${all} AND substr(present, ${i + 1}, 1) = '1')`).join(', ')}]::bigint[]) AS n
          FROM pg_temp.bb_delta WHERE payload IS NOT NULL AND present IS NOT NULL
        UNION ALL `;

@@ -6,7 +6,7 @@ import { AudienceError, DatabaseError } from '../errors.js';
 import type { Connection } from '../db/pool.js';
 import type { Audience } from '../types.js';
 import type { MemberSql } from './member-sql.js';
-import { createCurrentSql, DROP_PLAN_TABLES, fillCurrentSql, fillJoinedSql } from './plan-sql.js';
+import { createCurrentSql, DROP_PLAN_TABLES, fillCurrentSql } from './plan-sql.js';
 
 export type Column = { name: string; typeOid: number; typmod: number };
 
@@ -14,27 +14,21 @@ export interface FillOptions {
   statementTimeoutMs?: number;
   /** Store the rows in key order (a first sync: the order they are then recorded in). */
   byKey?: boolean;
-  /**
-   * Join the snapshot (this table or stand-in) while filling: each row carries what the snapshot
-   * holds of its member and whether it is a candidate, and members the result no longer has
-   * are added as rows of their own. One pass instead of a second one over a million rows.
-   */
-  joinSnapshot?: string;
 }
 
 /**
  * Run the audience query once, read-only, into pg_temp.bb_current: the key, a hash of the
  * row's attribute values (seeded with the column signature), and the row's own columns. JSON
  * is built later, and only for rows whose hash differs from the snapshot's. Returns the number
- * of result rows, of those without a key, and (with joinSnapshot) of candidates.
+ * of result rows, and of those without a key.
  */
 export async function materialiseCurrent(
   conn: Connection,
   audience: Audience,
   columns: Column[],
   member: MemberSql,
-  { statementTimeoutMs, byKey = false, joinSnapshot }: FillOptions,
-): Promise<{ rows: number; nulls: number; candidates: number }> {
+  { statementTimeoutMs, byKey = false }: FillOptions,
+): Promise<{ rows: number; nulls: number }> {
   await conn.query(DROP_PLAN_TABLES);
   const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
   // The table is made from the described column types: the audience's text never reaches a
@@ -43,10 +37,8 @@ export async function materialiseCurrent(
     'SELECT format_type(o, m) AS t FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS u(o, m, i) ORDER BY i',
     [columns.map((c) => c.typeOid), columns.map((c) => c.typmod)],
   );
-  await conn.query(createCurrentSql(columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t })), joinSnapshot !== undefined));
-  const fill = joinSnapshot
-    ? fillJoinedSql(audience, member, version, joinSnapshot, columns.map((c) => c.name))
-    : fillCurrentSql(audience, member, version, byKey);
+  await conn.query(createCurrentSql(columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t }))));
+  const fill = fillCurrentSql(audience, member, version, byKey);
   // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
   // The statement has parameters, so it goes through the extended protocol: one statement only.
   await conn.query('BEGIN READ ONLY');
@@ -58,7 +50,7 @@ export async function materialiseCurrent(
     // pg_advisory_unlock_all(), …): that would outlive the transaction on a connection that
     // holds this audience's lock and serves the tool afterwards. Compare before and after.
     const before = await sessionState(conn);
-    const filled = (await conn.query<{ rows: string; nulls: string; candidates: string }>(fill.text, fill.values)).rows[0]!;
+    const filled = (await conn.query<{ rows: string; nulls: string }>(fill.text, fill.values)).rows[0]!;
     const after = await sessionState(conn);
     if (after !== before) {
       // Rolled back, settings changed in this transaction revert; advisory locks are not
@@ -69,7 +61,7 @@ export async function materialiseCurrent(
       throw new AudienceError(audience.file, 'the query changed session settings or advisory locks (set_config(…, false), pg_advisory_*): audience queries may only read');
     }
     await conn.query('COMMIT');
-    return { rows: Number(filled.rows), nulls: Number(filled.nulls), candidates: Number(filled.candidates) };
+    return { rows: Number(filled.rows), nulls: Number(filled.nulls) };
   } catch (error) {
     await conn.query('ROLLBACK').catch(() => {});
     throw queryError(error, audience, fill.prefix.length);
