@@ -158,6 +158,26 @@ describe('guardrail, dry run and backfill', () => {
     expect(forced.audiences[0]!.counts.exited).toBe(11);
   });
 
+  it('a column dropped from the query is unset for every member holding it, a value gone NULL too, and both count as changes Braze holds', async () => {
+    const dir = audienceDir({ aud: QUERY });
+    await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    writeAudiences(dir, { aud: `SELECT id AS external_id, score FROM people WHERE active` });
+    await f.t.db.query(`UPDATE people SET score = NULL WHERE id = 'p2'; UPDATE people SET score = 30 WHERE id = 'p3'`);
+    const mark = f.sandbox.requests.length;
+    const second = await run(f.t.db, dir, { client: testClient(f.sandbox.url), force: true });
+    // Every member changes (tier unset); p2 also loses score, p3 gets a new one.
+    expect(second.audiences[0]!.counts).toMatchObject({ changed: 20, valueChanges: 20, updates: 22, failed: 0 });
+    const sent = sentSince(mark);
+    expect(sent.find((a) => a.external_id === 'p1')).toEqual({ external_id: 'p1', _update_existing_only: false, tier: null });
+    expect(sent.find((a) => a.external_id === 'p2')).toEqual({ external_id: 'p2', _update_existing_only: false, score: null, tier: null });
+    expect(sent.find((a) => a.external_id === 'p3')).toEqual({ external_id: 'p3', _update_existing_only: false, score: 30, tier: null });
+    expect(f.sandbox.profile({ external_id: 'p2' })).toEqual({});
+    expect(f.sandbox.profile({ external_id: 'p3' })).toEqual({ score: 30 });
+    // What the snapshot now holds is compared next time: nothing more to send.
+    const third = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });
+    expect(third.audiences[0]!.counts).toMatchObject({ changed: 0, unchanged: 20, updates: 0 });
+  });
+
   it('a first plan counts each attribute of new members exactly, NULLs left out, as delivery then counts what Braze accepted', async () => {
     await f.t.db.query(`UPDATE people SET tier = NULL WHERE score % 3 = 0; UPDATE people SET score = NULL WHERE id IN ('p1', 'p2')`);
     const dir = audienceDir({ aud: QUERY });

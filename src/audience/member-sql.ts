@@ -172,19 +172,14 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
   }
   // The attributes as JSON text, built by concatenation: building jsonb cost twice as much, and
   // reading it back out as text as much again, for every member a first sync sends. Each value
-  // is already JSON text (columnRules); an absent one is left out. concat_ws takes at most 100
-  // arguments: chunks of 99, an empty chunk dropped by NULLIF so that no comma is doubled.
-  const entries = pairs.map((p) => `CASE WHEN ${p.absent} THEN NULL ELSE ${p.label} || ${p.value} END`);
-  const chunks: string[] = [];
-  for (let i = 0; i < entries.length; i += 99) chunks.push(`concat_ws(',', ${entries.slice(i, i + 99).join(', ')})`);
+  // is already JSON text (columnRules); an absent one is left out.
+  const attrs = jsonObjectText(pairs.map((p) => `CASE WHEN ${p.absent} THEN NULL ELSE ${p.label} || ${p.value} END`));
   // Which columns are present ('1') or left out ('0'), in column order: counted per attribute
   // for new members (perAttributeSql) without parsing their JSON.
   const marks = pairs.map((p) => `CASE WHEN ${p.absent} THEN '0' ELSE '1' END`);
   const markChunks: string[] = [];
   for (let i = 0; i < marks.length; i += 99) markChunks.push(`concat(${marks.slice(i, i + 99).join(', ')})`);
   const present = markChunks.length === 0 ? `''` : markChunks.length === 1 ? markChunks[0]! : `concat(${markChunks.join(', ')})`;
-  const attrs =
-    chunks.length === 0 ? `'{}'` : `'{' || ${chunks.length === 1 ? chunks[0] : `concat_ws(',', ${chunks.map((c) => `NULLIF(${c}, '')`).join(', ')})`} || '}'`;
   const invalid =
     checks.length > 0 ? `CASE WHEN ${suspects.map((t) => `(${t})`).join(' OR ')} THEN NULLIF(concat_ws('; ', ${checks.join(', ')}), '') END` : 'NULL::text';
   // Part of every row hash: a change of columns, types or identifier makes every row a candidate.
@@ -228,6 +223,18 @@ function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>
   return unsupported(t.typname);
 }
 
+
+/**
+ * A JSON object as text from its entries (each `"key":value` text, or NULL to leave it out).
+ * concat_ws takes at most 100 arguments: chunks of 99, an empty chunk dropped by NULLIF so that
+ * no comma is doubled.
+ */
+export function jsonObjectText(entries: readonly string[]): string {
+  const chunks: string[] = [];
+  for (let i = 0; i < entries.length; i += 99) chunks.push(`concat_ws(',', ${entries.slice(i, i + 99).join(', ')})`);
+  if (chunks.length === 0) return `'{}'`;
+  return `'{' || ${chunks.length === 1 ? chunks[0] : `concat_ws(',', ${chunks.map((c) => `NULLIF(${c}, '')`).join(', ')})`} || '}'`;
+}
 
 /**
  * `"name":` as a text literal: the key as JSON writes it (quotes, backslashes and control
