@@ -309,6 +309,22 @@ describe('edges the review found', () => {
     expect(r.stderr).toContain(join(b, 'there.sql'));
   });
 
+  it('retire under a JSON @on_exit leaves members who left earlier alone: they were set when they left', async () => {
+    const dir = audienceDir({ flags: `-- @on_exit {"in_flags": false}\nSELECT id AS external_id, true AS in_flags, tier FROM people WHERE active` });
+    await run(f.t.db, dir, { client: client() });
+    await f.t.db.query(`UPDATE people SET active = false WHERE id IN ('p1', 'p2')`);
+    await run(f.t.db, dir, { client: client() }); // p1 and p2 leave: in_flags false
+    expect(f.sandbox.profile({ external_id: 'p1' })).toEqual({ in_flags: false, tier: 'silver' });
+    rmSync(join(dir, 'flags.sql'));
+    const mark = f.sandbox.requests.length;
+    const r = await cli(['retire', 'flags', '--audiences', dir, '--json'], f.env);
+    expect(r.code, r.stderr).toBe(0);
+    // The 8 still present exit; the 2 who left are not sent their @on_exit a second time.
+    expect(JSON.parse(r.stdout).audiences[0].counts).toMatchObject({ exited: 8, updates: 8 });
+    expect(sentSince(mark).map((a) => a.external_id).sort()).toEqual(['p10', 'p3', 'p4', 'p5', 'p6', 'p7', 'p8', 'p9']);
+    expect(f.sandbox.profile({ external_id: 'p3' })).toEqual({ in_flags: false, tier: 'silver' });
+  });
+
   it('retire under unset also clears what members who left under an earlier keep still hold', async () => {
     const dir = audienceDir({ old: `-- @on_exit keep\nSELECT id AS external_id, tier FROM people WHERE active` });
     await run(f.t.db, dir, { client: client() });

@@ -1,8 +1,8 @@
 /**
  * The top-level keys of a JSON object given as text, without parsing its values: delivery counts
  * the data points Braze accepted per attribute for every member sent, and a full JSON.parse of
- * each payload would cost more than the rest of the member's handling. The text is PostgreSQL's
- * jsonb output (valid JSON, one object); a key with an escape is decoded exactly.
+ * each payload would cost more than the rest of the member's handling. The text is one JSON
+ * object as PostgreSQL wrote it (compact or spaced); a key with an escape is decoded exactly.
  */
 
 /** Calls `onKey(start, end)` for each top-level key: its text between the quotes, json.slice(start, end). */

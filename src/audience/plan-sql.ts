@@ -185,8 +185,9 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
                FROM pg_temp.bb_cand AS h
               -- A snapshot member whose key today's rows repeat (emails differing only in case) is
               -- held back with them, not exited.
+              -- (A NULL key is NOT IN an empty set: the second test names its rows' keys.)
               WHERE (h."__bb_key" IS NULL AND (h."__bb_s_present" OR $6) AND ${member.identifier === 'email' ? 'lower(h."__bb_s_key")' : 'h."__bb_s_key"'} NOT IN (SELECT grp FROM pg_temp.bb_dups))
-                 OR h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups)
+                 OR (h."__bb_key" IS NOT NULL AND h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups))
              -- A fence: without it the planner inlines this level and repeats the lookups
              -- and the JSON building once per reference above.
              OFFSET 0
