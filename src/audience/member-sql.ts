@@ -154,8 +154,9 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     attributes.push({ name: c.name, kind });
     const v = col(c.name);
     const label = jsonKeyLiteral(c.name);
+    const base = baseTypeName(c.typeOid, types);
     // json (not jsonb) may hold \u0000, which jsonb refuses: the cast would fail the whole audience.
-    const j = baseTypeName(c.typeOid, types) === 'json' ? `(CASE WHEN strpos(${v}::text, ${sqlLiteral('\\u0000')}) > 0 THEN NULL ELSE ${v}::jsonb END)` : `${v}::jsonb`;
+    const j = base === 'json' ? `(CASE WHEN strpos(${v}::text, ${sqlLiteral('\\u0000')}) > 0 THEN NULL ELSE ${v}::jsonb END)` : `${v}::jsonb`;
     // Canonical forms for hashing: text for anything string-like (citext would hash case-blind).
     hashed.push(kind === 'string' ? `${v}::text` : kind === 'string_array' ? `${v}::text[]` : kind === 'object' ? j : v);
     const check = (cond: string, why: string) => checks.push(`CASE WHEN ${cond} THEN ${sqlLiteral(`${c.name}: ${why}`)} END`);
@@ -163,7 +164,6 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
       check(cond, why);
       suspects.push(cond);
     };
-    const base = baseTypeName(c.typeOid, types);
     const rules = columnRules(kind, v, j, { maxArray, float: base === 'float4' || base === 'float8' }, check);
     pairs.push({ label, value: rules.value, absent: rules.absent });
     if (rules.suspect) suspects.push(rules.suspect);
@@ -222,7 +222,6 @@ function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>
   }
   return unsupported(t.typname);
 }
-
 
 /**
  * A JSON object as text from its entries (each `"key":value` text, or NULL to leave it out).
