@@ -5,29 +5,18 @@
  * fails leaves nothing behind. Each test has its own folder (the manifest keys files by
  * source) and its own event schema.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ingest } from '../src/currents/ingest.js';
 import { openSource } from '../src/currents/source/open-source.js';
 import type { LogFields, Logger } from '../src/log.js';
 import { waitFor } from './helpers/cli.js';
-import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import { useDatabaseAndFolder } from './helpers/fixture.js';
 import { currentsKey, emailSends, emailSendV1, encodeAvro, writeObject } from './helpers/avro.js';
 
-let t: TestDatabase;
-let root: string;
+const f = useDatabaseAndFolder('bb-repeats-');
 const SEND = 'users.messages.email.Send';
-
-beforeAll(async () => {
-  t = await createTestDatabase();
-  root = mkdtempSync(join(tmpdir(), 'bb-repeats-'));
-});
-afterAll(async () => {
-  await t?.drop();
-  rmSync(root, { recursive: true, force: true });
-});
 
 type Line = { level: string; msg: string } & LogFields;
 /** A logger that keeps its lines, to tell which way a file was loaded. */
@@ -45,7 +34,7 @@ function recorder(): Logger & { lines: Line[] } {
 
 /** A folder laid out like the bucket, and a run of `ingest` over it. */
 function bucket(name: string) {
-  const dir = join(root, name);
+  const dir = join(f.dir, name);
   const log = recorder();
   return {
     dir,
@@ -56,12 +45,12 @@ function bucket(name: string) {
       return key;
     },
     run: (concurrency = 1) =>
-      ingest(t.db, log, { source: openSource(`file://${dir}`), stateSchema: 'braze_bridge', targetSchema: `ev_${name}`, concurrency }),
+      ingest(f.t.db, log, { source: openSource(`file://${dir}`), stateSchema: 'braze_bridge', targetSchema: `ev_${name}`, concurrency }),
     restarts: () => log.lines.filter((l) => l.msg === 'loading the file again through the staging table'),
   };
 }
 
-const rows = async (sql: string, values: unknown[] = []) => (await t.db.query(sql, values)).rows;
+const rows = async (sql: string, values: unknown[] = []) => (await f.t.db.query(sql, values)).rows;
 const table = (name: string) => `ev_${name}.users_messages_email_send`;
 /** A copy of an event, delivered again; `mark` tells the copies from the first in the table. */
 const again = (event: object, mark = 'repeat') => ({ ...event, campaign_name: mark });
@@ -153,7 +142,7 @@ describe('repeated event ids, each row written once', () => {
     const records = emailSends(30_000, 1000);
     await b.put('2026-11-01-01', 'second', records);
 
-    await t.db.withConnection(async (other) => {
+    await f.t.db.withConnection(async (other) => {
       await other.query('BEGIN');
       await other.query(`INSERT INTO ${table('session')} (id, user_id, "time", email_address, source_key) VALUES ('send-15000', 'other', 1, 'o@example.com', 'other.avro')`);
       const loading = b.run();
@@ -173,7 +162,7 @@ describe('repeated event ids, each row written once', () => {
     // send-2000 comes early in the file, send-20000 later.
     await b.put('2026-11-01-01', 'second', emailSends(30_000, 1000));
 
-    await t.db.withConnection(async (other) => {
+    await f.t.db.withConnection(async (other) => {
       await other.query('BEGIN');
       await other.query(`INSERT INTO ${table('deadlock')} (id, user_id, "time", email_address, source_key) VALUES ('send-20000', 'other', 1, 'o@example.com', 'other.avro')`);
       const loading = b.run();
@@ -224,5 +213,5 @@ describe('repeated event ids, each row written once', () => {
 /** Until a session of this database waits for a row lock held by another transaction. */
 async function waitingForLock(): Promise<void> {
   const waiting = `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`;
-  await waitFor(async () => ((await t.db.query(waiting)).rowCount ?? 0) > 0, 'a session waits for a lock', { timeoutMs: 10_000, everyMs: 20 });
+  await waitFor(async () => ((await f.t.db.query(waiting)).rowCount ?? 0) > 0, 'a session waits for a lock', { timeoutMs: 10_000, everyMs: 20 });
 }

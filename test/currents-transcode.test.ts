@@ -5,31 +5,18 @@
  * schema of only those types and once with a double added, and the two tables compared
  * column by column; occurred_at is to_timestamp("time") for every time PostgreSQL can hold.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import avro from 'avsc';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { exactTypeOptions } from '../src/currents/avro/exact-types.js';
 import { ingest } from '../src/currents/ingest.js';
 import { mapSchema } from '../src/currents/map-schema.js';
 import { transcoderFor, type RowFacts, type RowOut } from '../src/currents/transcode-records.js';
 import { openSource } from '../src/currents/source/open-source.js';
 import { silentLogger } from '../src/log.js';
-import { createTestDatabase, type TestDatabase } from './helpers/database.js';
+import { useDatabaseAndFolder } from './helpers/fixture.js';
 import { currentsKey, encodeAvro, writeObject } from './helpers/avro.js';
 
-let t: TestDatabase;
-let dir: string;
-
-beforeAll(async () => {
-  t = await createTestDatabase();
-  dir = mkdtempSync(join(tmpdir(), 'bb-transcode-'));
-});
-afterAll(async () => {
-  await t?.drop();
-  rmSync(dir, { recursive: true, force: true });
-});
+const f = useDatabaseAndFolder('bb-transcode-');
 
 const FIELDS = [
   { name: 'id', type: 'string' },
@@ -96,12 +83,12 @@ describe('Avro to COPY text, two ways', () => {
     const rows = records();
     const put = async (eventType: string, schema: object) => {
       const key = currentsKey(eventType, '2026-11-01-00', 'f');
-      writeObject(dir, key, await file(schema, rows));
+      writeObject(f.dir, key, await file(schema, rows));
     };
     await put('users.behaviors.Direct', direct);
     await put('users.behaviors.Formatted', formatted);
 
-    const summary = await ingest(t.db, silentLogger, { source: openSource(`file://${dir}`), stateSchema: 'braze_bridge', targetSchema: 'ev', concurrency: 2 });
+    const summary = await ingest(f.t.db, silentLogger, { source: openSource(`file://${f.dir}`), stateSchema: 'braze_bridge', targetSchema: 'ev', concurrency: 2 });
 
     expect(summary).toMatchObject({ status: 'succeeded', files: { loaded: 2, failed: 0 } });
     expect(summary.perType['users.behaviors.Direct']).toEqual({ files: 1, rows: 240, duplicates: 0, failed: 0 });
@@ -109,11 +96,11 @@ describe('Avro to COPY text, two ways', () => {
     // Every NUL in a string field was replaced and counted, in both files.
     const nul = rows.flatMap((r) => ['id', 'user_id', 'note'].map((f) => (r as Record<string, unknown>)[f])).reduce<number>((n, v) => n + (typeof v === 'string' ? v.split('\u0000').length - 1 : 0), 0);
     expect(nul).toBeGreaterThan(0);
-    const nuls = await t.db.query<{ nul: number }>(`SELECT nul_replaced::int AS nul FROM braze_bridge.currents_files ORDER BY key`);
+    const nuls = await f.t.db.query<{ nul: number }>(`SELECT nul_replaced::int AS nul FROM braze_bridge.currents_files ORDER BY key`);
     expect(nuls.rows.map((r) => r.nul)).toEqual([nul, nul]);
 
     const columns = `id, user_id, note, count, big, flag, maybe, "time", occurred_at, source_key ~ '/f\\.avro$' AS source`;
-    const diff = await t.db.query(
+    const diff = await f.t.db.query(
       `(SELECT ${columns} FROM ev.users_behaviors_direct EXCEPT ALL SELECT ${columns} FROM ev.users_behaviors_formatted)
        UNION ALL (SELECT ${columns} FROM ev.users_behaviors_formatted EXCEPT ALL SELECT ${columns} FROM ev.users_behaviors_direct)`,
     );
@@ -121,7 +108,7 @@ describe('Avro to COPY text, two ways', () => {
 
     // And the values are the ones written, as PostgreSQL holds them: NUL and invalid UTF-8 as U+FFFD.
     const stored = (v: unknown) => (typeof v === 'string' ? v.replaceAll('\u0000', '\uFFFD').replaceAll(INVALID, '\uFFFD'.repeat(4)) : v);
-    const got = await t.db.query(`SELECT id, user_id, note, count::text, big::text, flag, maybe FROM ev.users_behaviors_direct`);
+    const got = await f.t.db.query(`SELECT id, user_id, note, count::text, big::text, flag, maybe FROM ev.users_behaviors_direct`);
     const byId = new Map(got.rows.map((r) => [r.id, r]));
     for (const r of rows as Array<Record<string, unknown>>) {
       expect(byId.get(stored(r.id)), String(r.id)).toEqual({
@@ -134,7 +121,7 @@ describe('Avro to COPY text, two ways', () => {
         maybe: r.maybe,
       });
     }
-    const time = await t.db.query(
+    const time = await f.t.db.query(
       `SELECT count(*)::int AS n, bool_and(occurred_at IS NOT DISTINCT FROM to_timestamp("time")) AS exact, count(*) FILTER (WHERE occurred_at IS NULL)::int AS untimed
          FROM ev.users_behaviors_direct`,
     );
