@@ -41,6 +41,16 @@ export interface TablePlan {
   idKey: boolean;
 }
 
+/** The table stores the event's id in a column: repeats are found by it (without, every row loads). */
+export function hasIdColumn(plan: TablePlan): boolean {
+  return plan.columns.some((c) => c.name === 'id');
+}
+
+/** The event's `time` is a column of epoch seconds: occurred_at is to_timestamp("time"). */
+export function hasTimeColumn(plan: TablePlan): boolean {
+  return plan.columns.some((c) => c.name === 'time' && c.pgType === 'bigint');
+}
+
 /** Ids up to this many bytes are their own key; a longer one is keyed by its MD5 (idKeySql). */
 export const OWN_KEY_BYTES = 1000;
 

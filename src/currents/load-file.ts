@@ -12,7 +12,7 @@ import { AppError, AvroDecodeError, DatabaseError, messageOf, MissingObjectError
 import type { Connection, Database } from '../db/pool.js';
 import type { Logger } from '../log.js';
 import { openAvroFile } from './avro/decode-avro.js';
-import { ensureEventTable, resolveEventTable } from './event-tables.js';
+import { ensureEventTable, hasIdColumn, resolveEventTable } from './event-tables.js';
 import { markFileAttempted, markFileFailed, markFileLoaded, type ClaimedFile } from './manifest.js';
 import { mapSchema, type FormatStats } from './map-schema.js';
 import { readBatches } from './read-batches.js';
@@ -42,65 +42,71 @@ export type FileLoad =
  * it back once the transaction has ended. Without it the file is on its own.
  */
 export async function loadFile(ctx: LoadFileContext, tx: Connection, file: ClaimedFile, turn: Turn): Promise<FileLoad> {
-  const source = ctx.source.name;
   await tx.query('SAVEPOINT file');
-  let staged = false;
-  for (;;) {
-    let body: Readable | undefined;
-    try {
-      const table = await resolveEventTable(ctx.db, ctx.stateSchema, ctx.targetSchema, file.eventType);
-      body = await ctx.source.open(file.key);
-      const avro = await openAvroFile(body);
-      const fields = mapSchema(avro.type);
-      const plan = await ensureEventTable(ctx.db, tx, ctx.targetSchema, table, fields);
-      const stats: FormatStats = { nul: 0 };
-      const target = { tx, schema: ctx.targetSchema, table, plan };
-      const batches = readBatches(avro, plan, file.key, stats);
-      const write = staged || !plan.columns.some((c) => c.name === 'id') ? writeStaged : writeDirect;
-      const { records, inserted, staged: viaStage } = await write(target, batches, turn);
-      await markFileLoaded(tx, ctx.stateSchema, source, file, { targetTable: `${ctx.targetSchema}.${table}`, records, inserted, runId: ctx.runId, nulReplaced: stats.nul });
-      await tx.query('RELEASE SAVEPOINT file');
-      ctx.log.info('loaded file', { key: file.key, rows: inserted, duplicates: records - inserted, ...(viaStage ? { staged: viaStage } : {}), ...(stats.nul ? { nulReplaced: stats.nul } : {}) });
-      return { outcome: 'loaded', records, inserted, nulReplaced: stats.nul };
-    } catch (error) {
-      await tx.query('ROLLBACK TO SAVEPOINT file');
-      const message = messageOf(error);
-      if (error instanceof DatabaseError && error.code === '40P01') {
-        // This file and another session each wait for a row the other wrote. The other session
-        // waits for this whole transaction, not the savepoint: only ending it lets the other
-        // go on, so the caller rolls it back and claims the file again.
-        throw new DeadlockedFile(file.key, { cause: error });
-      }
-      if (!staged && mustStage(error)) {
-        // Rare: another process wrote one of these ids between a lookup and the COPY, or a long
-        // id needs the table altered first. Nothing of the direct write is left; the file is
-        // read again and loaded the way that always works.
-        staged = true;
-        ctx.log.info('loading the file again through the staging table', { key: file.key, reason: message.split('\n')[0] });
-        continue;
-      }
-      if (error instanceof TransientSourceError || isStreamError(error)) {
-        // The file may be fine; the network was not. Leave it pending for the next run.
-        await markFileAttempted(tx, ctx.stateSchema, source, file, message);
-        ctx.log.warn('could not read file; it stays pending', { key: file.key, error: message });
-        return { outcome: 'pending', error: message };
-      }
-      if (isEnvironmentError(error)) {
-        // Not the file's fault (a lost connection, a full disk): the run stops, and says where.
-        if (error instanceof DatabaseError) throw new DatabaseError(`loading ${file.key}: ${error.message}`, error.code, error.position, { cause: error });
-        throw error;
-      }
-      // Anything else is this file's doing (its bytes, schema, names or values): it fails alone,
-      // once, with the reason, and never stops the run or the next runs.
-      const recordIndex = error instanceof AvroDecodeError ? (error.recordIndex ?? null) : null;
-      const reason = error instanceof MissingObjectError ? `gone: ${message}` : message.split('\n')[0]!.slice(0, 1000);
-      await markFileFailed(tx, ctx.stateSchema, source, file, { error: reason, recordIndex, runId: ctx.runId });
-      ctx.log.error('file failed', { key: file.key, error: reason, record: recordIndex ?? undefined });
-      return { outcome: 'failed', error: reason, recordIndex };
-    } finally {
-      // Read to the end, or abandoned by a failed write: either way the object is done with.
-      body?.destroy();
+  const first = await loadOnce(ctx, tx, file, turn, false);
+  // Rare: another process wrote one of these ids between a lookup and the COPY, or a long id
+  // needs the table altered first. Nothing of the direct write is left; the file is read again
+  // and loaded the way that always works.
+  // Staged, an attempt never asks to be staged again.
+  return first === RESTAGE ? ((await loadOnce(ctx, tx, file, turn, true)) as FileLoad) : first;
+}
+
+/** loadOnce's answer when the direct write could not get past the file (see mustStage). */
+const RESTAGE = Symbol('restage');
+
+/** One attempt at the file, directly or (`staged`) through the staging table; rolled back to the file's savepoint when it fails. */
+async function loadOnce(ctx: LoadFileContext, tx: Connection, file: ClaimedFile, turn: Turn, staged: boolean): Promise<FileLoad | typeof RESTAGE> {
+  const source = ctx.source.name;
+  let body: Readable | undefined;
+  try {
+    const table = await resolveEventTable(ctx.db, ctx.stateSchema, ctx.targetSchema, file.eventType);
+    body = await ctx.source.open(file.key);
+    const avro = await openAvroFile(body);
+    const fields = mapSchema(avro.type);
+    const plan = await ensureEventTable(ctx.db, tx, ctx.targetSchema, table, fields);
+    const stats: FormatStats = { nul: 0 };
+    const target = { tx, schema: ctx.targetSchema, table, plan };
+    const batches = readBatches(avro, plan, file.key, stats);
+    const write = staged || !hasIdColumn(plan) ? writeStaged : writeDirect;
+    const { records, inserted, staged: viaStage } = await write(target, batches, turn);
+    await markFileLoaded(tx, ctx.stateSchema, source, file, { targetTable: `${ctx.targetSchema}.${table}`, records, inserted, runId: ctx.runId, nulReplaced: stats.nul });
+    await tx.query('RELEASE SAVEPOINT file');
+    ctx.log.info('loaded file', { key: file.key, rows: inserted, duplicates: records - inserted, ...(viaStage ? { staged: viaStage } : {}), ...(stats.nul ? { nulReplaced: stats.nul } : {}) });
+    return { outcome: 'loaded', records, inserted, nulReplaced: stats.nul };
+  } catch (error) {
+    if (error instanceof DatabaseError && error.code === '40P01') {
+      // This file and another session each wait for a row the other wrote. The other session
+      // waits for this whole transaction, not the savepoint: only ending it lets the other go
+      // on, so the caller rolls it back and claims the file again.
+      throw new DeadlockedFile(file.key, { cause: error });
     }
+    await tx.query('ROLLBACK TO SAVEPOINT file');
+    const message = messageOf(error);
+    if (!staged && mustStage(error)) {
+      ctx.log.info('loading the file again through the staging table', { key: file.key, reason: message.split('\n')[0] });
+      return RESTAGE;
+    }
+    if (error instanceof TransientSourceError || isStreamError(error)) {
+      // The file may be fine; the network was not. Leave it pending for the next run.
+      await markFileAttempted(tx, ctx.stateSchema, source, file, message);
+      ctx.log.warn('could not read file; it stays pending', { key: file.key, error: message });
+      return { outcome: 'pending', error: message };
+    }
+    if (isEnvironmentError(error)) {
+      // Not the file's fault (a lost connection, a full disk): the run stops, and says where.
+      if (error instanceof DatabaseError) throw new DatabaseError(`loading ${file.key}: ${error.message}`, error.code, error.position, { cause: error });
+      throw error;
+    }
+    // Anything else is this file's doing (its bytes, schema, names or values): it fails alone,
+    // once, with the reason, and never stops the run or the next runs.
+    const recordIndex = error instanceof AvroDecodeError ? (error.recordIndex ?? null) : null;
+    const reason = error instanceof MissingObjectError ? `gone: ${message}` : message.split('\n')[0]!.slice(0, 1000);
+    await markFileFailed(tx, ctx.stateSchema, source, file, { error: reason, recordIndex, runId: ctx.runId });
+    ctx.log.error('file failed', { key: file.key, error: reason, record: recordIndex ?? undefined });
+    return { outcome: 'failed', error: reason, recordIndex };
+  } finally {
+    // Read to the end, or abandoned by a failed write: either way the object is done with.
+    body?.destroy();
   }
 }
 

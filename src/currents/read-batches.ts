@@ -9,7 +9,7 @@
  */
 import { AvroDecodeError } from '../errors.js';
 import { TOO_LONG, type AvroFile } from './avro/decode-avro.js';
-import type { TablePlan } from './event-tables.js';
+import { hasTimeColumn, type TablePlan } from './event-tables.js';
 import { copyEscape, replaceNul, type FormatStats } from './map-schema.js';
 import { occurredAt } from './occurred-at.js';
 import { transcoderFor, type RowFacts, type RowOut } from './transcode-records.js';
@@ -78,7 +78,7 @@ export function readBatches(avro: AvroFile, plan: TablePlan, key: string, stats:
 /** Records one by one: each formatted by map-schema.ts, the lines encoded about 64 kB at a time. */
 async function* formatRecords(records: AsyncIterable<Record<string, unknown>>, plan: TablePlan, key: string, stats: FormatStats): AsyncGenerator<RowBatch> {
   const { columns, extra } = plan;
-  const hasTime = columns.some((c) => c.name === 'time' && c.pgType === 'bigint');
+  const hasTime = hasTimeColumn(plan);
   const ignored: FormatStats = { nul: 0 };
   const source = `\t${copyEscape(key)}\n`;
   const batch = new BatchBuilder();

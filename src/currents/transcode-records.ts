@@ -16,7 +16,7 @@
 import type avro from 'avsc';
 import { AvroDecodeError } from '../errors.js';
 import { RUNS_PAST } from './avro/decode-avro.js';
-import type { TablePlan } from './event-tables.js';
+import { hasTimeColumn, type TablePlan } from './event-tables.js';
 import { copyEscape, replaceNul, type FormatStats } from './map-schema.js';
 import { isoSeconds, writeIso } from './occurred-at.js';
 
@@ -61,7 +61,7 @@ export function transcoderFor(type: avro.Type, plan: TablePlan, key: string, sta
   const record = type as unknown as { fields: Array<{ name: string; type: avro.Type }> };
   if (plan.extra.length > 0 || plan.columns.length !== record.fields.length) return undefined;
   const fields: Field[] = [];
-  const hasTime = plan.columns.some((c) => c.name === 'time' && c.pgType === 'bigint');
+  const hasTime = hasTimeColumn(plan);
   for (const [i, f] of record.fields.entries()) {
     const column = plan.columns[i]!;
     if (column.name !== f.name) return undefined;

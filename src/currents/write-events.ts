@@ -21,7 +21,7 @@
  */
 import { copyFrom, escapeIdentifier, type Connection } from '../db/pool.js';
 import { DatabaseError } from '../errors.js';
-import { addIdKey, idKeySql, OWN_KEY_BYTES, type TablePlan } from './event-tables.js';
+import { addIdKey, hasIdColumn, hasTimeColumn, idKeySql, OWN_KEY_BYTES, type TablePlan } from './event-tables.js';
 import type { RecentIds } from './recent-ids.js';
 import type { Turn } from './table-turns.js';
 import { ahead, BATCH_ROWS, idOf, linesOf, type RowBatch } from './read-batches.js';
@@ -169,7 +169,7 @@ export async function writeStaged(target: EventTarget, batches: AsyncGenerator<R
     batch.done();
   }
   written.staged = written.records;
-  if (!plan.idKey && plan.columns.some((c) => c.name === 'id')) {
+  if (!plan.idKey && hasIdColumn(plan)) {
     const long = await tx.query(`SELECT 1 FROM bb_stage WHERE octet_length(id) > ${OWN_KEY_BYTES} LIMIT 1`);
     if (long.rowCount) await addIdKey(tx, target.schema, target.table);
   }
@@ -261,7 +261,7 @@ function statements(target: EventTarget) {
   const { columns, extra } = target.plan;
   const names = [...columns.map((c) => escapeIdentifier(c.name)), ...(extra.length > 0 ? ['extra_fields'] : []), 'occurred_at', 'source_key'].join(', ');
   const defs = [...columns.map((c) => `${escapeIdentifier(c.name)} ${c.pgType}`), ...(extra.length > 0 ? ['extra_fields jsonb'] : []), 'occurred_at timestamptz', 'source_key text'].join(', ');
-  const hasTime = columns.some((c) => c.name === 'time' && c.pgType === 'bigint');
+  const hasTime = hasTimeColumn(target.plan);
   const values = names.replace(/occurred_at, source_key$/, `${hasTime ? 'coalesce(occurred_at, to_timestamp("time"))' : 'occurred_at'}, source_key`);
   return {
     table: qualified(target),
