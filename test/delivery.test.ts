@@ -47,6 +47,33 @@ describe('delivery', () => {
     expect(sandbox.requests.slice(mark).flatMap((r) => r.attributes.map((o) => o.external_id)).sort()).toEqual(failed.sort());
   });
 
+  it('assembles batches across chunk ends with awkward keys, each member once and with its own values', async () => {
+    // Keys holding the characters the batch texts are split on (comma, U+001E), quotes, a
+    // backslash, a line break and characters outside the BMP; a batch size that does not divide
+    // a chunk's 1,000 members; and a member refused in the middle of a batch.
+    const awkward = ['a,b', 'q"uote', 'back\\slash', 'rec\u001esep', 'emoji😀', 'new\nline', 'ü,\u001e,', '[1,2]'];
+    await t.db.query(`TRUNCATE people; INSERT INTO people SELECT 'm' || i, 'tier' || (i % 5) FROM generate_series(1, 1493) i`);
+    await t.db.query(`INSERT INTO people SELECT k, 'tier-' || k FROM unnest($1::text[]) AS k`, [awkward]);
+    sandbox.faults = ({ n }) => (n === 3 ? { itemErrors: [4], type: 'invalid' } : undefined);
+    const summary = await run(t.db, dir, { client: testClient(sandbox.url), concurrency: 3, batchSize: 7 });
+    const a = summary.audiences[0]!;
+    expect(a.counts).toMatchObject({ new: 1501, failed: 1, updates: 1500, requests: Math.ceil(1501 / 7) });
+    expect(a.counts.perAttribute).toEqual({ tier: 1500 });
+    const sent = sandbox.requests.flatMap((r) => r.attributes.map((o) => o.external_id as string));
+    expect(sent).toHaveLength(1501);
+    expect(new Set(sent).size).toBe(1501);
+    expect(sandbox.requests.every((r) => r.attributes.length <= 7)).toBe(true);
+    const refused = sandbox.requests.find((r) => r.n === 3)!.attributes[4]!.external_id as string;
+    for (const key of [...awkward, 'm1', 'm1000', 'm1001', 'm1493'].filter((k) => k !== refused)) {
+      expect(sandbox.profile({ external_id: key }), key).toMatchObject({ tier: key.startsWith('m') ? `tier${Number(key.slice(1)) % 5}` : `tier-${key}` });
+    }
+    const { rows } = await t.db.query<{ member_key: string }>(`SELECT member_key FROM braze_bridge.member_failures`);
+    expect(rows).toEqual([{ member_key: refused }]);
+    const { rows: held } = await t.db.query<{ member_key: string }>(`SELECT member_key FROM braze_bridge.snapshots WHERE member_key = ANY($1)`, [awkward]);
+    expect(held.map((r) => r.member_key).sort()).toEqual(awkward.filter((k) => k !== refused).sort());
+    expect(await snapshotCount()).toBe(1500);
+  });
+
   it('retries 5xx, timeouts and dropped connections, and delivers everything once', async () => {
     const faults: Record<number, object> = { 1: { status: 503 }, 2: { drop: true }, 3: { delayMs: 400 }, 4: { status: 500 } };
     sandbox.faults = ({ n }) => faults[n] as never;

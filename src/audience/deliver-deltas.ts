@@ -14,20 +14,8 @@ import { InterruptedError } from '../errors.js';
 import { createDispatcher } from '../run/dispatcher.js';
 import type { Audience, IdentifierKind } from '../types.js';
 import { KeyCounter } from './payload-keys.js';
-import { deltasToSendSql, SEQ_INDEX_SQL } from './plan-sql.js';
+import { attributeObjects, readBatches, SEQ_INDEX_SQL, type DeltaBatch, type Phase } from './delta-batches.js';
 import { createRecorder } from './record-confirmed.js';
-
-export interface DeltaRow {
-  /** The member's place in bb_delta (bigint, as text): how the snapshot advance finds it. */
-  seq: string;
-  identifier: IdentifierKind;
-  member_key: string;
-  kind: 'new' | 'changed' | 'exited' | 'unchanged';
-  /** The attributes to send, as JSON text straight from PostgreSQL (never re-serialised). */
-  payload: string;
-  /** For a new member: which of the audience's columns the payload carries (MemberSql.present). */
-  present: string | null;
-}
 
 /** Members whose answers are recorded together, and how long the oldest may wait (see record-confirmed.ts). */
 export const RECORD_GROUP = { maxMembers: 5000, maxDelayMs: 1000 };
@@ -74,6 +62,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   const delivery: Delivery = { updates: 0, perAttribute: {}, failed: 0, requests: 0, retries: 0, rateLimited: 0, stopped: false, heldBack: false };
   let done = 0;
   const accepted = new KeyCounter(ctx.columns ?? []);
+  const everyColumn = '1'.repeat(ctx.columns?.length ?? 0);
   /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
   let crossFailures = 0;
 
@@ -92,32 +81,31 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       ...RECORD_GROUP,
     });
 
-    const sendBatch = async (batch: DeltaRow[]) => {
-      const { failed } = await client.track(batch.map((r) => attributeJson(audience, r)));
-      const confirmed = batch.filter((_, i) => !failed.has(i));
-      const failures = [...failed].map(([i, reason]) => ({ memberKey: batch[i]!.member_key, reason }));
+    const sendBatch = async (batch: DeltaBatch, which: Phase) => {
+      const { failed } = await client.track(attributeObjects(audience, batch));
+      const confirmed = failed.size === 0 ? batch.seqs : batch.seqs.filter((_, i) => !failed.has(i));
+      const failures = [...failed].map(([i, reason]) => ({ memberKey: batch.keys[i]!, reason }));
       delivery.failed += failures.length;
-      crossFailures += [...failed.keys()].filter((i) => batch[i]!.kind === 'exited' && batch[i]!.identifier !== ctx.identifier).length;
-      for (const r of confirmed) accepted.addMarked(r.payload, r.present);
+      if (which === 'exits') crossFailures += [...failed.keys()].filter((i) => batch.identifiers[i] !== ctx.identifier).length;
+      for (let i = 0; i < batch.payloads.length; i++) {
+        if (!failed.has(i)) accepted.addMarked(batch.payloads[i]!, batch.marks[i] === '' ? everyColumn : batch.marks[i]!);
+      }
       if (failures.length > 0) ctx.log.warn('Braze rejected members of a batch', { rejected: failures.length, reason: failures[0]!.reason });
-      done += batch.length;
+      done += batch.seqs.length;
       ctx.onProgress?.({ audience: audience.name, done, total });
-      await recorder.add(
-        confirmed.map((r) => r.seq),
-        failures,
-      );
+      await recorder.add(confirmed, failures);
     };
 
-    const phase = async (which: 'exits' | 'entries'): Promise<unknown> => {
+    const phase = async (which: Phase): Promise<unknown> => {
       const dispatcher = createDispatcher(ctx.concurrency);
       let recordError: unknown;
       try {
         // Reads share the connection with the recorder: one must never run inside a group's
         // transaction, and reading ahead stops while the database falls behind.
-        for await (const batch of batches(conn, ctx.batchSize, which, () => recorder.readable())) {
+        for await (const batch of readBatches(conn, ctx.batchSize, which, everyColumn, () => recorder.readable())) {
           if (dispatcher.error || ctx.stop?.aborted) break;
           // A batch queued behind one that failed the run is not sent.
-          await dispatcher.submit(async () => (dispatcher.error ? undefined : sendBatch(batch)));
+          await dispatcher.submit(async () => (dispatcher.error ? undefined : sendBatch(batch, which)));
         }
       } finally {
         await dispatcher.drain();
@@ -164,61 +152,14 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
 export async function writeBodies(conn: Connection, audience: Audience, batchSize: number, out: Writable): Promise<void> {
   await indexDeltas(conn);
   for (const which of ['exits', 'entries'] as const) {
-    for await (const batch of batches(conn, batchSize, which)) {
-      const line = `{"attributes":[${batch.map((r) => attributeJson(audience, r)).join(',')}]}\n`;
+    for await (const batch of readBatches(conn, batchSize, which, '')) {
+      const line = `{"attributes":[${attributeObjects(audience, batch).join(',')}]}\n`;
       if (!out.write(line)) await new Promise((resolve) => out.once('drain', resolve));
     }
   }
 }
 
-/**
- * The attribute object for one member, as JSON text: identifier, the update-existing flag,
- * then the payload exactly as PostgreSQL wrote it. Parsing and re-serialising it in
- * JavaScript would cost more than the request itself and could alter numbers.
- */
-export function attributeJson(audience: Audience, row: Pick<DeltaRow, 'identifier' | 'member_key' | 'payload'>): string {
-  let identity: string;
-  if (row.identifier === 'user_alias') {
-    const [alias_name, alias_label] = JSON.parse(row.member_key) as [string, string];
-    identity = `"user_alias":${JSON.stringify({ alias_name, alias_label })}`;
-  } else {
-    identity = `${JSON.stringify(row.identifier)}:${JSON.stringify(row.member_key)}`;
-  }
-  // payload is a non-empty JSON object: '{"a": 1, ...}'.
-  return `{${identity},"_update_existing_only":${audience.updateExistingOnly === true},${row.payload.slice(1)}`;
-}
-
-/** Index and analyze bb_delta by send order: what batches() reads by and the recorder writes by. */
+/** Index and analyze bb_delta by send order: what batches are read by and the recorder writes by. */
 async function indexDeltas(conn: Connection): Promise<void> {
   for (const sql of SEQ_INDEX_SQL) await conn.query(sql);
-}
-
-/**
- * Batches of `size` deltas in send order, read in chunks (so the connection is free between
- * reads), one chunk ahead: a group written on the shared connection does not leave the requests
- * without work. `mayRead` says when a read may be issued (see Recorder.readable).
- */
-async function* batches(conn: Connection, size: number, which: 'exits' | 'entries', mayRead?: () => Promise<void> | undefined): AsyncGenerator<DeltaRow[]> {
-  const chunk = Math.max(size, 1000);
-  const read = async (after: string) => {
-    for (let wait = mayRead?.(); wait; wait = mayRead?.()) await wait;
-    // Issued in the same tick as the check above.
-    return (await conn.query<DeltaRow>(deltasToSendSql(which), [after, chunk])).rows;
-  };
-  let batch: DeltaRow[] = [];
-  let next: Promise<DeltaRow[]> | undefined = read('0');
-  while (next) {
-    const rows: DeltaRow[] = await next;
-    next = rows.length < chunk ? undefined : read(rows[rows.length - 1]!.seq);
-    // A read that fails while batches are still being sent is reported when it is awaited.
-    next?.catch(() => {});
-    for (const row of rows) {
-      batch.push(row);
-      if (batch.length === size) {
-        yield batch;
-        batch = [];
-      }
-    }
-  }
-  if (batch.length > 0) yield batch;
 }

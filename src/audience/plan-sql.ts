@@ -265,23 +265,3 @@ export const UNSENDABLE_SQL = `SELECT member_key, reason FROM (
               'identifier appears in ' || d.n || ' rows of the result'
               || CASE WHEN EXISTS (SELECT 1 FROM pg_temp.bb_dups AS o WHERE o.grp = d.grp AND o.member_key <> d.member_key) THEN ' (differing only in case)' ELSE '' END
          FROM pg_temp.bb_dups AS d ORDER BY d.grp, d.member_key) AS g`;
-
-/**
- * What delivery reads and records deltas by: an index on the rows' send order, and statistics,
- * without which the planner reads all of bb_delta for every group of confirmed members. No parameters.
- */
-export const SEQ_INDEX_SQL = ['CREATE INDEX IF NOT EXISTS bb_delta_seq ON pg_temp.bb_delta (seq)', 'ANALYZE pg_temp.bb_delta'];
-
-/**
- * The next chunk of deltas that need a request, exits or the rest (exits go first: every exit is
- * confirmed before an entry or change is sent), in send order after `seq` $1, at most $2: the
- * payload as JSON text straight from PostgreSQL (never re-serialised). Read in chunks rather
- * than through a cursor, so that the same connection can record confirmed members between
- * reads: the snapshot advances from bb_delta itself (see advanceSnapshot).
- */
-export function deltasToSendSql(phase: 'exits' | 'entries'): string {
-  return `SELECT seq, identifier, member_key, kind, payload::text AS payload, present
-  FROM pg_temp.bb_delta
- WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND payload IS NOT NULL AND payload::text <> '{}'
- ORDER BY seq LIMIT $2`;
-}
