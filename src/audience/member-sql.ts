@@ -33,7 +33,7 @@ export interface MemberSql {
    * equal whatever their text form (time zone, numeric scale), so only real changes and the
    * rare collision-free false candidate reach the JSON comparison.
    */
-  rowHash(serverVersion: number): string;
+  rowHash(serverVersion: number, signature?: string): string;
 }
 
 interface PgType {
@@ -184,13 +184,13 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     checks.length > 0 ? `CASE WHEN ${suspects.map((t) => `(${t})`).join(' OR ')} THEN NULLIF(concat_ws('; ', ${checks.join(', ')}), '') END` : 'NULL::text';
   // Part of every row hash: a change of columns, types or identifier makes every row a candidate.
   const signature = JSON.stringify({ identifier, columns: columns.map((c) => [c.name, c.typeOid]) });
-  const rowHash = (serverVersion: number) =>
+  const rowHash = (serverVersion: number, param = '$1') =>
     hashed.length === 0
-      ? `hashtextextended($1, 0)`
+      ? `hashtextextended(${param}, 0)`
       : serverVersion >= 140000
-        ? `hash_record_extended(ROW(${hashed.join(', ')}), hashtextextended($1, 0))`
+        ? `hash_record_extended(ROW(${hashed.join(', ')}), hashtextextended(${param}, 0))`
         : // Before PostgreSQL 14: the row's text (exact: extra_float_digits is raised while it runs).
-          `('x' || left(md5($1 || ROW(${hashed.join(', ')})::text), 16))::bit(64)::bigint`;
+          `('x' || left(md5(${param} || ROW(${hashed.join(', ')})::text), 16))::bit(64)::bigint`;
   return { identifier, key, attrs, present, invalid, attributes, signature, rowHash };
 }
 

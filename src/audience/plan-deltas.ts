@@ -11,7 +11,6 @@ import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } 
 import { buildMemberSql, resolveTypes, type MemberSql } from './member-sql.js';
 import {
   allCandidatesSql,
-  candidatesSql,
   DESCRIBE_PREFIX,
   describeSql,
   DROP_PLAN_TABLES,
@@ -22,7 +21,7 @@ import {
   perAttributeSql,
   UNSENDABLE_SQL,
 } from './plan-sql.js';
-import { materialiseCurrent, queryError, type Column } from './run-query.js';
+import { compareCurrent, materialiseCurrent, queryError, type Column } from './run-query.js';
 import { countSnapshotMembers, snapshotSource } from './snapshot-store.js';
 
 export type SyncMode = 'sync' | 'backfill' | 'plan';
@@ -119,17 +118,19 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const snapshots = await snapshotSource(conn, schema, planning);
   const held = await countSnapshotMembers(conn, snapshots, audience.name);
   await conn.query('RESET jit');
-  // A first sync records every member: in key order, the snapshot's index grows at one end
-  // instead of taking each key at a random place (a million new rows: 5.3 s instead of 7.5 s,
-  // for a sort of 0.9 s). Later runs record few members, and sort nothing.
   const filling = buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength });
-  const { rows, nulls } = await materialiseCurrent(conn, audience, columns, filling, { statementTimeoutMs: options.statementTimeoutMs, byKey: held.rows === 0 });
-  await conn.query('SET jit = off');
+  const query = { statementTimeoutMs: options.statementTimeoutMs };
+  let rows: number;
+  let nulls: number;
   if (held.rows > 0) {
-    const candidates = candidatesSql(snapshots, audience, member.identifier, backfill ? { backfillSince: options.backfillSince ?? new Date() } : {});
-    const candidateRows = (await conn.query(candidates.text, candidates.values)).rowCount ?? 0;
-    await conn.query(duplicatesSql(member.identifier, candidateRows * 4 > rows ? 'most' : 'few'));
+    ({ rows, nulls } = await compareCurrent(conn, audience, columns, filling, snapshots, { ...query, backfillSince: backfill ? (options.backfillSince ?? new Date()) : undefined }));
+    await conn.query('SET jit = off');
   } else {
+    // A first sync records every member: in key order, the snapshot's index grows at one end
+    // instead of taking each key at a random place (a million new rows: 5.3 s instead of 7.5 s,
+    // for a sort of 0.9 s). Later runs compare as they read, store only what differs, and sort nothing.
+    ({ rows, nulls } = await materialiseCurrent(conn, audience, columns, filling, { ...query, byKey: true }));
+    await conn.query('SET jit = off');
     await conn.query(allCandidatesSql(member.identifier));
     await conn.query(duplicatesSql(member.identifier, 'all'));
   }

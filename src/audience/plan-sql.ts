@@ -65,14 +65,55 @@ export function candidatesSql(snapshots: string, audience: Audience, identifier:
   const backfill = options.backfillSince !== undefined;
   return {
     text: `CREATE TEMP TABLE bb_cand AS
-     SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key", s.present AS "__bb_s_present", s.unverified AS "__bb_s_unverified"
-       FROM (SELECT $2::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS c
+     ${candidateRows(snapshots, 'pg_temp.bb_current', backfill ? '$3' : undefined, options.everyone)}`,
+    values: backfill ? [audience.name, identifier, options.backfillSince] : [audience.name, identifier],
+  };
+}
+
+/** bb_cand's rows from `rows` (bb_current's shape) and the snapshot; `since` is the backfill start's parameter. See candidatesSql. */
+function candidateRows(snapshots: string, rows: string, since: string | undefined, everyone = false): string {
+  const backfill = since !== undefined;
+  return `SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key", s.present AS "__bb_s_present", s.unverified AS "__bb_s_unverified"
+       FROM (SELECT $2::text AS "__bb_ident", * FROM ${rows} WHERE "__bb_key" IS NOT NULL) AS c
        FULL JOIN (SELECT identifier, member_key, row_hash, present, unverified${backfill ? ', backfilled_at' : ''} FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
          ON s.identifier = c."__bb_ident" AND s.member_key = c."__bb_key"
-      WHERE ${options.everyone ? 'true' : `c."__bb_hash" IS DISTINCT FROM s.row_hash
+      WHERE ${everyone ? 'true' : `c."__bb_hash" IS DISTINCT FROM s.row_hash
          OR (s.unverified AND c."__bb_key" IS NOT NULL)${backfill ? `
-         OR (c."__bb_key" IS NOT NULL AND (s.backfilled_at IS NULL OR s.backfilled_at < $3::timestamptz))` : ''}`}`,
-    values: backfill ? [audience.name, identifier, options.backfillSince] : [audience.name, identifier],
+         OR (c."__bb_key" IS NOT NULL AND (s.backfilled_at IS NULL OR s.backfilled_at < ${since}::timestamptz))` : ''}`}`;
+}
+
+/** bb_cand and bb_dups, empty, for compareCurrentSql: bb_current's columns from `defs` (createCurrentSql's). No parameters. */
+export function createComparisonSql(columns: Array<{ name: string; type: string }>): string[] {
+  const defs = columns.map((c) => `, ${escapeIdentifier(c.name)} ${c.type}`).join('');
+  return [
+    `CREATE TEMP TABLE bb_cand ("__bb_ident" text, "__bb_key" text, "__bb_hash" bigint${defs}, "__bb_s_ident" text, "__bb_s_key" text, "__bb_s_present" boolean, "__bb_s_unverified" boolean)`,
+    'CREATE TEMP TABLE bb_dups (member_key text, grp text, n bigint)',
+  ];
+}
+
+/**
+ * When the snapshot holds the audience: the query runs once and is compared as it is read, in
+ * one statement that keeps only what differs (bb_cand) and the duplicated keys among those
+ * (bb_dups), instead of storing the whole result in bb_current first and reading it back (a
+ * million rows: about a second less). The result is held for the statement only, by
+ * PostgreSQL, in memory up to work_mem. Returns the rows and those without a key.
+ * $1 audience, $2 identifier kind, $3 the column signature, $4 backfill start (with a backfill).
+ * `prefix` is the text before the audience's SQL.
+ */
+export function compareCurrentSql(snapshots: string, audience: Audience, member: MemberSql, serverVersion: number, options: { backfillSince?: Date } = {}): Statement & { prefix: string } {
+  const backfill = options.backfillSince !== undefined;
+  const prefix = `WITH r AS MATERIALIZED (SELECT ${member.key} AS "__bb_key", ${member.rowHash(serverVersion, '$3')} AS "__bb_hash", q.* FROM (
+`;
+  const rows = `${audience.sql}
+) AS q)`;
+  const cand = candidateRows(snapshots, 'r', backfill ? '$4' : undefined);
+  return {
+    text: `${prefix}${rows},
+     cand AS (INSERT INTO pg_temp.bb_cand ${cand} RETURNING "__bb_key"),
+     dups AS (INSERT INTO pg_temp.bb_dups ${duplicateRows(member.identifier, 'r', 'cand')})
+     SELECT count(*) AS rows, count(*) FILTER (WHERE "__bb_key" IS NULL) AS nulls FROM r`,
+    values: backfill ? [audience.name, member.identifier, member.signature, options.backfillSince] : [audience.name, member.identifier, member.signature],
+    prefix,
   };
 }
 
@@ -94,24 +135,24 @@ export function allCandidatesSql(identifier: string): string {
  * anything, so only those are counted (identical copies of an unchanged member change nothing).
  * One row per result row in a duplicated group. No parameters.
  */
-export function duplicatesSql(identifier: string, candidates: 'few' | 'most' | 'all' = 'few'): string {
-  const mostRowsAreCandidates = candidates !== 'few';
+export function duplicatesSql(identifier: string, candidates: 'few' | 'all' = 'few'): string {
+  return `CREATE TEMP TABLE bb_dups AS
+     ${duplicateRows(identifier, 'pg_temp.bb_current', 'pg_temp.bb_cand', candidates)}`;
+}
+
+/** bb_dups's rows: the result `rows`, the candidates `cand` (both with "__bb_key"); see duplicatesSql. */
+function duplicateRows(identifier: string, rows: string, cand: string, candidates: 'few' | 'all' = 'few'): string {
   const norm = (key: string) => (identifier === 'email' ? `lower(${key})` : key);
   // Counted per group (a hash aggregate, no sort of the result); the rows of the few groups
-  // found are joined back, and with none found the join reads nothing more. When most rows are
-  // candidates (a first sync), every key is counted and the groups are then narrowed to the
-  // candidates: cheaper than matching a million keys against a million candidates first. When
-  // every keyed row is a candidate (bb_cand is the view of a first sync), there is nothing to narrow.
-  const candidate = (x: string) => `${x} IN (SELECT ${norm('c."__bb_key"')} FROM pg_temp.bb_cand AS c WHERE c."__bb_key" IS NOT NULL)`;
-  return `CREATE TEMP TABLE bb_dups AS
-     WITH g AS MATERIALIZED (
-       SELECT grp, n FROM (
-         SELECT ${norm('"__bb_key"')} AS grp, count(*) AS n FROM pg_temp.bb_current
-          WHERE "__bb_key" IS NOT NULL${mostRowsAreCandidates ? '' : ` AND ${candidate(norm('"__bb_key"'))}`}
-          GROUP BY 1 HAVING count(*) > 1
-       ) AS all_groups${candidates === 'most' ? ` WHERE ${candidate('grp')}` : ''}
-     )
-     SELECT r."__bb_key" AS member_key, g.grp, g.n FROM g JOIN pg_temp.bb_current AS r ON ${norm('r."__bb_key"')} = g.grp`;
+  // found are joined back, and with none found the join reads nothing more. When every keyed
+  // row is a candidate (bb_cand is the view of a first sync), there is nothing to narrow.
+  const candidate = (x: string) => `${x} IN (SELECT ${norm('c."__bb_key"')} FROM ${cand} AS c WHERE c."__bb_key" IS NOT NULL)`;
+  return `SELECT r."__bb_key" AS member_key, g.grp, g.n FROM (
+       SELECT ${norm('"__bb_key"')} AS grp, count(*) AS n FROM ${rows}
+        WHERE "__bb_key" IS NOT NULL${candidates === 'all' ? '' : ` AND ${candidate(norm('"__bb_key"'))}`}
+        GROUP BY 1 HAVING count(*) > 1
+       OFFSET 0
+     ) AS g JOIN ${rows} AS r ON ${norm('r."__bb_key"')} = g.grp`;
 }
 
 /**

@@ -6,7 +6,7 @@ import { AudienceError, DatabaseError } from '../errors.js';
 import type { Connection } from '../db/pool.js';
 import type { Audience } from '../types.js';
 import type { MemberSql } from './member-sql.js';
-import { createCurrentSql, DROP_PLAN_TABLES, fillCurrentSql } from './plan-sql.js';
+import { compareCurrentSql, createComparisonSql, createCurrentSql, DROP_PLAN_TABLES, fillCurrentSql, type Statement } from './plan-sql.js';
 
 export type Column = { name: string; typeOid: number; typmod: number };
 
@@ -29,16 +29,44 @@ export async function materialiseCurrent(
   member: MemberSql,
   { statementTimeoutMs, byKey = false }: FillOptions,
 ): Promise<{ rows: number; nulls: number }> {
+  const { version, defs } = await prepare(conn, columns);
+  await conn.query(createCurrentSql(defs));
+  return runReadOnly(conn, audience, fillCurrentSql(audience, member, version, byKey), statementTimeoutMs);
+}
+
+/**
+ * Run the audience query once, read-only, and compare it with the snapshot as it is read: only
+ * the candidates are stored (pg_temp.bb_cand, with the duplicated keys among them in bb_dups;
+ * see compareCurrentSql). Returns the number of result rows, and of those without a key.
+ */
+export async function compareCurrent(
+  conn: Connection,
+  audience: Audience,
+  columns: Column[],
+  member: MemberSql,
+  snapshots: string,
+  { statementTimeoutMs, backfillSince }: FillOptions & { backfillSince?: Date },
+): Promise<{ rows: number; nulls: number }> {
+  const { version, defs } = await prepare(conn, columns);
+  for (const sql of createComparisonSql(defs)) await conn.query(sql);
+  return runReadOnly(conn, audience, compareCurrentSql(snapshots, audience, member, version, { backfillSince }), statementTimeoutMs);
+}
+
+/** Drop the planning tables; the server's version and the result's column definitions. */
+async function prepare(conn: Connection, columns: Column[]): Promise<{ version: number; defs: Array<{ name: string; type: string }> }> {
   await conn.query(DROP_PLAN_TABLES);
   const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
-  // The table is made from the described column types: the audience's text never reaches a
+  // The tables are made from the described column types: the audience's text never reaches a
   // statement outside the read-only transaction below.
   const { rows: typeNames } = await conn.query<{ t: string }>(
     'SELECT format_type(o, m) AS t FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS u(o, m, i) ORDER BY i',
     [columns.map((c) => c.typeOid), columns.map((c) => c.typmod)],
   );
-  await conn.query(createCurrentSql(columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t }))));
-  const fill = fillCurrentSql(audience, member, version, byKey);
+  return { version, defs: columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t })) };
+}
+
+/** Run a statement holding the audience's SQL in a read-only transaction; it returns one row of `rows` and `nulls`. */
+async function runReadOnly(conn: Connection, audience: Audience, fill: Statement & { prefix: string }, statementTimeoutMs: number | undefined): Promise<{ rows: number; nulls: number }> {
   // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
   // The statement has parameters, so it goes through the extended protocol: one statement only.
   await conn.query('BEGIN READ ONLY');
