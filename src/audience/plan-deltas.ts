@@ -34,6 +34,8 @@ export interface Plan {
   failures: MemberFailure[];
   /** Members that need a request. */
   sendable: number;
+  /** Deltas that need no request (applyWithoutSending has something to record): exits with nothing to send, values unchanged. */
+  quiet: number;
   /** Members the snapshot held before this run. */
   existing: number;
   /** Whether the change is too large to send without --force, and what it consists of. */
@@ -170,12 +172,13 @@ export async function dropPlanTables(conn: Connection): Promise<void> {
   await conn.query(DROP_PLAN_TABLES);
 }
 
-async function summarise(conn: Connection, member: MemberSql, rows: number, nulls: number): Promise<Pick<Plan, 'counts' | 'failures' | 'sendable'>> {
+async function summarise(conn: Connection, member: MemberSql, rows: number, nulls: number): Promise<Pick<Plan, 'counts' | 'failures' | 'sendable' | 'quiet'>> {
   const { identifier } = member;
   const counts = emptyCounts();
   const kinds = await conn.query<{ kind: string; n: string; sendable: string; alters: string; unverified: string }>(KIND_COUNTS_SQL);
   const byKind = Object.fromEntries(kinds.rows.map((k) => [k.kind, Number(k.n)])) as Record<string, number | undefined>;
   const sendable = kinds.rows.reduce((n, k) => n + Number(k.sendable), 0);
+  const quiet = kinds.rows.reduce((n, k) => n + (k.kind === 'invalid' ? 0 : Number(k.n) - Number(k.sendable)), 0);
   const r = (await conn.query<{ dup_keys: string; dup_rows: string }>(DUPLICATE_COUNTS_SQL)).rows[0]!;
   const dupKeys = Number(r.dup_keys);
   const invalid = byKind.invalid ?? 0;
@@ -192,7 +195,7 @@ async function summarise(conn: Connection, member: MemberSql, rows: number, null
   const failed = await conn.query<{ member_key: string; reason: string }>(UNSENDABLE_SQL);
   const failures: MemberFailure[] = failed.rows.map((f) => ({ memberKey: f.member_key, reason: f.reason }));
   if (nulls > 0) failures.push({ memberKey: null, reason: `${nulls} row(s) with a NULL or empty ${identifier} were skipped` });
-  return { counts, failures, sendable };
+  return { counts, failures, sendable, quiet };
 }
 
 /** Adds the data points the planned payloads carry, per attribute and in total, to `counts` (plan and retire). */

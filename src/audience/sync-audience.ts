@@ -154,8 +154,9 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       await recordAudience(conn, deps.schema, audience, plan.identifier, plan.attributes);
       if (backfill) await startBackfill(conn, deps.schema, audience.name, backfillSince!);
 
-      // Members whose change needs no request: recorded now, no proof to wait for.
-      await applyWithoutSending(conn, deps.schema, audience.name, id, backfill);
+      // Members whose change needs no request: recorded now, no proof to wait for (a first sync
+      // has none, and would read every delta for nothing).
+      if (plan.quiet > 0) await applyWithoutSending(conn, deps.schema, audience.name, id, backfill);
       const sent = await deliverDeltas(
         conn,
         {
