@@ -2,7 +2,7 @@
  * Runs an audience's query: once, read-only, into pg_temp.bb_current (see plan-sql.ts), and
  * turns its errors into one line that points at the file without quoting people's data.
  */
-import { AudienceError, DatabaseError } from '../errors.js';
+import { AudienceError, ConfigError, DatabaseError } from '../errors.js';
 import type { Connection } from '../db/pool.js';
 import type { Audience } from '../types.js';
 import type { MemberSql } from './member-sql.js';
@@ -56,6 +56,9 @@ export async function compareCurrent(
 async function prepare(conn: Connection, columns: Column[]): Promise<{ version: number; defs: Array<{ name: string; type: string }> }> {
   await conn.query(DROP_PLAN_TABLES);
   const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
+  // Planning and recording use WITH … AS MATERIALIZED: on an older server every audience would
+  // fail with a syntax error that names no cause.
+  if (version < 120000) throw new ConfigError([`audience sync needs PostgreSQL 12 or newer; this server is ${Math.floor(version / 10000)}`]);
   // The tables are made from the described column types: the audience's text never reaches a
   // statement outside the read-only transaction below.
   const { rows: typeNames } = await conn.query<{ t: string }>(
