@@ -16,11 +16,8 @@ import {
   DROP_PLAN_TABLES,
   deltaSql,
   duplicatesSql,
-  DUPLICATE_COUNTS_SQL,
-  KIND_COUNTS_SQL,
-  perAttributeSql,
-  UNSENDABLE_SQL,
 } from './plan-sql.js';
+import { DUPLICATE_COUNTS_SQL, KIND_COUNTS_SQL, perAttributeSql, UNSENDABLE_SQL } from './plan-counts-sql.js';
 import { compareCurrent, materialiseCurrent, queryError, type Column } from './run-query.js';
 import { countSnapshotMembers, snapshotSource } from './snapshot-store.js';
 
