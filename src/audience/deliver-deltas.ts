@@ -62,7 +62,6 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   const delivery: Delivery = { updates: 0, perAttribute: {}, failed: 0, requests: 0, retries: 0, rateLimited: 0, stopped: false, heldBack: false };
   let done = 0;
   const accepted = new KeyCounter(ctx.columns ?? []);
-  const everyColumn = '1'.repeat(ctx.columns?.length ?? 0);
   /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
   let crossFailures = 0;
 
@@ -88,7 +87,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       delivery.failed += failures.length;
       if (which === 'exits') crossFailures += [...failed.keys()].filter((i) => batch.identifiers[i] !== ctx.identifier).length;
       for (let i = 0; i < batch.payloads.length; i++) {
-        if (!failed.has(i)) accepted.addMarked(batch.payloads[i]!, batch.marks[i] === '' ? everyColumn : batch.marks[i]!);
+        if (!failed.has(i)) accepted.addMarked(batch.payloads[i]!, batch.marks[i]!);
       }
       if (failures.length > 0) ctx.log.warn('Braze rejected members of a batch', { rejected: failures.length, reason: failures[0]!.reason });
       done += batch.seqs.length;
@@ -102,7 +101,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       try {
         // Reads share the connection with the recorder: one must never run inside a group's
         // transaction, and reading ahead stops while the database falls behind.
-        for await (const batch of readBatches(conn, ctx.batchSize, which, everyColumn, () => recorder.readable())) {
+        for await (const batch of readBatches(conn, ctx.batchSize, which, accepted.everyColumn, () => recorder.readable())) {
           if (dispatcher.error || ctx.stop?.aborted) break;
           // A batch queued behind one that failed the run is not sent.
           await dispatcher.submit(async () => (dispatcher.error ? undefined : sendBatch(batch, which)));

@@ -93,17 +93,17 @@ export async function* readBatches(
     next = members < chunk ? undefined : read(rows[rows.length - 1]!.last);
     // A read that fails while batches are still being sent is reported when it is awaited.
     next?.catch(() => {});
-    for (const row of rows) yield toBatch(row, Number(row.n), phase);
+    for (const row of rows) yield toBatch(row, Number(row.n), phase, everyColumn);
   }
 }
 
-function toBatch(row: BatchRow, n: number, phase: Phase): DeltaBatch {
+function toBatch(row: BatchRow, n: number, phase: Phase, everyColumn: string): DeltaBatch {
   const batch: DeltaBatch = {
     seqs: row.seqs.split(','),
     keys: JSON.parse(row.keys) as string[],
     identifiers: phase === 'exits' ? (row.identifiers.split(',') as IdentifierKind[]) : Array<IdentifierKind>(n).fill(row.identifiers as IdentifierKind),
     payloads: row.payloads.split('\x1e'),
-    marks: row.marks.split(',').map((m) => (m === '-' ? null : m)),
+    marks: row.marks.split(',').map((m) => (m === '' ? everyColumn : m === '-' ? null : m)),
   };
   for (const list of [batch.seqs, batch.keys, batch.identifiers, batch.payloads, batch.marks]) {
     if (list.length !== n) throw new Error(`a batch of ${n} deltas was read with ${list.length} entries in one of its lists`);

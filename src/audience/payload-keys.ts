@@ -64,7 +64,8 @@ export class KeyCounter {
   /** Marked payloads (see addMarked): how many carried every column, and per column the others. */
   private full = 0;
   private readonly perColumn: number[];
-  private readonly everyColumn: string;
+  /** The mark of a payload that carries every column. */
+  readonly everyColumn: string;
   total = 0;
 
   /** @param columns the audience's attribute columns, in the order `present` marks them */

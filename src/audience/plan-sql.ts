@@ -83,7 +83,7 @@ function candidateRows(snapshots: string, rows: string, since: string | undefine
          OR (c."__bb_key" IS NOT NULL AND (s.backfilled_at IS NULL OR s.backfilled_at < ${since}::timestamptz))` : ''}`}`;
 }
 
-/** bb_cand and bb_dups, empty, for compareCurrentSql: bb_current's columns from `defs` (createCurrentSql's). No parameters. */
+/** bb_cand and bb_dups, empty, for compareCurrentSql, from the described columns (as createCurrentSql). No parameters. */
 export function createComparisonSql(columns: Array<{ name: string; type: string }>): string[] {
   const defs = columns.map((c) => `, ${escapeIdentifier(c.name)} ${c.type}`).join('');
   return [
@@ -96,8 +96,9 @@ export function createComparisonSql(columns: Array<{ name: string; type: string 
  * When the snapshot holds the audience: the query runs once and is compared as it is read, in
  * one statement that keeps only what differs (bb_cand) and the duplicated keys among those
  * (bb_dups), instead of storing the whole result in bb_current first and reading it back (a
- * million rows: about a second less). The result is held for the statement only, by
- * PostgreSQL, in memory up to work_mem. Returns the rows and those without a key.
+ * million rows, 1% changed: 0.3–0.8 s less per plan, side by side). The result is held for the
+ * statement only, by PostgreSQL, in memory up to work_mem and in temporary files beyond.
+ * Returns the rows and those without a key.
  * $1 audience, $2 identifier kind, $3 the column signature, $4 backfill start (with a backfill).
  * `prefix` is the text before the audience's SQL.
  */
