@@ -60,3 +60,25 @@ export async function serverCpuMeter(db: Queryable): Promise<(() => number) | un
     return undefined;
   }
 }
+
+/**
+ * The share of this machine's CPU time the host took for other guests (steal, from /proc/stat)
+ * since the meter was made: on a shared VM, the figures of a run with much steal read high.
+ * Undefined where /proc/stat is missing.
+ */
+export function stealMeter(): (() => number) | undefined {
+  const read = () => {
+    // cpu user nice system idle iowait irq softirq steal …
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+    return { steal: f[7]!, total: f.reduce((a, b) => a + b, 0) };
+  };
+  try {
+    const start = read();
+    return () => {
+      const now = read();
+      return now.total === start.total ? 0 : (now.steal - start.steal) / (now.total - start.total);
+    };
+  } catch {
+    return undefined;
+  }
+}
