@@ -11,6 +11,7 @@
  */
 import type { Connection } from '../db/pool.js';
 import type { Audience, IdentifierKind } from '../types.js';
+import { SENDS } from './plan-sql.js';
 
 export type Phase = 'exits' | 'entries';
 
@@ -51,7 +52,7 @@ export function deltaBatchesSql(phase: Phase): string {
        string_agg(CASE WHEN present = $4 THEN '' ELSE coalesce(present, '-') END, ',') AS marks
   FROM (SELECT chunk.*, (row_number() OVER (ORDER BY seq) - 1) / $3 AS batch
           FROM (SELECT seq, identifier, member_key, payload::text AS payload, present FROM pg_temp.bb_delta
-                 WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND payload IS NOT NULL AND payload::text <> '{}'
+                 WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND ${SENDS}
                  ORDER BY seq LIMIT $2) AS chunk) AS numbered
  GROUP BY batch ORDER BY batch`;
 }

@@ -4,9 +4,10 @@
  * None takes parameters.
  */
 import { sqlLiteral } from '../db/pool.js';
+import { SENDS } from './plan-sql.js';
 
 /** Members per kind, how many need a request, how many alter values Braze holds, how many are resent unverified. No parameters. */
-export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHERE kind <> 'invalid' AND payload IS NOT NULL AND payload::text <> '{}') AS sendable,
+export const KIND_COUNTS_SQL = `SELECT kind, count(*) AS n, count(*) FILTER (WHERE kind <> 'invalid' AND ${SENDS}) AS sendable,
             count(*) FILTER (WHERE alters) AS alters, count(*) FILTER (WHERE unverified AND kind <> 'exited') AS unverified
        FROM pg_temp.bb_delta GROUP BY kind`;
 

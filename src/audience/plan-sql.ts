@@ -269,3 +269,9 @@ function diffSql(columns: readonly string[], n: string, o: string): { payload: s
  * attributes twice into bb_delta, and read them twice).
  */
 export const NEW_ATTRS = 'CASE WHEN attrs_in_payload THEN payload ELSE new_attrs END';
+
+/**
+ * Whether a bb_delta row's payload carries anything to send (never NULL itself): what delivery
+ * reads, what the plan counts as sendable, and, negated, what is recorded without a request.
+ */
+export const SENDS = "(payload IS NOT NULL AND payload::text <> '{}')";

@@ -5,7 +5,7 @@
  */
 import { escapeIdentifier, type Queryable } from '../db/pool.js';
 import type { Audience, IdentifierKind } from '../types.js';
-import { NEW_ATTRS } from './plan-sql.js';
+import { NEW_ATTRS, SENDS } from './plan-sql.js';
 
 export interface AdvanceOptions {
   /** Sent under @update_existing_only true: Braze may have ignored it, so it stays unverified and is sent again. */
@@ -97,7 +97,7 @@ export async function applyWithoutSending(conn: Queryable, schema: string, audie
             kind = 'exited' AND unverified, CASE WHEN $3 AND kind <> 'exited' THEN now() END, now(), $2
        FROM (SELECT identifier, member_key, kind, row_hash, unverified, payload, ${NEW_ATTRS} AS new_attrs FROM pg_temp.bb_delta) AS d
       WHERE kind IN ('new', 'changed', 'unchanged', 'exited') AND new_attrs IS NOT NULL
-        AND (payload IS NULL OR payload::text = '{}')
+        AND NOT ${SENDS}
      ON CONFLICT (audience, identifier, member_key)
      DO UPDATE SET attrs = excluded.attrs, row_hash = excluded.row_hash, present = excluded.present, unverified = excluded.unverified,
                    backfilled_at = coalesce(excluded.backfilled_at, t.backfilled_at), confirmed_at = excluded.confirmed_at, confirmed_run = excluded.confirmed_run`,
