@@ -29,6 +29,8 @@ export interface DeliveryContext {
   identifier: IdentifierKind;
   /** A backfill: confirmed members are marked backfilled, so an interrupted backfill can resume. */
   backfill?: boolean;
+  /** Every delta is a new member without a snapshot row (Plan.firstSync): recorded by plain inserts. */
+  allNew?: boolean;
   batchSize: number;
   concurrency: number;
   /** The audience's attribute columns in order, as planned: what a new member's `present` marks. */
@@ -77,6 +79,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       runId: ctx.runId,
       updateExistingOnly: audience.updateExistingOnly === true,
       backfill: ctx.backfill === true,
+      allNew: ctx.allNew === true,
       ...RECORD_GROUP,
     });
 

@@ -35,6 +35,8 @@ export interface Plan {
   quiet: number;
   /** Members the snapshot held before this run. */
   existing: number;
+  /** The snapshot held no row of the audience (its first sync): every delta is a new member. */
+  firstSync: boolean;
   /** Whether the change is too large to send without --force, and what it consists of. */
   guardrail: Guardrail;
   /** The attributes this audience writes: its columns and its @on_exit keys. */
@@ -138,7 +140,7 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const plan = await summarise(conn, member, rows, nulls);
   const existing = held.members;
   const attributes = [...member.attributes.map((a) => a.name), ...(audience.onExit.kind === 'set' ? Object.keys(audience.onExit.values) : [])];
-  return { ...plan, identifier: member.identifier, existing, attributes, columns: member.attributes.map((a) => a.name), guardrail: guardrailOf(plan.counts, existing, audience, attributes, options) };
+  return { ...plan, identifier: member.identifier, existing, firstSync: first, attributes, columns: member.attributes.map((a) => a.name), guardrail: guardrailOf(plan.counts, existing, audience, attributes, options) };
 }
 
 /**

@@ -166,6 +166,7 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
           runId: id,
           identifier: plan.identifier,
           backfill,
+          allNew: plan.firstSync,
           batchSize: options.batchSize,
           concurrency: options.concurrency,
           columns: plan.columns,
