@@ -1,8 +1,9 @@
 /**
- * The planned deltas as request batches, assembled by PostgreSQL: one row per batch of `size`
- * members, its payloads, keys and seqs each as one text, instead of one row per member. Reading
- * a million members row by row cost the CLI more CPU than sending them (parsing six fields per
- * row, and collecting the objects); a batch's texts are split in one call each.
+ * The planned deltas as request batches, assembled by PostgreSQL: one row per chunk of about
+ * 1,000 members, its payloads, keys and seqs each as one text, instead of one row per member.
+ * Reading a million members row by row cost the CLI more CPU than sending them (parsing six
+ * fields per row, and collecting the objects); a chunk's texts are split in one call each and
+ * cut into batches of `size`.
  *
  * Exits are read first, then the rest (exits go first: every exit is confirmed before an entry or
  * change is sent), in send order, in chunks of whole batches rather than through a cursor, so
@@ -37,24 +38,23 @@ export interface DeltaBatch {
 export const SEQ_INDEX_SQL = ['CREATE INDEX IF NOT EXISTS bb_delta_seq ON pg_temp.bb_delta (seq)', 'ANALYZE pg_temp.bb_delta'];
 
 /**
- * The next batches of a phase after seq $1: at most $2 members (whole batches), $3 per batch.
- * Every aggregate of a group reads the group's rows in the same order, so the lists line up
- * (no aggregate may have its own ORDER BY or FILTER). Payloads are separated by U+001E, which
- * JSON text never holds unescaped; keys, which may hold anything, come as a JSON array. A mark
- * equal to $4 (every column) is sent as '' and a missing one as '-', one character instead of
- * one per column for nearly every new member. Entries all carry the audience's identifier
- * (deltaSql), exits each their own.
+ * The next deltas of a phase after seq $1, at most $2 of them, in send order, as one row whose
+ * lists Node cuts into batches (one row per batch, numbered by a window over the chunk, cost the
+ * server half as much again: 1.35 against 0.85 CPU-s per 315,000 members). The aggregates read
+ * the ordered chunk in one order (none may have its own ORDER BY or FILTER), so the lists line
+ * up. Payloads are separated by U+001E, which JSON text never holds unescaped; keys, which may
+ * hold anything, come as a JSON array. A mark equal to $3 (every column) is sent as '' and a
+ * missing one as '-', one character instead of one per column for nearly every new member.
+ * Entries all carry the audience's identifier (deltaSql), exits each their own.
  */
 export function deltaBatchesSql(phase: Phase): string {
   return `SELECT count(*) AS n, max(seq) AS last, string_agg(seq::text, ',') AS seqs, json_agg(member_key)::text AS keys,
        ${phase === 'exits' ? `string_agg(identifier, ',')` : 'min(identifier)'} AS identifiers,
        string_agg(payload, E'\\x1e') AS payloads,
-       string_agg(CASE WHEN present = $4 THEN '' ELSE coalesce(present, '-') END, ',') AS marks
-  FROM (SELECT chunk.*, (row_number() OVER (ORDER BY seq) - 1) / $3 AS batch
-          FROM (SELECT seq, identifier, member_key, payload::text AS payload, present FROM pg_temp.bb_delta
-                 WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND ${SENDS}
-                 ORDER BY seq LIMIT $2) AS chunk) AS numbered
- GROUP BY batch ORDER BY batch`;
+       string_agg(CASE WHEN present = $3 THEN '' ELSE coalesce(present, '-') END, ',') AS marks
+  FROM (SELECT seq, identifier, member_key, payload::text AS payload, present FROM pg_temp.bb_delta
+         WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND ${SENDS}
+         ORDER BY seq LIMIT $2) AS chunk`;
 }
 
 interface BatchRow {
@@ -85,19 +85,25 @@ export async function* readBatches(
   const read = async (after: string) => {
     for (let wait = mayRead?.(); wait; wait = mayRead?.()) await wait;
     // Issued in the same tick as the check above.
-    return (await conn.query<BatchRow>(sql, [after, chunk, size, everyColumn])).rows;
+    return (await conn.query<BatchRow>(sql, [after, chunk, everyColumn])).rows[0]!;
   };
-  let next: Promise<BatchRow[]> | undefined = read('0');
+  let next: Promise<BatchRow> | undefined = read('0');
   while (next) {
-    const rows: BatchRow[] = await next;
-    const members = rows.reduce((n, r) => n + Number(r.n), 0);
-    next = members < chunk ? undefined : read(rows[rows.length - 1]!.last);
+    const row: BatchRow = await next;
+    const members = Number(row.n);
+    next = members < chunk ? undefined : read(row.last);
     // A read that fails while batches are still being sent is reported when it is awaited.
     next?.catch(() => {});
-    for (const row of rows) yield toBatch(row, Number(row.n), phase, everyColumn);
+    if (members === 0) break;
+    const all = toBatch(row, members, phase, everyColumn);
+    for (let i = 0; i < members; i += size) {
+      const cut = <T>(list: T[]) => list.slice(i, i + size);
+      yield { seqs: cut(all.seqs), keys: cut(all.keys), identifiers: cut(all.identifiers), payloads: cut(all.payloads), marks: cut(all.marks) };
+    }
   }
 }
 
+/** A chunk's lists, split and checked against its member count. */
 function toBatch(row: BatchRow, n: number, phase: Phase, everyColumn: string): DeltaBatch {
   const batch: DeltaBatch = {
     seqs: row.seqs.split(','),
@@ -107,7 +113,7 @@ function toBatch(row: BatchRow, n: number, phase: Phase, everyColumn: string): D
     marks: row.marks.split(',').map((m) => (m === '' ? everyColumn : m === '-' ? null : m)),
   };
   for (const list of [batch.seqs, batch.keys, batch.identifiers, batch.payloads, batch.marks]) {
-    if (list.length !== n) throw new Error(`a batch of ${n} deltas was read with ${list.length} entries in one of its lists`);
+    if (list.length !== n) throw new Error(`a chunk of ${n} deltas was read with ${list.length} entries in one of its lists`);
   }
   return batch;
 }
