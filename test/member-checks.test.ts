@@ -35,7 +35,7 @@ async function evaluate(
       const { member } = await describeAudience(t.db, conn, audience);
       // Cast to json: the text must be valid JSON for every row, a member that fails a check included.
       const { rows: out } = await conn.query<{ id: string; invalid: string | null; attrs: Record<string, unknown>; text: string; present: string }>(
-        `SELECT h.external_id AS id, ${member.invalid} AS invalid, (${member.attrs})::json AS attrs, ${member.attrs} AS text, ${member.present} AS present FROM vals AS h`,
+        `SELECT h.external_id AS id, ${member.invalid} AS invalid, (${member.attrs})::json AS attrs, ${member.attrs} AS text, ${member.present} AS present FROM ${member.rowsFrom('vals')}`,
       );
       // `present` marks exactly the columns the JSON carries.
       for (const r of out) expect([...r.present].flatMap((m, i) => (m === '1' ? [member.attributes[i]!.name] : [])).sort()).toEqual(Object.keys(r.attrs).sort());

@@ -26,6 +26,13 @@ export interface MemberSql {
   /** text: why this member cannot be sent, or NULL. */
   invalid: string;
   attributes: Array<{ name: string; kind: AttributeKind }>;
+  /**
+   * The FROM item for `source` (a table or subquery holding the audience's columns) under the
+   * alias the expressions use, with the values several of them read computed once, a level
+   * below: PostgreSQL evaluates an expression again at each reference (a jsonb column's text,
+   * read by its JSON value and by two of its checks, was built three times per member).
+   */
+  rowsFrom(source: string): string;
   /** The column names, types and identifier, hashed into every row hash. */
   signature: string;
   /**
@@ -133,6 +140,8 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
    */
   const suspects: string[] = [];
   const attributes: MemberSql['attributes'] = [];
+  /** Values computed once per row below the expressions (see rowsFrom), each `expr AS "__bb_…"`. */
+  const pre: string[] = [];
   // The identifier itself: Braze would match a padded or malformed one to no profile, or the wrong one.
   const idCheck = (cond: string, why: string, suspect = true) => {
     checks.push(`CASE WHEN ${cond} THEN ${sqlLiteral(why)} END`);
@@ -164,7 +173,14 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
       check(cond, why);
       suspects.push(cond);
     };
-    const rules = columnRules(kind, v, j, { maxArray, float: base === 'float4' || base === 'float8' }, check);
+    // A jsonb column's text: its JSON value, and what the cheap test and the size check read.
+    let text: string | undefined;
+    if (kind === 'object' && base === 'jsonb') {
+      const name = `__bb_text${pre.length}`;
+      pre.push(`${j}::text AS ${escapeIdentifier(name)}`);
+      text = col(name);
+    }
+    const rules = columnRules(kind, v, j, { maxArray, float: base === 'float4' || base === 'float8', text }, check);
     pairs.push({ label, value: rules.value, absent: rules.absent });
     if (rules.suspect) suspects.push(rules.suspect);
     // Standard fields' format checks are not covered by the column's test: each is its own.
@@ -191,7 +207,8 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
         ? `hash_record_extended(ROW(${hashed.join(', ')}), hashtextextended(${param}, 0))`
         : // Before PostgreSQL 14: the row's text (exact: extra_float_digits is raised while it runs).
           `('x' || left(md5(${param} || ROW(${hashed.join(', ')})::text), 16))::bit(64)::bigint`;
-  return { identifier, key, attrs, present, invalid, attributes, signature, rowHash };
+  const rowsFrom = (source: string) => (pre.length === 0 ? `${source} AS ${alias}` : `(SELECT ${alias}.*, ${pre.join(', ')} FROM ${source} AS ${alias} OFFSET 0) AS ${alias}`);
+  return { identifier, key, attrs, present, invalid, attributes, signature, rowHash, rowsFrom };
 }
 
 function baseTypeName(oid: number, types: Map<number, PgType>): string | undefined {

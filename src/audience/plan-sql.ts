@@ -225,7 +225,7 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.attrs} END AS new_json,
                     CASE WHEN h."__bb_key" IS NOT NULL AND h."__bb_s_key" IS NULL THEN ${member.present} END AS present,
                     CASE WHEN h."__bb_key" IS NOT NULL THEN ${member.invalid} END AS invalid
-               FROM pg_temp.bb_cand AS h
+               FROM ${member.rowsFrom('pg_temp.bb_cand')}
               -- A snapshot member whose key today's rows repeat (emails differing only in case) is
               -- held back with them, not exited.
               -- (A NULL key is NOT IN an empty set: the second test names its rows' keys.)

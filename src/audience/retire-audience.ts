@@ -75,7 +75,7 @@ export async function retireAudience(deps: RetireDeps, name: string, options: Re
       // No member is in the result any more: every member the snapshot holds as present exits.
       await dropPlanTables(conn);
       await conn.query(`CREATE TEMP TABLE bb_current ("__bb_key" text, "__bb_hash" bigint)`);
-      const none: MemberSql = { identifier: record.identifier, key: 'NULL', attrs: 'NULL::text', present: 'NULL::text', invalid: 'NULL::text', attributes: [], signature: '', rowHash: () => 'NULL' };
+      const none: MemberSql = { identifier: record.identifier, key: 'NULL', attrs: 'NULL::text', present: 'NULL::text', invalid: 'NULL::text', attributes: [], signature: '', rowHash: () => 'NULL', rowsFrom: (source) => `${source} AS h` };
       const snapshots = await snapshotSource(conn, deps.schema, options.dryRun);
       // Every member, those who left earlier too: under unset they exit again, so whatever Braze
       // still holds of the audience's custom attributes is cleared before it is forgotten.

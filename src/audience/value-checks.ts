@@ -36,15 +36,16 @@ export interface ColumnRules {
 }
 
 /**
- * One attribute column of `kind`, as SQL over `v` (and `j`, the column as jsonb): its JSON
- * value, when it is left out, and its checks, each given to `check` with the reason Braze would
- * refuse or misread the value. The cheap test lets a valid member skip the checks (member-sql.ts).
+ * One attribute column of `kind`, as SQL over `v` (and `j`, the column as jsonb, and `text`,
+ * that jsonb's text, for an object): its JSON value, when it is left out, and its checks, each
+ * given to `check` with the reason Braze would refuse or misread the value. The cheap test lets
+ * a valid member skip the checks (member-sql.ts).
  */
 export function columnRules(
   kind: AttributeKind,
   v: string,
   j: string,
-  { maxArray, float }: { maxArray: number; float: boolean },
+  { maxArray, float, text = `${j}::text` }: { maxArray: number; float: boolean; text?: string },
   check: (cond: string, why: string) => void,
 ): ColumnRules {
   let value = v;
@@ -120,11 +121,12 @@ export function columnRules(
       break;
     case 'object': {
       // A JSON null is left out like a NULL; NULLs nested inside the object stay.
-      pair(`${j}::text`, `${j} IS NULL OR jsonb_typeof(${j}) = 'null'`);
+      pair(text, `${j} IS NULL OR jsonb_typeof(${j}) = 'null'`);
       const isObject = `coalesce(jsonb_typeof(${j}) = 'object', false)`;
       if (j !== `${v}::jsonb`) check(`strpos(${v}::text, ${sqlLiteral('\\u0000')}) > 0`, 'JSON holds \\u0000, which Braze (and jsonb) cannot store');
       check(`jsonb_typeof(${j}) NOT IN ('object', 'null')`, 'JSON value is not an object (nested attributes are objects)');
-      check(`octet_length(${v}::text) > 102400`, 'JSON object larger than 100 KB (Braze limit)');
+      // A json column's own text may differ from its jsonb text (spacing, duplicate keys).
+      check(`octet_length(${j === `${v}::jsonb` ? text : `${v}::text`}) > 102400`, 'JSON object larger than 100 KB (Braze limit)');
       check(
         `CASE WHEN ${isObject} THEN ${j} ?| ARRAY[${OPERATION_KEYS.map(sqlLiteral).join(', ')}] ELSE false END`,
         'JSON object has a key Braze reads as an operation (inc, add, remove, $add, …), not as a value',
@@ -135,7 +137,6 @@ export function columnRules(
       // and matches only if some string (a key or a value) holds a space, "." or "$". Only
       // then can a key hold one, and the exact path query decides. A key of 256 characters
       // needs 256 bytes.
-      const text = `${j}::text`;
       check(
         `CASE WHEN NOT ${isObject} THEN false
               WHEN strpos(${text}, chr(92)) = 0 AND ${text} !~ '^([^"]*"[^"]*")*[^"]*"[^"]*[ .$]' THEN false
