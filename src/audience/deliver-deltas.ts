@@ -29,7 +29,7 @@ export interface DeliveryContext {
   identifier: IdentifierKind;
   /** A backfill: confirmed members are marked backfilled, so an interrupted backfill can resume. */
   backfill?: boolean;
-  /** Every delta is a new member without a snapshot row (Plan.firstSync): recorded by plain inserts. */
+  /** Every delta sent is a new member without a snapshot row (Plan.firstSync): recorded by plain inserts. */
   allNew?: boolean;
   batchSize: number;
   concurrency: number;

@@ -35,7 +35,7 @@ export interface Plan {
   quiet: number;
   /** Members the snapshot held before this run. */
   existing: number;
-  /** The snapshot held no row of the audience (its first sync): every delta is a new member. */
+  /** The snapshot held no row of the audience (its first sync): every delta sent is a new member. */
   firstSync: boolean;
   /** Whether the change is too large to send without --force, and what it consists of. */
   guardrail: Guardrail;

@@ -13,9 +13,9 @@ export interface AdvanceOptions {
   /** Its full set was confirmed by a backfill (an interrupted backfill skips it when resuming). */
   backfill: boolean;
   /**
-   * The snapshot held no row of the audience when it was planned (a first sync): every delta is
-   * a new member, recorded by a plain INSERT. A member that had a row after all fails the
-   * group on the primary key instead of being passed over.
+   * The snapshot held no row of the audience when it was planned (a first sync): every delta
+   * sent is a new member, recorded by a plain INSERT, without the split into deletes, updates
+   * and inserts (a member that had a row after all would fail the group on the primary key).
    */
   allNew?: boolean;
 }
