@@ -153,7 +153,7 @@ async function benchServer(label: string, url: string): Promise<ServerFigures> {
       line('   CPU per million members', `${perMillion.toFixed(1)} CPU-s${pgCpu === undefined ? ' (CLI only)' : ''}`, 'goal: <= 20');
       line('   delivery throughput (first to last request)', `${(requests.length / deliverySeconds).toFixed(0)} requests/s`, 'Braze allows 1,000/s');
       line('   peak RSS of the CLI', `${first.peakMb.toFixed(0)} MB`, 'goal: flat, < 300 MB');
-      if (stolen) line('   CPU time the host took (steal) during it', `${(stolen() * 100).toFixed(1)}%`, 'high: the figures above read high');
+      if (stolen) line('   CPU time the host took (steal) during it', `${(stolen() * 100).toFixed(1)}%`, 'when high, the figures above read high');
 
       // 2. 1% of the members change; plan vs CREATE TEMP TABLE AS, both as processes.
       await db.query(`UPDATE bench_members SET visits = visits + 1 WHERE id % 100 = 0 AND id <= ${members}`);
