@@ -233,7 +233,7 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
                -- order (a million members, 1% changed: a quarter less time for this statement),
                -- and the changes are sent and recorded in that order too. A first sync's
                -- candidates have no snapshot key: the constant sorts nothing.
-               FROM ${member.rowsFrom('(SELECT * FROM pg_temp.bb_cand ORDER BY "__bb_s_key")')}
+               FROM ${member.rowsFrom('(SELECT * FROM pg_temp.bb_cand ORDER BY "__bb_s_ident", "__bb_s_key")')}
               -- A snapshot member whose key today's rows repeat (emails differing only in case) is
               -- held back with them, not exited.
               -- (A NULL key is NOT IN an empty set: the second test names its rows' keys.)
