@@ -50,7 +50,7 @@ describe('delivery', () => {
   it('assembles batches across chunk ends with awkward keys, each member once and with its own values', async () => {
     // Keys holding the characters the batch texts are split on (comma, U+001E), quotes, a
     // backslash, a line break and characters outside the BMP; a batch size that does not divide
-    // a chunk's 1,000 members; and a member refused in the middle of a batch.
+    // a chunk's 450 members; and a member refused in the middle of a batch.
     const awkward = ['a,b', 'q"uote', 'back\\slash', 'rec\u001esep', 'emoji😀', 'new\nline', 'ü,\u001e,', '[1,2]'];
     await t.db.query(`TRUNCATE people; INSERT INTO people SELECT 'm' || i, 'tier' || (i % 5) FROM generate_series(1, 1493) i`);
     await t.db.query(`INSERT INTO people SELECT k, 'tier-' || k FROM unnest($1::text[]) AS k`, [awkward]);

@@ -5,7 +5,7 @@
  * `maxMembers` have collected or `maxDelayMs` after the oldest, and always before delivery
  * returns. Nothing is recorded before Braze confirmed it. A kill -9 leaves unrecorded what
  * collected since the last write (normally the last maxDelayMs of answers), and never more than
- * two groups plus the deltas already read (two reads of about 1,000, see delta-batches.ts) and
+ * two groups plus the deltas already read (two reads of about 450, see delta-batches.ts) and
  * the batches in flight: the batch that fills a group waits until it is written, and no further
  * deltas are read while two groups wait to be written. Those members are sent again by the next
  * run, as the requests in flight are.
