@@ -98,7 +98,7 @@ export async function* readBatches(
     // A read that fails while batches are still being sent is reported when it is awaited.
     next?.catch(() => {});
     if (members === 0) break;
-    const all = toBatch(row, members, phase, everyColumn);
+    const all = splitChunk(row, members, phase, everyColumn);
     for (let i = 0; i < members; i += size) {
       const cut = <T>(list: T[]) => list.slice(i, i + size);
       yield { seqs: cut(all.seqs), keys: cut(all.keys), identifiers: cut(all.identifiers), payloads: cut(all.payloads), marks: cut(all.marks) };
@@ -107,7 +107,7 @@ export async function* readBatches(
 }
 
 /** A chunk's lists, split and checked against its member count. */
-function toBatch(row: BatchRow, n: number, phase: Phase, everyColumn: string): DeltaBatch {
+function splitChunk(row: BatchRow, n: number, phase: Phase, everyColumn: string): DeltaBatch {
   const batch: DeltaBatch = {
     seqs: row.seqs.split(','),
     keys: JSON.parse(row.keys) as string[],

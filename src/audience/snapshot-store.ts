@@ -44,12 +44,14 @@ export async function advanceSnapshot(conn: Queryable, schema: string, audience:
   const { from, to } = runsOf(seqs);
   const columns = '(audience, identifier, member_key, attrs, row_hash, present, unverified, backfilled_at, confirmed_at, confirmed_run)';
   const groupRows = 'unnest($2::bigint[], $6::bigint[]) AS r(lo, hi) JOIN pg_temp.bb_delta ON seq BETWEEN r.lo AND r.hi';
+  /** A new member's snapshot row, with its attributes `attrs`. */
+  const inserted = (attrs: string) => `SELECT $1, identifier, member_key, ${attrs}, row_hash, true, $4, CASE WHEN $5 THEN now() END, now(), $3`;
   if (options.allNew) {
     // Without the three-way split over a materialised group: a fifth less server CPU per member
     // of a first sync (500,000 members in groups of 5,000, alternating: 3.6 CPU-s against 4.5).
     await conn.query(
       `INSERT INTO ${s}.snapshots ${columns}
-       SELECT $1, identifier, member_key, ${NEW_ATTRS}, row_hash, true, $4, CASE WHEN $5 THEN now() END, now(), $3 FROM ${groupRows}`,
+       ${inserted(NEW_ATTRS)} FROM ${groupRows}`,
       [audience, from, runId, options.updateExistingOnly, options.backfill, to],
     );
     return;
@@ -68,7 +70,7 @@ export async function advanceSnapshot(conn: Queryable, schema: string, audience:
          FROM d WHERE d.new_attrs IS NOT NULL AND d.has_old AND ${match}
      )
      INSERT INTO ${s}.snapshots ${columns}
-     SELECT $1, identifier, member_key, new_attrs, row_hash, true, $4, CASE WHEN $5 THEN now() END, now(), $3
+     ${inserted('new_attrs')}
        FROM d WHERE d.new_attrs IS NOT NULL AND NOT d.has_old AND d.kind <> 'exited'`,
     [audience, from, runId, options.updateExistingOnly, options.backfill, to],
   );
