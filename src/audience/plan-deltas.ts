@@ -127,7 +127,7 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   // snapshot as they read it, store only what differs, and sort nothing.
   const first = held.rows === 0;
   const { rows, nulls } = first
-    ? await materialiseCurrent(conn, audience, columns, filling, { ...query, byKey: true })
+    ? await materialiseCurrent(conn, audience, columns, filling, query)
     : await compareCurrent(conn, audience, columns, filling, snapshots, { ...query, backfillSince: backfill ? (options.backfillSince ?? new Date()) : undefined });
   await conn.query('SET jit = off');
   if (first) {

@@ -39,39 +39,41 @@ export function createCurrentSql(columns: Array<{ name: string; type: string }>)
 }
 
 /**
- * Runs the audience query once into bb_current with each row's key and value hash, and counts
- * the rows and those without a key on the way (no second pass over the table). `byKey` stores
- * the rows in key order, the order the deltas are then sent and recorded in.
+ * A first sync: runs the audience query once into bb_current with each row's key and value
+ * hash, in key order (the order the deltas are then sent and recorded in), and counts the rows
+ * and those without a key on the way (no second pass over the table).
  * $1 the column signature hashed into every row. `prefix` is the text before the audience's SQL.
  */
-export function fillCurrentSql(audience: Audience, member: MemberSql, serverVersion: number, byKey = false): Statement & { prefix: string } {
+export function fillCurrentSql(audience: Audience, member: MemberSql, serverVersion: number): Statement & { prefix: string } {
   const prefix = `WITH filled AS (INSERT INTO pg_temp.bb_current SELECT ${member.key}, ${member.rowHash(serverVersion)}, q.* FROM (\n`;
   return {
-    text: `${prefix}${audience.sql}\n) AS q${byKey ? ' ORDER BY 1' : ''} RETURNING "__bb_key" IS NULL AS missing) SELECT count(*) AS rows, count(*) FILTER (WHERE missing) AS nulls FROM filled`,
+    text: `${prefix}${audience.sql}\n) AS q ORDER BY 1 RETURNING "__bb_key" IS NULL AS missing) SELECT count(*) AS rows, count(*) FILTER (WHERE missing) AS nulls FROM filled`,
     values: [member.signature],
     prefix,
   };
 }
 
 /**
- * bb_cand: rows whose hash differs from the snapshot's (members who left have a NULL hash, so
- * one who comes back always differs), snapshot members gone from the result, members whose
- * profile is not known to exist (sent again in full each run), and with a backfill the members
- * not backfilled since it started. With `everyone` (retire), every member the audience has in
- * the snapshot, those who left included. The common statement reads the snapshot's index alone
- * (key, hash, present, unverified); only a backfill reads the rows.
- * $1 audience, $2 identifier kind, $3 backfill start (with a backfill).
+ * bb_cand for a retire: every member the audience has in the snapshot, those who left
+ * included, against bb_current (empty: no member is in the result any more).
+ * $1 audience, $2 identifier kind.
  */
-export function candidatesSql(snapshots: string, audience: Audience, identifier: string, options: { backfillSince?: Date; everyone?: boolean } = {}): Statement {
-  const backfill = options.backfillSince !== undefined;
+export function retireCandidatesSql(snapshots: string, audience: Audience, identifier: string): Statement {
   return {
     text: `CREATE TEMP TABLE bb_cand AS
-     ${candidateRows(snapshots, 'pg_temp.bb_current', backfill ? '$3' : undefined, options.everyone)}`,
-    values: backfill ? [audience.name, identifier, options.backfillSince] : [audience.name, identifier],
+     ${candidateRows(snapshots, 'pg_temp.bb_current', undefined, true)}`,
+    values: [audience.name, identifier],
   };
 }
 
-/** bb_cand's rows from `rows` (bb_current's shape) and the snapshot; `since` is the backfill start's parameter. See candidatesSql. */
+/**
+ * bb_cand's rows from `rows` (bb_current's shape) and the snapshot: rows whose hash differs from
+ * the snapshot's (members who left have a NULL hash, so one who comes back always differs),
+ * snapshot members gone from the result, members whose profile is not known to exist (sent
+ * again in full each run), and with a backfill (`since`, its start's parameter) the members not
+ * backfilled since it started. With `everyone`, every row of both. The common statement reads
+ * the snapshot's index alone (key, hash, present, unverified); only a backfill reads the rows.
+ */
 function candidateRows(snapshots: string, rows: string, since: string | undefined, everyone = false): string {
   const backfill = since !== undefined;
   return `SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key", s.present AS "__bb_s_present", s.unverified AS "__bb_s_unverified"
@@ -122,7 +124,7 @@ export function compareCurrentSql(snapshots: string, audience: Audience, member:
 /**
  * bb_cand when the snapshot holds nothing of the audience (its first sync): every row with a key
  * is a candidate, new, so bb_cand is a view on bb_current rather than a copy of the whole
- * result. Same columns as candidatesSql's table. No parameters (the identifier kind is one of
+ * result. Same columns as the table createComparisonSql makes. No parameters (the identifier kind is one of
  * identifierKinds, written as a literal).
  */
 export function allCandidatesSql(identifier: string): string {

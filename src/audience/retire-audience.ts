@@ -16,7 +16,7 @@ import { abandonStaleRuns, finishRun, startRun } from '../run/run-store.js';
 import { emptyCounts, type Audience } from '../types.js';
 import { deliverDeltas, writeBodies } from './deliver-deltas.js';
 import type { MemberSql } from './member-sql.js';
-import { candidatesSql, deltaSql, duplicatesSql } from './plan-sql.js';
+import { deltaSql, duplicatesSql, retireCandidatesSql } from './plan-sql.js';
 import { KIND_COUNTS_SQL } from './plan-counts-sql.js';
 import { countPlannedAttributes, dropPlanTables } from './plan-deltas.js';
 import { applyWithoutSending, forgetAudience, knownAudiences, snapshotSource } from './snapshot-store.js';
@@ -79,7 +79,7 @@ export async function retireAudience(deps: RetireDeps, name: string, options: Re
       const snapshots = await snapshotSource(conn, deps.schema, options.dryRun);
       // Every member, those who left earlier too: under unset they exit again, so whatever Braze
       // still holds of the audience's custom attributes is cleared before it is forgotten.
-      const candidates = candidatesSql(snapshots, audience, record.identifier, { everyone: true });
+      const candidates = retireCandidatesSql(snapshots, audience, record.identifier);
       await conn.query(candidates.text, candidates.values);
       await conn.query(duplicatesSql(record.identifier));
       const delta = deltaSql(snapshots, audience, none, false, audience.onExit.kind === 'unset');

@@ -1,6 +1,7 @@
 /**
- * Runs an audience's query: once, read-only, into pg_temp.bb_current (see plan-sql.ts), and
- * turns its errors into one line that points at the file without quoting people's data.
+ * Runs an audience's query once, read-only: a first sync's into pg_temp.bb_current, a later
+ * run's compared with the snapshot as it is read (see plan-sql.ts); and turns its errors into
+ * one line that points at the file without quoting people's data.
  */
 import { AudienceError, ConfigError, DatabaseError } from '../errors.js';
 import type { Connection } from '../db/pool.js';
@@ -12,26 +13,24 @@ export type Column = { name: string; typeOid: number; typmod: number };
 
 export interface FillOptions {
   statementTimeoutMs?: number;
-  /** Store the rows in key order (a first sync: the order they are then recorded in). */
-  byKey?: boolean;
 }
 
 /**
- * Run the audience query once, read-only, into pg_temp.bb_current: the key, a hash of the
- * row's attribute values (seeded with the column signature), and the row's own columns. JSON
- * is built later, and only for rows whose hash differs from the snapshot's. Returns the number
- * of result rows, and of those without a key.
+ * A first sync: run the audience query once, read-only, into pg_temp.bb_current, in key order:
+ * the key, a hash of the row's attribute values (seeded with the column signature, recorded
+ * with the member), and the row's own columns. Returns the number of result rows, and of those
+ * without a key.
  */
 export async function materialiseCurrent(
   conn: Connection,
   audience: Audience,
   columns: Column[],
   member: MemberSql,
-  { statementTimeoutMs, byKey = false }: FillOptions,
+  { statementTimeoutMs }: FillOptions,
 ): Promise<{ rows: number; nulls: number }> {
   const { version, defs } = await prepare(conn, columns);
   await conn.query(createCurrentSql(defs));
-  return runReadOnly(conn, audience, fillCurrentSql(audience, member, version, byKey), statementTimeoutMs);
+  return runReadOnly(conn, audience, fillCurrentSql(audience, member, version), statementTimeoutMs);
 }
 
 /**
