@@ -4,8 +4,8 @@
  *
  *   bb_current  a first sync's result, materialised once: member key, row hash, the columns
  *               (later runs compare the result with the snapshot as it is read: compareCurrentSql)
- *   bb_cand     candidates: rows whose hash differs from the snapshot's, and snapshot members
- *               gone from the result (reads the snapshot's keys and hashes only)
+ *   bb_cand     candidates: rows whose hash differs from the snapshot's, and members gone (the
+ *               comparison reads the snapshot's keys and hashes only)
  *   bb_dups     member keys that appear in more than one row (neither row is sent)
  *   bb_delta    per candidate member: kind, the exact payload to send, and what Braze then holds (NEW_ATTRS)
  *
@@ -39,10 +39,9 @@ export function createCurrentSql(columns: Array<{ name: string; type: string }>)
 }
 
 /**
- * A first sync: runs the audience query once into bb_current with each row's key and value
- * hash, in key order (the order the deltas are then sent and recorded in), and counts the rows
- * and those without a key on the way (no second pass over the table).
- * $1 the column signature hashed into every row. `prefix` is the text before the audience's SQL.
+ * A first sync: the audience query once into bb_current with each row's key and value hash, in
+ * key order (the order the deltas are sent and recorded in), counting the rows and those without
+ * a key on the way. $1 the column signature hashed into every row. `prefix` precedes the SQL.
  */
 export function fillCurrentSql(audience: Audience, member: MemberSql, serverVersion: number): Statement & { prefix: string } {
   const prefix = `WITH filled AS (INSERT INTO pg_temp.bb_current SELECT ${member.key}, ${member.rowHash(serverVersion)}, q.* FROM (\n`;
@@ -53,36 +52,15 @@ export function fillCurrentSql(audience: Audience, member: MemberSql, serverVers
   };
 }
 
-/**
- * bb_cand for a retire: every member the audience has in the snapshot, those who left
- * included, against bb_current (empty: no member is in the result any more).
- * $1 audience, $2 identifier kind.
- */
+/** bb_cand for a retire: every snapshot member of the audience, those who left too (bb_current is empty). $1 audience, $2 identifier kind. */
 export function retireCandidatesSql(snapshots: string, audience: Audience, identifier: string): Statement {
   return {
     text: `CREATE TEMP TABLE bb_cand AS
-     ${candidateRows(snapshots, 'pg_temp.bb_current', undefined, true)}`,
+     SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key", s.present AS "__bb_s_present", s.unverified AS "__bb_s_unverified"
+       FROM (SELECT identifier, member_key, present, unverified FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
+       LEFT JOIN (SELECT $2::text AS "__bb_ident", * FROM pg_temp.bb_current) AS c ON false`,
     values: [audience.name, identifier],
   };
-}
-
-/**
- * bb_cand's rows from `rows` (bb_current's shape) and the snapshot: rows whose hash differs from
- * the snapshot's (members who left have a NULL hash, so one who comes back always differs),
- * snapshot members gone from the result, members whose profile is not known to exist (sent
- * again in full each run), and with a backfill (`since`, its start's parameter) the members not
- * backfilled since it started. With `everyone`, every row of both. The common statement reads
- * the snapshot's index alone (key, hash, present, unverified); only a backfill reads the rows.
- */
-function candidateRows(snapshots: string, rows: string, since: string | undefined, everyone = false): string {
-  const backfill = since !== undefined;
-  return `SELECT c.*, s.identifier AS "__bb_s_ident", s.member_key AS "__bb_s_key", s.present AS "__bb_s_present", s.unverified AS "__bb_s_unverified"
-       FROM (SELECT $2::text AS "__bb_ident", * FROM ${rows} WHERE "__bb_key" IS NOT NULL) AS c
-       FULL JOIN (SELECT identifier, member_key, row_hash, present, unverified${backfill ? ', backfilled_at' : ''} FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
-         ON s.identifier = c."__bb_ident" AND s.member_key = c."__bb_key"
-      WHERE ${everyone ? 'true' : `c."__bb_hash" IS DISTINCT FROM s.row_hash
-         OR (s.unverified AND c."__bb_key" IS NOT NULL)${backfill ? `
-         OR (c."__bb_key" IS NOT NULL AND (s.backfilled_at IS NULL OR s.backfilled_at < ${since}::timestamptz))` : ''}`}`;
 }
 
 /** bb_cand and bb_dups, empty, for compareCurrentSql, from the described columns (as createCurrentSql). No parameters. */
@@ -95,37 +73,60 @@ export function createComparisonSql(columns: Array<{ name: string; type: string 
 }
 
 /**
- * When the snapshot holds the audience: the query runs once and is compared as it is read, in
- * one statement that keeps only what differs (bb_cand) and the duplicated keys among those
- * (bb_dups), instead of storing the whole result in bb_current first and reading it back (a
- * million rows, 1% changed: 0.3–0.8 s less per plan, side by side). The result is held for the
- * statement only, by PostgreSQL, in memory up to work_mem and in temporary files beyond.
- * Returns the rows and those without a key.
- * $1 audience, $2 identifier kind, $3 the column signature, $4 backfill start (with a backfill).
- * `prefix` is the text before the audience's SQL.
+ * When the snapshot holds the audience: the query is compared with the snapshot as it is read,
+ * in one statement that stores only the candidates (bb_cand) and the duplicated keys among them
+ * (bb_dups). It holds each row narrow: its key and, for a candidate only, its bb_cand row (a
+ * composite of that type). Holding every row's columns spilled to temporary files, read back
+ * twice (a million rows, 1% changed: 3.1 s against 2.6 s). Returns the rows and those without a
+ * key. `resultColumns`: the result's column names in order. $1 audience, $2 identifier kind, $3
+ * the column signature, $4 backfill start (with a backfill). `prefix` precedes the audience's SQL.
  */
-export function compareCurrentSql(snapshots: string, audience: Audience, member: MemberSql, serverVersion: number, options: { backfillSince?: Date } = {}): Statement & { prefix: string } {
+export function compareCurrentSql(
+  snapshots: string,
+  audience: Audience,
+  resultColumns: readonly string[],
+  member: MemberSql,
+  serverVersion: number,
+  options: { backfillSince?: Date } = {},
+): Statement & { prefix: string } {
   const backfill = options.backfillSince !== undefined;
-  const prefix = `WITH r AS MATERIALIZED (SELECT ${member.key} AS "__bb_key", ${member.rowHash(serverVersion, '$3')} AS "__bb_hash", q.* FROM (
+  const columns = (x: string) => resultColumns.map((c) => `, ${x}.${escapeIdentifier(c)}`).join('');
+  const prefix = `WITH j AS MATERIALIZED (
+       SELECT x."__bb_key", x."__bb_row", x."__bb_cand",
+              CASE WHEN x."__bb_cand" THEN ROW($2::text, x."__bb_key", x."__bb_hash"${columns('x')}, x."__bb_s_ident", x."__bb_s_key", x."__bb_s_present", x."__bb_s_unverified")::pg_temp.bb_cand END AS "__bb_c"
+         FROM (
+         -- Fenced: the test is made once per row, not once per reading of it.
+         SELECT c.*, s.*,
+                -- A keyless result row is counted, never a candidate. Candidates: a hash that differs
+                -- (one who left has none, so a return differs), members gone from the result, profiles
+                -- not known to exist (sent in full each run), with a backfill those not backfilled since.
+                (c."__bb_key" IS NOT NULL OR c."__bb_row" IS NULL)
+                AND (c."__bb_hash" IS DISTINCT FROM s."__bb_s_hash" OR (s."__bb_s_unverified" AND c."__bb_key" IS NOT NULL)${backfill ? `
+                     OR (c."__bb_key" IS NOT NULL AND (s."__bb_s_backfilled" IS NULL OR s."__bb_s_backfilled" < $4::timestamptz))` : ''}) AS "__bb_cand"
+           FROM (SELECT ${member.key} AS "__bb_key", ${member.rowHash(serverVersion, '$3')} AS "__bb_hash", true AS "__bb_row", q.* FROM (
 `;
   const rows = `${audience.sql}
-) AS q)`;
-  const cand = candidateRows(snapshots, 'r', backfill ? '$4' : undefined);
+) AS q) AS c
+           FULL JOIN (SELECT sn.identifier AS "__bb_s_ident", sn.member_key AS "__bb_s_key", sn.row_hash AS "__bb_s_hash", sn.present AS "__bb_s_present",
+                             sn.unverified AS "__bb_s_unverified"${backfill ? ', sn.backfilled_at AS "__bb_s_backfilled"' : ''}
+                        FROM ${snapshots} AS sn WHERE sn.audience = $1) AS s
+             ON s."__bb_s_ident" = $2::text AND s."__bb_s_key" = c."__bb_key"
+         OFFSET 0) AS x
+     )`;
   return {
     text: `${prefix}${rows},
-     cand AS (INSERT INTO pg_temp.bb_cand ${cand} RETURNING "__bb_key"),
-     dups AS (INSERT INTO pg_temp.bb_dups ${duplicateRows(member.identifier, 'r', 'cand')})
-     SELECT count(*) AS rows, count(*) FILTER (WHERE "__bb_key" IS NULL) AS nulls FROM r`,
+     cand AS (INSERT INTO pg_temp.bb_cand SELECT (j."__bb_c").* FROM j WHERE j."__bb_cand" RETURNING "__bb_key"),
+     dups AS (INSERT INTO pg_temp.bb_dups ${duplicateRows(member.identifier, 'j', 'cand')})
+     SELECT count(*) FILTER (WHERE "__bb_row") AS rows, count(*) FILTER (WHERE "__bb_row" AND "__bb_key" IS NULL) AS nulls FROM j`,
     values: backfill ? [audience.name, member.identifier, member.signature, options.backfillSince] : [audience.name, member.identifier, member.signature],
     prefix,
   };
 }
 
 /**
- * bb_cand when the snapshot holds nothing of the audience (its first sync): every row with a key
- * is a candidate, new, so bb_cand is a view on bb_current rather than a copy of the whole
- * result. Same columns as the table createComparisonSql makes. No parameters (the identifier kind is one of
- * identifierKinds, written as a literal).
+ * bb_cand for a first sync (the snapshot holds nothing of the audience): every keyed row is a new
+ * candidate, so bb_cand is a view on bb_current, with the columns createComparisonSql gives it.
+ * No parameters (the identifier kind is one of identifierKinds, written as a literal).
  */
 export function allCandidatesSql(identifier: string): string {
   return `CREATE TEMP VIEW bb_cand AS
@@ -134,10 +135,9 @@ export function allCandidatesSql(identifier: string): string {
 }
 
 /**
- * bb_dups: two rows for one member; we cannot know which is right, so neither is sent. Emails
- * are one member whatever their case (Braze matches them so). Only candidate keys can change
- * anything, so only those are counted (identical copies of an unchanged member change nothing).
- * One row per result row in a duplicated group. No parameters.
+ * bb_dups: two rows for one member; which is right is unknown, so neither is sent. Emails are one
+ * member whatever their case (as Braze matches them). Only candidate keys can change anything
+ * (identical copies of an unchanged member change nothing). A row per row of a duplicated group.
  */
 export function duplicatesSql(identifier: string, candidates: 'few' | 'all' = 'few'): string {
   return `CREATE TEMP TABLE bb_dups AS
@@ -147,9 +147,8 @@ export function duplicatesSql(identifier: string, candidates: 'few' | 'all' = 'f
 /** bb_dups's rows: the result `rows`, the candidates `cand` (both with "__bb_key"); see duplicatesSql. */
 function duplicateRows(identifier: string, rows: string, cand: string, candidates: 'few' | 'all' = 'few'): string {
   const norm = (key: string) => (identifier === 'email' ? `lower(${key})` : key);
-  // Counted per group (a hash aggregate, no sort of the result); the rows of the few groups
-  // found are joined back, and with none found the join reads nothing more. When every keyed
-  // row is a candidate (bb_cand is the view of a first sync), there is nothing to narrow.
+  // Counted per group (a hash aggregate, no sort); the few groups found are joined back. When
+  // every keyed row is a candidate (a first sync), there is nothing to narrow.
   const candidate = (x: string) => `${x} IN (SELECT ${norm('c."__bb_key"')} FROM ${cand} AS c WHERE c."__bb_key" IS NOT NULL)`;
   return `SELECT r."__bb_key" AS member_key, g.grp, g.n FROM (
        SELECT ${norm('"__bb_key"')} AS grp, count(*) AS n FROM ${rows}

@@ -48,7 +48,7 @@ export async function compareCurrent(
 ): Promise<{ rows: number; nulls: number }> {
   const { version, defs } = await prepare(conn, columns);
   for (const sql of createComparisonSql(defs)) await conn.query(sql);
-  return runReadOnly(conn, audience, compareCurrentSql(snapshots, audience, member, version, { backfillSince }), statementTimeoutMs);
+  return runReadOnly(conn, audience, compareCurrentSql(snapshots, audience, defs.map((d) => d.name), member, version, { backfillSince }), statementTimeoutMs);
 }
 
 /** Drop the planning tables; the server's version and the result's column definitions. */
