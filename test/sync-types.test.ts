@@ -126,6 +126,30 @@ describe('type mapping', () => {
     expect(f.sandbox.counts.requests).toBe(requests);
   });
 
+  it('a case-insensitive collation hides no change: a value or a key differing only in case is a change', async (ctx) => {
+    try {
+      await f.t.db.query(`CREATE COLLATION IF NOT EXISTS case_blind (provider = icu, locale = 'und-u-ks-level2', deterministic = false)`);
+    } catch (error) {
+      ctx.skip(`this server has no ICU collations: ${(error as Error).message}`);
+    }
+    await f.t.db.query(`DROP TABLE IF EXISTS blind; CREATE TABLE blind (id text COLLATE case_blind, v text COLLATE case_blind, tags text[] COLLATE case_blind);
+      INSERT INTO blind VALUES ('abc', 'x', ARRAY['a']), ('keep', 'k', ARRAY['k'])`);
+    const dir = audienceDir({ blind: 'SELECT id AS external_id, v, tags FROM blind' });
+    const sync = async () => (await run(f.t.db, dir, { client: testClient(f.sandbox.url) })).audiences[0]!;
+    expect((await sync()).counts).toMatchObject({ new: 2 });
+
+    await f.t.db.query(`UPDATE blind SET v = 'X', tags = ARRAY['A'] WHERE id = 'abc'`);
+    expect((await sync()).counts).toMatchObject({ changed: 1, unchanged: 1 });
+    expect(f.sandbox.profile({ external_id: 'abc' })).toMatchObject({ v: 'X', tags: ['A'] });
+
+    // Braze's external_id is case-sensitive: ABC is another profile, and abc has left.
+    await f.t.db.query(`UPDATE blind SET id = 'ABC' WHERE id = 'abc'`);
+    expect((await sync()).counts).toMatchObject({ new: 1, exited: 1, unchanged: 1 });
+    expect(f.sandbox.profile({ external_id: 'ABC' })).toMatchObject({ v: 'X', tags: ['A'] });
+    expect(f.sandbox.profile({ external_id: 'abc' })).not.toHaveProperty('v');
+    expect((await sync()).counts).toMatchObject({ new: 0, changed: 0, exited: 0, unchanged: 2 });
+  });
+
   it('sends a value that became NULL as null, and only that attribute', async () => {
     const dir = await firstSync();
     await f.t.db.query(`UPDATE typed SET t = NULL, n = 12.500 WHERE id = 1`); // 12.500 = 12.50: no change

@@ -50,6 +50,8 @@ interface PgType {
   typbasetype: number;
   typelem: number;
   typcategory: string;
+  /** 0 for a type that takes no collation. */
+  typcollation: number;
 }
 
 const STRING_TYPES = new Set(['text', 'varchar', 'bpchar', 'uuid', 'name', 'citext']);
@@ -83,7 +85,7 @@ export async function resolveTypes(db: Queryable, oids: number[]): Promise<Map<n
   let pending = [...new Set(oids)];
   while (pending.length > 0) {
     const { rows } = await db.query<PgType>(
-      'SELECT oid::int, typname::text, typtype::text, typbasetype::int, typelem::int, typcategory::text FROM pg_type WHERE oid = ANY($1::oid[])',
+      'SELECT oid::int, typname::text, typtype::text, typbasetype::int, typelem::int, typcategory::text, typcollation::int FROM pg_type WHERE oid = ANY($1::oid[])',
       [pending],
     );
     for (const r of rows) types.set(r.oid, r);
@@ -122,7 +124,12 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     }
   }
 
-  const col = (n: string) => `${alias}.${escapeIdentifier(n)}`;
+  // A string column keeps the collation it was declared with: a case- or accent-blind one
+  // (nondeterministic) would make 'X' equal 'x' in the key's join and in the row hash, so a
+  // change of case would go unsent. Every collatable column is read under the database's
+  // default collation, which is deterministic: equal means byte for byte.
+  const collatable = new Set(columns.filter((c) => (types.get(c.typeOid)?.typcollation ?? 0) !== 0).map((c) => c.name));
+  const col = (n: string) => (collatable.has(n) ? `(${alias}.${escapeIdentifier(n)} COLLATE "default")` : `${alias}.${escapeIdentifier(n)}`);
   const key =
     identifier === 'user_alias'
       ? `CASE WHEN ${col('alias_name')} IS NULL OR ${col('alias_label')} IS NULL OR ${col('alias_name')}::text = '' OR ${col('alias_label')}::text = '' THEN NULL ELSE jsonb_build_array(${col('alias_name')}::text, ${col('alias_label')}::text)::text END`
