@@ -288,6 +288,39 @@ describe('edges the review found', () => {
     expect(sentSince(mark).some((a) => a.email !== undefined)).toBe(false); // no entry went out
   });
 
+  it('an unconfirmed exit of an email that an entry repeats in another case holds the entries back (one Braze profile)', async () => {
+    await f.t.db.query(`ALTER TABLE people ADD COLUMN mail text; UPDATE people SET mail = id || '@example.com'`);
+    const dir = audienceDir({ mails: `-- @identifier email\nSELECT mail AS email, tier FROM people WHERE active` });
+    await run(f.t.db, dir, { client: client() });
+    // p1's email changes case only: to Braze the same profile, so its exit (tier: null) must land first.
+    // p2 leaves, p3 changes: neither reaches another member's profile.
+    await f.t.db.query(`UPDATE people SET mail = 'P1@Example.com', tier = 'gold' WHERE id = 'p1'; UPDATE people SET active = false WHERE id = 'p2'; UPDATE people SET tier = 'bronze' WHERE id = 'p3'`);
+    const refuse = (...emails: string[]) => ({ attributes }: { attributes: Array<Record<string, unknown>> }) => {
+      const items = attributes.flatMap((a, i) => (emails.includes(String(a.email)) && a.tier === null ? [i] : []));
+      return items.length > 0 ? { itemErrors: items } : undefined;
+    };
+    f.sandbox.faults = refuse('p1@example.com', 'p2@example.com');
+    let mark = f.sandbox.requests.length;
+    const held = await run(f.t.db, dir, { client: client() });
+    expect(held.exitCode).toBe(1);
+    expect(held.audiences[0]!.error).toMatch(/exits were not confirmed/);
+    expect(sentSince(mark).filter((a) => a.tier !== null)).toEqual([]); // no entry or change went out
+
+    // An unconfirmed exit of another email holds nothing back.
+    f.sandbox.faults = refuse('p2@example.com');
+    mark = f.sandbox.requests.length;
+    const other = await run(f.t.db, dir, { client: client() });
+    expect(other.exitCode).toBe(1);
+    expect(other.audiences[0]!.error ?? '').not.toMatch(/exits were not confirmed/);
+    expect(f.sandbox.profile({ email: 'p1@example.com' })).toMatchObject({ tier: 'gold' });
+    expect(f.sandbox.profile({ email: 'p3@example.com' })).toMatchObject({ tier: 'bronze' });
+
+    f.sandbox.faults = undefined;
+    expect((await run(f.t.db, dir, { client: client() })).exitCode).toBe(0);
+    expect(f.sandbox.profile({ email: 'p1@example.com' })).toMatchObject({ tier: 'gold' });
+    expect(f.sandbox.profile({ email: 'p2@example.com' })).not.toHaveProperty('tier');
+  });
+
   it('a success whose errors are not a list confirms nothing', async () => {
     const dir = audienceDir({ odd: `SELECT id AS external_id, tier FROM people` });
     f.sandbox.faults = ({ n }) => (n === 1 ? { rawErrors: 'something' as unknown as unknown[] } : undefined);

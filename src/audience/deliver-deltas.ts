@@ -66,6 +66,8 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   const accepted = new KeyCounter(ctx.columns ?? []);
   /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
   let crossFailures = 0;
+  /** Unconfirmed exits' emails: Braze matches an email whatever its case, so one may be an entry's profile. */
+  const unconfirmedEmails: string[] = [];
 
   await indexDeltas(conn);
   // The recorder's statements join a group of members to the snapshot by its key: index lookups
@@ -88,7 +90,12 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       const confirmed = failed.size === 0 ? batch.seqs : batch.seqs.filter((_, i) => !failed.has(i));
       const failures = [...failed].map(([i, reason]) => ({ memberKey: batch.keys[i]!, reason }));
       delivery.failed += failures.length;
-      if (which === 'exits') crossFailures += [...failed.keys()].filter((i) => batch.identifiers[i] !== ctx.identifier).length;
+      if (which === 'exits') {
+        for (const i of failed.keys()) {
+          if (batch.identifiers[i] !== ctx.identifier) crossFailures++;
+          else if (ctx.identifier === 'email') unconfirmedEmails.push(batch.keys[i]!);
+        }
+      }
       for (let i = 0; i < batch.payloads.length; i++) {
         if (!failed.has(i)) accepted.addMarked(batch.payloads[i]!, batch.marks[i]!);
       }
@@ -124,11 +131,19 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
     };
 
     // Exits first, all confirmed before any entry or change goes out: when two member keys reach
-    // one profile (an @identifier change), the unset of the old key must not land after the set
-    // of the new one. An exit under another identifier that Braze did not confirm holds the
-    // entries back until the next run; one under the audience's own identifier cannot reach an
-    // entry's profile (a different key of the same kind), so it holds nothing back.
+    // one profile (an @identifier change, or an email whose case changed), the unset of the old
+    // key must not land after the set of the new one. An exit that Braze did not confirm and
+    // that may reach an entry's profile holds the entries back until the next run: one under
+    // another identifier, or an email that an entry repeats in another case. Any other exit under
+    // the audience's own identifier reaches another profile, so it holds nothing back.
     delivery.abort = await phase('exits');
+    if (!delivery.abort && !ctx.stop?.aborted && unconfirmedEmails.length > 0) {
+      const { rows } = await conn.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_temp.bb_delta WHERE kind <> 'exited' AND lower(member_key) IN (SELECT lower(k) FROM unnest($1::text[]) AS k)`,
+        [unconfirmedEmails],
+      );
+      crossFailures += rows[0]!.n;
+    }
     if (!delivery.abort && !ctx.stop?.aborted) {
       if (crossFailures > 0) {
         delivery.heldBack = true;
