@@ -14,7 +14,7 @@ import { InterruptedError } from '../errors.js';
 import { createDispatcher } from '../run/dispatcher.js';
 import type { Audience, IdentifierKind } from '../types.js';
 import { KeyCounter } from './payload-keys.js';
-import { attributeObjects, readBatches, SEQ_INDEX_SQL, type DeltaBatch, type Phase } from './delta-batches.js';
+import { attributeObjects, ENTRIES_OF_EMAILS_SQL, readBatches, SEQ_INDEX_SQL, type DeltaBatch, type Phase } from './delta-batches.js';
 import { createRecorder } from './record-confirmed.js';
 
 /** Members whose answers are recorded together, and how long the oldest may wait (see record-confirmed.ts). */
@@ -64,7 +64,10 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   const delivery: Delivery = { updates: 0, perAttribute: {}, failed: 0, requests: 0, retries: 0, rateLimited: 0, stopped: false, heldBack: false };
   let done = 0;
   const accepted = new KeyCounter(ctx.columns ?? []);
-  /** Exits Braze did not confirm whose key is of another kind than the entries' (an @identifier change). */
+  /**
+   * Unconfirmed exits that may reach an entry's profile: those of another key kind than the
+   * entries' (an @identifier change), and entries whose email such an exit has in another case.
+   */
   let crossFailures = 0;
   /** Unconfirmed exits' emails: Braze matches an email whatever its case, so one may be an entry's profile. */
   const unconfirmedEmails: string[] = [];
@@ -138,11 +141,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
     // the audience's own identifier reaches another profile, so it holds nothing back.
     delivery.abort = await phase('exits');
     if (!delivery.abort && !ctx.stop?.aborted && unconfirmedEmails.length > 0) {
-      const { rows } = await conn.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_temp.bb_delta WHERE kind <> 'exited' AND lower(member_key) IN (SELECT lower(k) FROM unnest($1::text[]) AS k)`,
-        [unconfirmedEmails],
-      );
-      crossFailures += rows[0]!.n;
+      crossFailures += (await conn.query<{ n: number }>(ENTRIES_OF_EMAILS_SQL, [unconfirmedEmails])).rows[0]!.n;
     }
     if (!delivery.abort && !ctx.stop?.aborted) {
       if (crossFailures > 0) {

@@ -53,9 +53,16 @@ export function deltaBatchesSql(phase: Phase): string {
        string_agg(payload, E'\\x1e') AS payloads,
        string_agg(CASE WHEN present = $3 THEN '' ELSE coalesce(present, '-') END, ',') AS marks
   FROM (SELECT seq, identifier, member_key, payload::text AS payload, present FROM pg_temp.bb_delta
-         WHERE seq > $1 AND kind ${phase === 'exits' ? "= 'exited'" : "NOT IN ('exited', 'invalid')"} AND ${SENDS}
+         WHERE seq > $1 AND ${phase === 'exits' ? `kind = 'exited' AND ${SENDS}` : ENTRIES}
          ORDER BY seq LIMIT $2) AS chunk`;
 }
+
+/** bb_delta's rows the entries phase sends. */
+const ENTRIES = `kind NOT IN ('exited', 'invalid') AND ${SENDS}`;
+
+/** How many entries to send have an email of $1 (a text array) in any case: Braze's profiles of those emails. */
+export const ENTRIES_OF_EMAILS_SQL = `SELECT count(*)::int AS n FROM pg_temp.bb_delta
+  WHERE ${ENTRIES} AND lower(member_key) IN (SELECT lower(k) FROM unnest($1::text[]) AS k)`;
 
 interface BatchRow {
   n: string;
