@@ -14,7 +14,7 @@ import { InterruptedError } from '../errors.js';
 import { createDispatcher } from '../run/dispatcher.js';
 import type { Audience, IdentifierKind } from '../types.js';
 import { KeyCounter } from './payload-keys.js';
-import { attributeObjects, ENTRIES_OF_EMAILS_SQL, readBatches, SEQ_INDEX_SQL, type DeltaBatch, type Phase } from './delta-batches.js';
+import { attributeObjects, ENTRY_OF_EMAILS_SQL, readBatches, SEQ_INDEX_SQL, type DeltaBatch, type Phase } from './delta-batches.js';
 import { createRecorder } from './record-confirmed.js';
 
 /** Members whose answers are recorded together, and how long the oldest may wait (see record-confirmed.ts). */
@@ -64,11 +64,8 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
   const delivery: Delivery = { updates: 0, perAttribute: {}, failed: 0, requests: 0, retries: 0, rateLimited: 0, stopped: false, heldBack: false };
   let done = 0;
   const accepted = new KeyCounter(ctx.columns ?? []);
-  /**
-   * Unconfirmed exits that may reach an entry's profile: those of another key kind than the
-   * entries' (an @identifier change), and entries whose email such an exit has in another case.
-   */
-  let crossFailures = 0;
+  /** An unconfirmed exit is of another key kind than the entries' (an @identifier change): it may reach any entry's profile. */
+  let crossFailure = false;
   /** Unconfirmed exits' emails: Braze matches an email whatever its case, so one may be an entry's profile. */
   const unconfirmedEmails: string[] = [];
 
@@ -95,7 +92,7 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
       delivery.failed += failures.length;
       if (which === 'exits') {
         for (const i of failed.keys()) {
-          if (batch.identifiers[i] !== ctx.identifier) crossFailures++;
+          if (batch.identifiers[i] !== ctx.identifier) crossFailure = true;
           else if (ctx.identifier === 'email') unconfirmedEmails.push(batch.keys[i]!);
         }
       }
@@ -140,11 +137,10 @@ export async function deliverDeltas(conn: Connection, ctx: DeliveryContext, audi
     // another identifier, or an email that an entry repeats in another case. Any other exit under
     // the audience's own identifier reaches another profile, so it holds nothing back.
     delivery.abort = await phase('exits');
-    if (!delivery.abort && !ctx.stop?.aborted && unconfirmedEmails.length > 0) {
-      crossFailures += (await conn.query<{ n: number }>(ENTRIES_OF_EMAILS_SQL, [unconfirmedEmails])).rows[0]!.n;
-    }
     if (!delivery.abort && !ctx.stop?.aborted) {
-      if (crossFailures > 0) {
+      const reachesEntry =
+        crossFailure || (unconfirmedEmails.length > 0 && (await conn.query<{ hit: boolean }>(ENTRY_OF_EMAILS_SQL, [unconfirmedEmails])).rows[0]!.hit);
+      if (reachesEntry) {
         delivery.heldBack = true;
         ctx.log.warn('some exits were not confirmed: entries and changes wait for the next run, so they cannot land before an exit of the same profile');
       } else {

@@ -53,16 +53,19 @@ export function deltaBatchesSql(phase: Phase): string {
        string_agg(payload, E'\\x1e') AS payloads,
        string_agg(CASE WHEN present = $3 THEN '' ELSE coalesce(present, '-') END, ',') AS marks
   FROM (SELECT seq, identifier, member_key, payload::text AS payload, present FROM pg_temp.bb_delta
-         WHERE seq > $1 AND ${phase === 'exits' ? `kind = 'exited' AND ${SENDS}` : ENTRIES}
+         WHERE seq > $1 AND ${SENT_BY[phase]}
          ORDER BY seq LIMIT $2) AS chunk`;
 }
 
-/** bb_delta's rows the entries phase sends. */
-const ENTRIES = `kind NOT IN ('exited', 'invalid') AND ${SENDS}`;
+/** bb_delta's rows each phase sends. */
+const SENT_BY: Record<Phase, string> = {
+  exits: `kind = 'exited' AND ${SENDS}`,
+  entries: `kind NOT IN ('exited', 'invalid') AND ${SENDS}`,
+};
 
-/** How many entries to send have an email of $1 (a text array) in any case: Braze's profiles of those emails. */
-export const ENTRIES_OF_EMAILS_SQL = `SELECT count(*)::int AS n FROM pg_temp.bb_delta
-  WHERE ${ENTRIES} AND lower(member_key) IN (SELECT lower(k) FROM unnest($1::text[]) AS k)`;
+/** Whether an entry to send has an email of $1 (a text array) in any case: Braze's profile of that email. */
+export const ENTRY_OF_EMAILS_SQL = `SELECT EXISTS (SELECT 1 FROM pg_temp.bb_delta
+  WHERE ${SENT_BY.entries} AND lower(member_key) IN (SELECT lower(k) FROM unnest($1::text[]) AS k)) AS hit`;
 
 interface BatchRow {
   n: string;
