@@ -166,13 +166,22 @@ describe('repeated event ids, each row written once', () => {
       await other.query('BEGIN');
       await other.query(`INSERT INTO ${table('deadlock')} (id, user_id, "time", email_address, source_key) VALUES ('send-20000', 'other', 1, 'o@example.com', 'other.avro')`);
       const loading = b.run();
-      // The file's COPY has written send-2000 and waits for send-20000.
-      await waitingForLock();
-      // Now this session waits for the file's send-2000: a cycle. The file's session, waiting
-      // longer, finds it and gives way. This session waits for the file's whole transaction
-      // (not the savepoint its row was written in), so its insert goes through only once the
-      // file's transaction is rolled back.
-      await other.query(`INSERT INTO ${table('deadlock')} (id, user_id, "time", email_address, source_key) VALUES ('send-2000', 'other', 1, 'o@example.com', 'other.avro')`);
+      // Once the file's COPY has written send-2000 and waits for send-20000, this session waits
+      // for the file's send-2000: a cycle. The file's session, waiting longer, finds it when its
+      // deadlock_timeout ends and gives way, but only if the cycle exists by then: PostgreSQL
+      // checks once per wait. So the server watches for the wait and inserts at once, in one
+      // statement; from here, the insert could come late, as this process is busy decoding the
+      // file. This session waits for the file's whole transaction (not the savepoint its row
+      // was written in), so its insert goes through only once the file's is rolled back.
+      await other.query(`DO $$
+        BEGIN
+          FOR i IN 1..2000 LOOP
+            PERFORM pg_stat_clear_snapshot();
+            EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid)));
+            PERFORM pg_sleep(0.005);
+          END LOOP;
+          INSERT INTO ${table('deadlock')} (id, user_id, "time", email_address, source_key) VALUES ('send-2000', 'other', 1, 'o@example.com', 'other.avro');
+        END $$`);
       await other.query('COMMIT');
       expect(await loading).toMatchObject({ status: 'succeeded', files: { loaded: 1, failed: 0, leftPending: 0 }, rows: 29_998, duplicates: 2 });
     });
