@@ -170,7 +170,7 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
     attributes.push({ name: c.name, kind });
     const v = col(c.name);
     const label = jsonKeyLiteral(c.name);
-    const base = baseTypeName(c.typeOid, types);
+    const base = baseType(c.typeOid, types)?.typname;
     // json (not jsonb) may hold \u0000, which jsonb refuses: the cast would fail the whole audience.
     const j = base === 'json' ? `(CASE WHEN strpos(${v}::text, ${sqlLiteral('\\u0000')}) > 0 THEN NULL ELSE ${v}::jsonb END)` : `${v}::jsonb`;
     // Canonical forms for hashing: text for anything string-like (citext would hash case-blind).
@@ -218,15 +218,15 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
   return { identifier, key, attrs, present, invalid, attributes, signature, rowHash, rowsFrom };
 }
 
-function baseTypeName(oid: number, types: Map<number, PgType>): string | undefined {
+/** The type of `oid` with its domains resolved. */
+function baseType(oid: number, types: Map<number, PgType>): PgType | undefined {
   let t = types.get(oid);
   while (t && t.typtype === 'd') t = types.get(t.typbasetype);
-  return t?.typname;
+  return t;
 }
 
 function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>, file: string): AttributeKind {
-  let t = types.get(c.typeOid);
-  while (t && t.typtype === 'd') t = types.get(t.typbasetype);
+  const t = baseType(c.typeOid, types);
   const unsupported = (name: string): never => {
     throw new AudienceError(
       file,
@@ -239,8 +239,7 @@ function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>
   const scalar = SCALAR_KINDS[t.typname];
   if (scalar) return scalar;
   if (t.typcategory === 'A' && t.typelem) {
-    let e = types.get(t.typelem);
-    while (e && e.typtype === 'd') e = types.get(e.typbasetype);
+    const e = baseType(t.typelem, types);
     if (e && (STRING_TYPES.has(e.typname) || e.typtype === 'e')) return 'string_array';
     return unsupported(`${e?.typname ?? 'unknown'}[]`);
   }
