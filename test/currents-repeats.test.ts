@@ -167,19 +167,30 @@ describe('repeated event ids, each row written once', () => {
       await other.query(`INSERT INTO ${table('deadlock')} (id, user_id, "time", email_address, source_key) VALUES ('send-20000', 'other', 1, 'o@example.com', 'other.avro')`);
       const loading = b.run();
       // Once the file's COPY has written send-2000 and waits for send-20000, this session waits
-      // for the file's send-2000: a cycle. The file's session, waiting longer, finds it when its
-      // deadlock_timeout ends and gives way, but only if the cycle exists by then: PostgreSQL
-      // checks once per wait. So the server watches for the wait and inserts at once, in one
-      // statement; from here, the insert could come late, as this process is busy decoding the
-      // file. This session waits for the file's whole transaction (not the savepoint its row
-      // was written in), so its insert goes through only once the file's is rolled back.
+      // for the file's send-2000: a cycle. PostgreSQL checks for one once per wait, when the
+      // wait has lasted deadlock_timeout, and the session that checks while the cycle exists
+      // gives way. For the file's session to be that one: the cycle must exist within its
+      // deadlock_timeout, so the server watches for its wait and inserts at once, in one
+      // statement (from here the insert could come late: this process is busy decoding the
+      // file); and this session must not check first, so it waits longer before checking
+      // (a superuser setting; without it, it starts waiting a moment later instead). This
+      // session waits for the file's whole transaction (not the savepoint its row was written
+      // in), so its insert goes through only once the file's is rolled back.
       await other.query(`DO $$
+        DECLARE patient boolean := true;
         BEGIN
-          FOR i IN 1..2000 LOOP
+          BEGIN
+            PERFORM set_config('deadlock_timeout', '60s', true);
+          EXCEPTION WHEN insufficient_privilege THEN
+            patient := false;
+          END;
+          FOR i IN 1..12000 LOOP
             PERFORM pg_stat_clear_snapshot();
             EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE pg_backend_pid() = ANY (pg_blocking_pids(pid)));
+            IF i = 12000 THEN RAISE EXCEPTION 'the file''s COPY never waited for send-20000 (60 s)'; END IF;
             PERFORM pg_sleep(0.005);
           END LOOP;
+          IF NOT patient THEN PERFORM pg_sleep(0.2); END IF;
           INSERT INTO ${table('deadlock')} (id, user_id, "time", email_address, source_key) VALUES ('send-2000', 'other', 1, 'o@example.com', 'other.avro');
         END $$`);
       await other.query('COMMIT');
