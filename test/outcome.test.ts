@@ -113,13 +113,21 @@ describe('outcomes and exit codes', () => {
       const dir = audienceDir({ crash: 'SELECT id AS external_id, tier FROM people' });
       // A bug in a callback, thrown outside any promise chain the command awaits.
       const hook = join(tmpdir(), `bb-crash-${process.pid}.mjs`);
-      writeFileSync(hook, `setTimeout(() => { throw new Error('a bug in a timer'); }, 400);\n`);
-      const r = await cli(['sync', '--audiences', dir, '--state-schema', 'crash_state'], {
+      // Thrown once the run is under way (the test says when), not after a fixed delay that a
+      // slow start (loading the CLI) can outlast.
+      const trigger = join(tmpdir(), `bb-crash-${process.pid}.go`);
+      writeFileSync(hook, `import { existsSync } from 'node:fs';
+        const poll = setInterval(() => { if (existsSync(${JSON.stringify(trigger)})) { clearInterval(poll); throw new Error('a bug in a timer'); } }, 10);
+        poll.unref();\n`);
+      const started = startCli(['sync', '--audiences', dir, '--state-schema', 'crash_state'], {
         DATABASE_URL: f.t.url,
         BRAZE_REST_ENDPOINT: slow.url,
         BRAZE_API_KEY: TEST_KEY,
         NODE_OPTIONS: `--import ${hook}`,
       });
+      await waitFor(() => slow.counts.requests >= 1, 'the sync sends', { cli: started });
+      writeFileSync(trigger, '');
+      const r = await started.done;
       expect(r.code).toBe(4);
       expect(r.stderr).toMatch(/unexpected error: Error: a bug in a timer/);
     } finally {
