@@ -75,9 +75,11 @@ describe('delivery', () => {
   });
 
   it('retries 5xx, timeouts and dropped connections, and delivers everything once', async () => {
-    const faults: Record<number, object> = { 1: { status: 503 }, 2: { drop: true }, 3: { delayMs: 400 }, 4: { status: 500 } };
+    const faults: Record<number, object> = { 1: { status: 503 }, 2: { drop: true }, 3: { delayMs: 2500 }, 4: { status: 500 } };
     sandbox.faults = ({ n }) => faults[n] as never;
-    const client = testClient(sandbox.url, { timeoutMs: 200 });
+    // A timeout well above what a healthy request takes even on a busy machine, and a delay well
+    // above it: only the delayed request times out.
+    const client = testClient(sandbox.url, { timeoutMs: 1000 });
     const summary = await run(t.db, dir, { client, concurrency: 1 });
     expect(summary.audiences[0]!.counts).toMatchObject({ new: 150, failed: 0, requests: 6, retries: 4 });
     expect(sandbox.profiles.size).toBe(150);

@@ -258,8 +258,9 @@ describe('forwarding to Movable Ink', () => {
   });
 
   it('a response slower than the timeout is retried', async () => {
-    collector.fault = (_body, n) => (n === 1 ? { status: 202, delayMs: 400 } : undefined);
-    const summary = await run(client({ timeoutMs: 150 }));
+    // Well above a healthy answer even on a busy machine, and the delay well above that.
+    collector.fault = (_body, n) => (n === 1 ? { status: 202, delayMs: 2500 } : undefined);
+    const summary = await run(client({ timeoutMs: 1000 }));
     expect(summary).toMatchObject({ status: 'succeeded', events: { sent: 6 }, retries: 1 });
   });
 
