@@ -4,7 +4,7 @@
  * configuration (exit 2, with the server's reason), a connection lost mid-run or an error nobody
  * caught is a stopped run (exit 4).
  */
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -109,13 +109,14 @@ describe('outcomes and exit codes', () => {
   it('an error nobody caught exits 4 through the logger, not 1 ("some members failed")', async () => {
     const slow = new BrazeSandbox({ apiKey: TEST_KEY, latencyMs: 200 });
     await slow.start();
+    const hooks = mkdtempSync(join(tmpdir(), 'bb-crash-'));
     try {
       const dir = audienceDir({ crash: 'SELECT id AS external_id, tier FROM people' });
       // A bug in a callback, thrown outside any promise chain the command awaits.
-      const hook = join(tmpdir(), `bb-crash-${process.pid}.mjs`);
+      const hook = join(hooks, 'hook.mjs');
       // Thrown once the run is under way (the test says when), not after a fixed delay that a
       // slow start (loading the CLI) can outlast.
-      const trigger = join(tmpdir(), `bb-crash-${process.pid}.go`);
+      const trigger = join(hooks, 'go');
       writeFileSync(hook, `import { existsSync } from 'node:fs';
         const poll = setInterval(() => { if (existsSync(${JSON.stringify(trigger)})) { clearInterval(poll); throw new Error('a bug in a timer'); } }, 10);
         poll.unref();\n`);
@@ -132,6 +133,7 @@ describe('outcomes and exit codes', () => {
       expect(r.stderr).toMatch(/unexpected error: Error: a bug in a timer/);
     } finally {
       await slow.stop();
+      rmSync(hooks, { recursive: true, force: true });
     }
   });
 });
