@@ -166,11 +166,12 @@ export function buildMemberSql(audience: Audience, columns: Array<{ name: string
   for (const c of columns) {
     if (idColumns.includes(c.name)) continue;
     if (RESERVED.has(c.name)) fail(`column "${c.name}" is reserved by Braze as an identifier or flag: rename it with AS, or make it the @identifier`);
-    const kind = kindOf(c, types, audience.file);
+    const type = baseType(c.typeOid, types);
+    const kind = kindOf(c, type, types, audience.file);
     attributes.push({ name: c.name, kind });
     const v = col(c.name);
     const label = jsonKeyLiteral(c.name);
-    const base = baseType(c.typeOid, types)?.typname;
+    const base = type?.typname;
     // json (not jsonb) may hold \u0000, which jsonb refuses: the cast would fail the whole audience.
     const j = base === 'json' ? `(CASE WHEN strpos(${v}::text, ${sqlLiteral('\\u0000')}) > 0 THEN NULL ELSE ${v}::jsonb END)` : `${v}::jsonb`;
     // Canonical forms for hashing: text for anything string-like (citext would hash case-blind).
@@ -225,8 +226,8 @@ function baseType(oid: number, types: Map<number, PgType>): PgType | undefined {
   return t;
 }
 
-function kindOf(c: { name: string; typeOid: number }, types: Map<number, PgType>, file: string): AttributeKind {
-  const t = baseType(c.typeOid, types);
+/** The kind of column `c`, whose type with its domains resolved is `t`. */
+function kindOf(c: { name: string; typeOid: number }, t: PgType | undefined, types: Map<number, PgType>, file: string): AttributeKind {
   const unsupported = (name: string): never => {
     throw new AudienceError(
       file,
