@@ -35,6 +35,30 @@ describe('deltas', () => {
     expect(rows).toEqual([{ member_key: 'p5', reason: 'identifier appears in 2 rows of the result' }]);
   });
 
+  it('a first sync sends and records every member between repeated and missing keys, in key order, and a second run sends nothing', async () => {
+    await f.t.db.query(`DROP TABLE IF EXISTS people_extra; CREATE TABLE people_extra (id text, tier text, score int)`);
+    // p3 twice with different rows, p7 an identical copy, two rows without a key: none is a member to send.
+    await f.t.db.query(`INSERT INTO people_extra VALUES ('p3', 'gold', 33), ('p7', 'silver', 7), (NULL, 'x', 1), ('', 'x', 2)`);
+    const dir = audienceDir({ aud: `${QUERY} UNION ALL SELECT id, tier, score FROM people_extra` });
+    const first = await run(f.t.db, dir, { client: testClient(f.sandbox.url), batchSize: 2 });
+    expect(first.audiences[0]!.counts).toMatchObject({ new: 8, failed: 4, updates: 16 });
+    const sent = f.sandbox.requests.flatMap((r) => r.attributes.map((a) => a.external_id));
+    expect(sent).toEqual(['p1', 'p10', 'p2', 'p4', 'p5', 'p6', 'p8', 'p9']);
+    const { rows } = await f.t.db.query(`SELECT member_key, row_hash IS NOT NULL AS hashed, attrs::jsonb AS attrs FROM braze_bridge.snapshots WHERE audience = 'aud' ORDER BY member_key`);
+    expect(rows.map((r) => r.member_key)).toEqual(['p1', 'p10', 'p2', 'p4', 'p5', 'p6', 'p8', 'p9']);
+    expect(rows.every((r) => r.hashed)).toBe(true);
+    expect(rows[1]!.attrs).toEqual({ tier: 'silver', score: 10 });
+    const failures = await f.t.db.query(`SELECT member_key, reason FROM braze_bridge.member_failures WHERE run_id = $1 ORDER BY member_key NULLS LAST`, [first.audiences[0]!.runId]);
+    expect(failures.rows).toEqual([
+      { member_key: 'p3', reason: 'identifier appears in 2 rows of the result' },
+      { member_key: 'p7', reason: 'identifier appears in 2 rows of the result' },
+      { member_key: null, reason: '2 row(s) with a NULL or empty external_id were skipped' },
+    ]);
+    const mark = f.sandbox.requests.length;
+    expect((await run(f.t.db, dir, { client: testClient(f.sandbox.url) })).audiences[0]!.counts).toMatchObject({ new: 0, changed: 0, unchanged: 8 });
+    expect(f.sandbox.requests.length).toBe(mark);
+  });
+
   it('sends new members in full, then only changed attributes, then unsets exited members', async () => {
     const dir = audienceDir({ aud: QUERY });
     const first = await run(f.t.db, dir, { client: testClient(f.sandbox.url) });

@@ -9,16 +9,9 @@ import type { Connection, Database, Queryable } from '../db/pool.js';
 import type { MemberFailure } from '../run/run-store.js';
 import { emptyCounts, type Audience, type AudienceCounts, type IdentifierKind } from '../types.js';
 import { buildMemberSql, resolveTypes, type MemberSql } from './member-sql.js';
-import {
-  allCandidatesSql,
-  DESCRIBE_PREFIX,
-  describeSql,
-  DROP_PLAN_TABLES,
-  deltaSql,
-  duplicatesSql,
-} from './plan-sql.js';
+import { DESCRIBE_PREFIX, describeSql, DROP_PLAN_TABLES, deltaSql } from './plan-sql.js';
 import { DUPLICATE_COUNTS_SQL, KIND_COUNTS_SQL, perAttributeSql, UNSENDABLE_SQL } from './plan-counts-sql.js';
-import { compareCurrent, materialiseCurrent, queryError, type Column } from './run-query.js';
+import { compareCurrent, planFirstSync, queryError, type Column } from './run-query.js';
 import { countSnapshotMembers, snapshotSource } from './snapshot-store.js';
 
 export type SyncMode = 'sync' | 'backfill' | 'plan';
@@ -113,29 +106,29 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const { planning, backfill } = options;
   // The planning statements are large expressions over temporary tables: JIT compiling them
   // cost more than it saved (bb_delta for 100,000 new members: 4.1 s with JIT, 2.2 s without).
-  // Off for them but not for the audience's own query, which runs with the server's setting;
-  // the caller resets it with the connection's other settings.
+  // Off for them, and for a first sync's query (built into one of them); a later run's
+  // comparison runs with the server's setting. The caller resets it with the connection's other settings.
   await conn.query('SET jit = off');
   const snapshots = await snapshotSource(conn, schema, planning);
   const held = await countSnapshotMembers(conn, snapshots, audience.name);
-  await conn.query('RESET jit');
   const filling = buildMemberSql(audience, columns, types, 'q', { maxArrayLength: options.maxArrayLength });
   const query = { statementTimeoutMs: options.statementTimeoutMs };
-  // A first sync records every member: it stores the result in key order, so the snapshot's
-  // index grows at one end instead of taking each key at a random place (a million new rows:
-  // 5.3 s instead of 7.5 s, for a sort of 0.9 s). Later runs compare the result with the
-  // snapshot as they read it, store only what differs, and sort nothing.
+  // A first sync builds every member's delta as the query is read, in key order, so the
+  // snapshot's index grows at one end instead of taking each key at a random place (a million
+  // new rows: 5.3 s instead of 7.5 s, for a sort of 0.9 s); that statement is mostly the
+  // planning expressions, so it runs without JIT too. Later runs compare the result with the
+  // snapshot as they read it (with the server's JIT setting), store only what differs, sort
+  // nothing, and then build the deltas of those.
   const first = held.rows === 0;
+  if (!first) await conn.query('RESET jit');
   const { rows, nulls } = first
-    ? await materialiseCurrent(conn, audience, columns, filling, query)
+    ? await planFirstSync(conn, audience, columns, filling, member, query)
     : await compareCurrent(conn, audience, columns, filling, snapshots, { ...query, backfillSince: backfill ? (options.backfillSince ?? new Date()) : undefined });
   await conn.query('SET jit = off');
-  if (first) {
-    await conn.query(allCandidatesSql(member.identifier));
-    await conn.query(duplicatesSql(member.identifier, 'all'));
+  if (!first) {
+    const delta = deltaSql(snapshots, audience, member, backfill);
+    await conn.query(delta.text, delta.values);
   }
-  const delta = deltaSql(snapshots, audience, member, backfill);
-  await conn.query(delta.text, delta.values);
 
   const plan = await summarise(conn, member, rows, nulls);
   const existing = held.members;

@@ -2,8 +2,9 @@
  * The statements that plan an audience's deltas, as named builders. They work on temporary
  * tables of the planning session, in this order:
  *
- *   bb_current  a first sync's result, materialised once: member key, row hash, the columns
- *               (later runs compare the result with the snapshot as it is read: compareCurrentSql)
+ *   bb_current  a retire's (empty) result: member key, row hash (later runs compare the result
+ *               with the snapshot as it is read, compareCurrentSql; a first sync builds its
+ *               deltas as it reads the result, first-sync-sql.ts)
  *   bb_cand     candidates: rows whose hash differs from the snapshot's, and members gone (the
  *               comparison reads the snapshot's keys and hashes only)
  *   bb_dups     member keys that appear in more than one row (neither row is sent)
@@ -23,33 +24,13 @@ export interface Statement {
   values: unknown[];
 }
 
-/** bb_cand may be a view on bb_current (allCandidatesSql): dropped with it. Two statements, no parameters. */
-export const DROP_PLAN_TABLES = 'DROP TABLE IF EXISTS pg_temp.bb_current CASCADE; DROP TABLE IF EXISTS pg_temp.bb_cand, pg_temp.bb_dups, pg_temp.bb_delta';
+/** The planning session's tables. No parameters. */
+export const DROP_PLAN_TABLES = 'DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_cand, pg_temp.bb_dups, pg_temp.bb_delta';
 
 /** The wrapper around the audience's SELECT; its length locates errors in the file. */
 export const DESCRIBE_PREFIX = 'SELECT * FROM (\n';
 export function describeSql(audience: Audience): string {
   return `${DESCRIBE_PREFIX}${audience.sql}\n) AS q LIMIT 0`;
-}
-
-/** bb_current's shape, from the described column names and types (never the audience's text). No parameters. */
-export function createCurrentSql(columns: Array<{ name: string; type: string }>): string {
-  const defs = columns.map((c) => `${escapeIdentifier(c.name)} ${c.type}`);
-  return `CREATE TEMP TABLE bb_current ("__bb_key" text, "__bb_hash" bigint${defs.map((d) => `, ${d}`).join('')})`;
-}
-
-/**
- * A first sync: the audience query once into bb_current with each row's key and value hash, in
- * key order (the order the deltas are sent and recorded in), counting the rows and those without
- * a key on the way. $1 the column signature hashed into every row. `prefix` precedes the SQL.
- */
-export function fillCurrentSql(audience: Audience, member: MemberSql, serverVersion: number): Statement & { prefix: string } {
-  const prefix = `WITH filled AS (INSERT INTO pg_temp.bb_current SELECT ${member.key}, ${member.rowHash(serverVersion)}, q.* FROM (\n`;
-  return {
-    text: `${prefix}${audience.sql}\n) AS q ORDER BY 1 RETURNING "__bb_key" IS NULL AS missing) SELECT count(*) AS rows, count(*) FILTER (WHERE missing) AS nulls FROM filled`,
-    values: [member.signature],
-    prefix,
-  };
 }
 
 /** bb_cand for a retire: every snapshot member of the audience, those who left too (bb_current is empty). $1 audience, $2 identifier kind. */
@@ -124,35 +105,23 @@ export function compareCurrentSql(
 }
 
 /**
- * bb_cand for a first sync (the snapshot holds nothing of the audience): every keyed row is a new
- * candidate, so bb_cand is a view on bb_current, with the columns createComparisonSql gives it.
- * No parameters (the identifier kind is one of identifierKinds, written as a literal).
- */
-export function allCandidatesSql(identifier: string): string {
-  return `CREATE TEMP VIEW bb_cand AS
-     SELECT c.*, NULL::text AS "__bb_s_ident", NULL::text AS "__bb_s_key", NULL::boolean AS "__bb_s_present", NULL::boolean AS "__bb_s_unverified"
-       FROM (SELECT ${sqlLiteral(identifier)}::text AS "__bb_ident", * FROM pg_temp.bb_current WHERE "__bb_key" IS NOT NULL) AS c`;
-}
-
-/**
  * bb_dups: two rows for one member; which is right is unknown, so neither is sent. Emails are one
  * member whatever their case (as Braze matches them). Only candidate keys can change anything
  * (identical copies of an unchanged member change nothing). A row per row of a duplicated group.
  */
-export function duplicatesSql(identifier: string, candidates: 'few' | 'all' = 'few'): string {
+export function duplicatesSql(identifier: string): string {
   return `CREATE TEMP TABLE bb_dups AS
-     ${duplicateRows(identifier, 'pg_temp.bb_current', 'pg_temp.bb_cand', candidates)}`;
+     ${duplicateRows(identifier, 'pg_temp.bb_current', 'pg_temp.bb_cand')}`;
 }
 
 /** bb_dups's rows: the result `rows`, the candidates `cand` (both with "__bb_key"); see duplicatesSql. */
-function duplicateRows(identifier: string, rows: string, cand: string, candidates: 'few' | 'all' = 'few'): string {
+function duplicateRows(identifier: string, rows: string, cand: string): string {
   const norm = (key: string) => (identifier === 'email' ? `lower(${key})` : key);
-  // Counted per group (a hash aggregate, no sort); the few groups found are joined back. When
-  // every keyed row is a candidate (a first sync), there is nothing to narrow.
+  // Counted per group (a hash aggregate, no sort); the few groups found are joined back.
   const candidate = (x: string) => `${x} IN (SELECT ${norm('c."__bb_key"')} FROM ${cand} AS c WHERE c."__bb_key" IS NOT NULL)`;
   return `SELECT r."__bb_key" AS member_key, g.grp, g.n FROM (
        SELECT ${norm('"__bb_key"')} AS grp, count(*) AS n FROM ${rows}
-        WHERE "__bb_key" IS NOT NULL${candidates === 'all' ? '' : ` AND ${candidate(norm('"__bb_key"'))}`}
+        WHERE "__bb_key" IS NOT NULL AND ${candidate(norm('"__bb_key"'))}
         GROUP BY 1 HAVING count(*) > 1
        OFFSET 0
      ) AS g JOIN ${rows} AS r ON ${norm('r."__bb_key"')} = g.grp`;

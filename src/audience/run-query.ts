@@ -1,13 +1,13 @@
 /**
- * Runs an audience's query once, read-only: a first sync's into pg_temp.bb_current, a later
- * run's compared with the snapshot as it is read (see plan-sql.ts); and turns its errors into
+ * Runs an audience's query once, read-only: a first sync's into its deltas, a later run's compared with the snapshot as it is read (see plan-sql.ts); and turns its errors into
  * one line that points at the file without quoting people's data.
  */
 import { AudienceError, ConfigError, DatabaseError } from '../errors.js';
 import type { Connection } from '../db/pool.js';
 import type { Audience } from '../types.js';
 import type { MemberSql } from './member-sql.js';
-import { compareCurrentSql, createComparisonSql, createCurrentSql, DROP_PLAN_TABLES, fillCurrentSql, type Statement } from './plan-sql.js';
+import { compareCurrentSql, createComparisonSql, DROP_PLAN_TABLES, type Statement } from './plan-sql.js';
+import { CREATE_FIRST_SYNC_TABLES, firstSyncCleanupSql, firstSyncSql } from './first-sync-sql.js';
 
 export type Column = { name: string; typeOid: number; typmod: number };
 
@@ -16,21 +16,24 @@ export interface FillOptions {
 }
 
 /**
- * A first sync: run the audience query once, read-only, into pg_temp.bb_current, in key order:
- * the key, a hash of the row's attribute values (seeded with the column signature, recorded
- * with the member), and the row's own columns. Returns the number of result rows, and of those
- * without a key.
+ * A first sync: run the audience query once, read-only, and build every member's delta from it
+ * in key order into pg_temp.bb_delta (see firstSyncSql): `filling` is the member SQL over the
+ * query's rows, `member` over the rows with their key. Returns the number of result rows, of
+ * those without a key, and of the rows of duplicated keys (moved to bb_dups).
  */
-export async function materialiseCurrent(
+export async function planFirstSync(
   conn: Connection,
   audience: Audience,
   columns: Column[],
+  filling: MemberSql,
   member: MemberSql,
   { statementTimeoutMs }: FillOptions,
 ): Promise<{ rows: number; nulls: number }> {
-  const { version, defs } = await prepare(conn, columns);
-  await conn.query(createCurrentSql(defs));
-  return runReadOnly(conn, audience, fillCurrentSql(audience, member, version), statementTimeoutMs);
+  const { version } = await prepare(conn, columns);
+  for (const sql of CREATE_FIRST_SYNC_TABLES) await conn.query(sql);
+  const filled = await runReadOnly(conn, audience, firstSyncSql(audience, filling, member, version), statementTimeoutMs);
+  if (filled.nulls + filled.dups > 0) for (const sql of firstSyncCleanupSql(member.identifier)) await conn.query(sql);
+  return filled;
 }
 
 /**
@@ -67,8 +70,8 @@ async function prepare(conn: Connection, columns: Column[]): Promise<{ version: 
   return { version, defs: columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t })) };
 }
 
-/** Run a statement holding the audience's SQL in a read-only transaction; it returns one row of `rows` and `nulls`. */
-async function runReadOnly(conn: Connection, audience: Audience, fill: Statement & { prefix: string }, statementTimeoutMs: number | undefined): Promise<{ rows: number; nulls: number }> {
+/** Run a statement holding the audience's SQL in a read-only transaction; it returns one row of `rows` and `nulls` (and `dups`, or none). */
+async function runReadOnly(conn: Connection, audience: Audience, fill: Statement & { prefix: string }, statementTimeoutMs: number | undefined): Promise<{ rows: number; nulls: number; dups: number }> {
   // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
   // The statement has parameters, so it goes through the extended protocol: one statement only.
   await conn.query('BEGIN READ ONLY');
@@ -80,7 +83,7 @@ async function runReadOnly(conn: Connection, audience: Audience, fill: Statement
     // pg_advisory_unlock_all(), …): that would outlive the transaction on a connection that
     // holds this audience's lock and serves the tool afterwards. Compare before and after.
     const before = await sessionState(conn);
-    const filled = (await conn.query<{ rows: string; nulls: string }>(fill.text, fill.values)).rows[0]!;
+    const filled = (await conn.query<{ rows: string; nulls: string; dups?: string }>(fill.text, fill.values)).rows[0]!;
     const after = await sessionState(conn);
     if (after !== before) {
       // Rolled back, settings changed in this transaction revert; advisory locks are not
@@ -91,7 +94,7 @@ async function runReadOnly(conn: Connection, audience: Audience, fill: Statement
       throw new AudienceError(audience.file, 'the query changed session settings or advisory locks (set_config(…, false), pg_advisory_*): audience queries may only read');
     }
     await conn.query('COMMIT');
-    return { rows: Number(filled.rows), nulls: Number(filled.nulls) };
+    return { rows: Number(filled.rows), nulls: Number(filled.nulls), dups: Number(filled.dups ?? 0) };
   } catch (error) {
     await conn.query('ROLLBACK').catch(() => {});
     throw queryError(error, audience, fill.prefix.length);
