@@ -7,7 +7,7 @@
  *
  * Duplicated keys are counted by a window over the sorted rows (no aggregate of their own), and
  * their rows, with those without a key, are written with kinds of their own ('duplicate',
- * 'keyless') so the statement can count them; firstSyncCleanupSql moves them out afterwards.
+ * 'keyless'): firstSyncCountsSql counts them and moves them out afterwards.
  * bb_delta has the columns deltaSql (plan-sql.ts) gives it.
  */
 import type { Audience } from '../types.js';
@@ -28,8 +28,7 @@ export const CREATE_FIRST_SYNC_TABLES = [
  * `member` (alias h). Emails are one member whatever their case (as Braze matches them): they
  * are grouped by the lowered key, and sorted by it first, so one sort serves the window and the
  * order the snapshot is recorded in (the same order where emails are stored in lower case).
- * Returns the rows, those without a key, and the rows of duplicated keys. `prefix` precedes the
- * audience's SQL.
+ * `prefix` precedes the audience's SQL.
  */
 export function firstSyncSql(audience: Audience, filling: MemberSql, member: MemberSql, serverVersion: number): Statement & { prefix: string } {
   const email = member.identifier === 'email';
@@ -41,8 +40,7 @@ export function firstSyncSql(audience: Audience, filling: MemberSql, member: Mem
                SELECT ${filling.key} AS "__bb_key", ${filling.rowHash(serverVersion)} AS "__bb_hash", q.* FROM (
 ${marker}
 ) AS q) AS c ORDER BY ${email ? '"__bb_grp", ' : ''}"__bb_key") AS x)`);
-  const text = `WITH filled AS (
-     INSERT INTO pg_temp.bb_delta (seq, identifier, member_key, row_hash, invalid, kind, unverified, has_old, attrs_in_payload, new_attrs, payload, present, alters)
+  const text = `INSERT INTO pg_temp.bb_delta (seq, identifier, member_key, row_hash, invalid, kind, unverified, has_old, attrs_in_payload, new_attrs, payload, present, alters)
      SELECT row_number() OVER (), ${sqlLiteral(member.identifier)}, d.member_key, d.row_hash, d.invalid, d.kind, false, false, d.kind = 'new', NULL,
             CASE WHEN d.kind = 'new' THEN d.new_json::json END, CASE WHEN d.kind = 'new' THEN d.present END, false
        FROM (
@@ -55,23 +53,22 @@ ${marker}
            FROM ${rows}
          -- Fenced: the kind reads the checks' result, which must be computed once per member.
          OFFSET 0) AS d
-       OFFSET 0) AS d
-     RETURNING kind)
-   SELECT count(*) AS rows, count(*) FILTER (WHERE kind = 'keyless') AS nulls, count(*) FILTER (WHERE kind = 'duplicate') AS dups FROM filled`;
+       OFFSET 0) AS d`;
   const at = text.indexOf(marker);
   const prefix = text.slice(0, at);
   return { text: `${prefix}${audience.sql}${text.slice(at + marker.length)}`, values: [filling.signature], prefix };
 }
 
 /**
- * After firstSyncSql, when it wrote rows that are not members: the duplicated keys' rows into
- * bb_dups (a row per row of a group, as duplicatesSql in plan-sql.ts), then those and the
- * keyless rows out of bb_delta. No parameters.
+ * After firstSyncSql: the duplicated keys' rows into bb_dups (a row per row of a group, as
+ * duplicatesSql in plan-sql.ts), those and the keyless rows out of bb_delta. Returns the result's
+ * rows (every row has its place in bb_delta's order) and those without a key. Counted here, not
+ * as the rows were written: returning a million rows' kinds from the insert cost more than
+ * reading bb_delta twice. No parameters.
  */
-export function firstSyncCleanupSql(identifier: string): string[] {
+export function firstSyncCountsSql(identifier: string): string {
   const norm = identifier === 'email' ? 'lower(member_key)' : 'member_key';
-  return [
-    `INSERT INTO pg_temp.bb_dups SELECT member_key, ${norm}, count(*) OVER (PARTITION BY ${norm}) FROM pg_temp.bb_delta WHERE kind = 'duplicate'`,
-    `DELETE FROM pg_temp.bb_delta WHERE kind IN ('duplicate', 'keyless')`,
-  ];
+  return `WITH gone AS (DELETE FROM pg_temp.bb_delta WHERE kind IN ('duplicate', 'keyless') RETURNING member_key, kind),
+     dups AS (INSERT INTO pg_temp.bb_dups SELECT member_key, ${norm}, count(*) OVER (PARTITION BY ${norm}) FROM gone WHERE kind = 'duplicate')
+   SELECT (SELECT coalesce(max(seq), 0) FROM pg_temp.bb_delta) AS rows, count(*) FILTER (WHERE kind = 'keyless') AS nulls FROM gone`;
 }

@@ -7,7 +7,7 @@ import type { Connection } from '../db/pool.js';
 import type { Audience } from '../types.js';
 import type { MemberSql } from './member-sql.js';
 import { compareCurrentSql, createComparisonSql, DROP_PLAN_TABLES, type Statement } from './plan-sql.js';
-import { CREATE_FIRST_SYNC_TABLES, firstSyncCleanupSql, firstSyncSql } from './first-sync-sql.js';
+import { CREATE_FIRST_SYNC_TABLES, firstSyncCountsSql, firstSyncSql } from './first-sync-sql.js';
 
 export type Column = { name: string; typeOid: number; typmod: number };
 
@@ -18,8 +18,8 @@ export interface FillOptions {
 /**
  * A first sync: run the audience query once, read-only, and build every member's delta from it
  * in key order into pg_temp.bb_delta (see firstSyncSql): `filling` is the member SQL over the
- * query's rows, `member` over the rows with their key. Returns the number of result rows, of
- * those without a key, and of the rows of duplicated keys (moved to bb_dups).
+ * query's rows, `member` over the rows with their key. Returns the number of result rows, and
+ * of those without a key.
  */
 export async function planFirstSync(
   conn: Connection,
@@ -31,9 +31,8 @@ export async function planFirstSync(
 ): Promise<{ rows: number; nulls: number }> {
   const { version } = await prepare(conn, columns);
   for (const sql of CREATE_FIRST_SYNC_TABLES) await conn.query(sql);
-  const filled = await runReadOnly(conn, audience, firstSyncSql(audience, filling, member, version), statementTimeoutMs);
-  if (filled.nulls + filled.dups > 0) for (const sql of firstSyncCleanupSql(member.identifier)) await conn.query(sql);
-  return filled;
+  await runReadOnly(conn, audience, firstSyncSql(audience, filling, member, version), statementTimeoutMs);
+  return counted((await conn.query<Counted>(firstSyncCountsSql(member.identifier))).rows[0]);
 }
 
 /**
@@ -51,7 +50,7 @@ export async function compareCurrent(
 ): Promise<{ rows: number; nulls: number }> {
   const { version, defs } = await prepare(conn, columns);
   for (const sql of createComparisonSql(defs)) await conn.query(sql);
-  return runReadOnly(conn, audience, compareCurrentSql(snapshots, audience, defs.map((d) => d.name), member, version, { backfillSince }), statementTimeoutMs);
+  return counted(await runReadOnly<Counted>(conn, audience, compareCurrentSql(snapshots, audience, defs.map((d) => d.name), member, version, { backfillSince }), statementTimeoutMs));
 }
 
 /** Drop the planning tables; the server's version and the result's column definitions. */
@@ -70,8 +69,11 @@ async function prepare(conn: Connection, columns: Column[]): Promise<{ version: 
   return { version, defs: columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t })) };
 }
 
-/** Run a statement holding the audience's SQL in a read-only transaction; it returns one row of `rows` and `nulls` (and `dups`, or none). */
-async function runReadOnly(conn: Connection, audience: Audience, fill: Statement & { prefix: string }, statementTimeoutMs: number | undefined): Promise<{ rows: number; nulls: number; dups: number }> {
+type Counted = { rows: string; nulls: string };
+const counted = (r: Counted | undefined) => ({ rows: Number(r?.rows ?? 0), nulls: Number(r?.nulls ?? 0) });
+
+/** Run a statement holding the audience's SQL in a read-only transaction; returns its first row, if any. */
+async function runReadOnly<T extends object>(conn: Connection, audience: Audience, fill: Statement & { prefix: string }, statementTimeoutMs: number | undefined): Promise<T | undefined> {
   // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
   // The statement has parameters, so it goes through the extended protocol: one statement only.
   await conn.query('BEGIN READ ONLY');
@@ -83,7 +85,7 @@ async function runReadOnly(conn: Connection, audience: Audience, fill: Statement
     // pg_advisory_unlock_all(), …): that would outlive the transaction on a connection that
     // holds this audience's lock and serves the tool afterwards. Compare before and after.
     const before = await sessionState(conn);
-    const filled = (await conn.query<{ rows: string; nulls: string; dups?: string }>(fill.text, fill.values)).rows[0]!;
+    const filled = (await conn.query<T>(fill.text, fill.values)).rows[0];
     const after = await sessionState(conn);
     if (after !== before) {
       // Rolled back, settings changed in this transaction revert; advisory locks are not
@@ -94,7 +96,7 @@ async function runReadOnly(conn: Connection, audience: Audience, fill: Statement
       throw new AudienceError(audience.file, 'the query changed session settings or advisory locks (set_config(…, false), pg_advisory_*): audience queries may only read');
     }
     await conn.query('COMMIT');
-    return { rows: Number(filled.rows), nulls: Number(filled.nulls), dups: Number(filled.dups ?? 0) };
+    return filled;
   } catch (error) {
     await conn.query('ROLLBACK').catch(() => {});
     throw queryError(error, audience, fill.prefix.length);
