@@ -108,6 +108,23 @@ describe('type mapping', () => {
     expect(f.sandbox.counts.requests).toBe(requests);
   });
 
+  it('floats go out as their exact text on a first sync and on later changes alike, whatever the session\'s extra_float_digits', async () => {
+    const lossy = createDatabase({ connectionString: `${f.t.url}?options=${encodeURIComponent('-c extra_float_digits=0')}`, max: 4 });
+    onTestFinished(() => lossy.end());
+    expect((await lossy.query(`SELECT (1::real / 3::real)::text AS third`)).rows[0]).toEqual({ third: '0.333333' });
+    await f.t.db.query(`UPDATE typed SET r = 1::real / 3::real, d = 2::float8 / 3`);
+    const dir = audienceDir({ typed: `SELECT id AS external_id, r, d, t FROM typed` });
+    await run(lossy, dir, { client: testClient(f.sandbox.url) });
+    expect(f.sandbox.profile({ external_id: '1' })).toEqual({ r: 0.33333334, d: 0.6666666666666666, t: 'hello' });
+    await f.t.db.query(`UPDATE typed SET t = 'changed' WHERE id = 1`);
+    const mark = f.sandbox.requests.length;
+    const second = await run(lossy, dir, { client: testClient(f.sandbox.url) });
+    expect(second.audiences[0]!.counts).toMatchObject({ changed: 1, updates: 1 });
+    expect(f.sandbox.requests.slice(mark).flatMap((r) => r.attributes)).toEqual([{ external_id: '1', _update_existing_only: false, t: 'changed' }]);
+    // The session's own setting is left as it was.
+    expect((await lossy.query(`SELECT current_setting('extra_float_digits') AS e`)).rows).toEqual([{ e: '0' }]);
+  });
+
   it('a new column signature with equal values sends nothing and records the new row hashes', async () => {
     const dir = await firstSync();
     const hashes = async () => (await f.t.db.query(`SELECT member_key, row_hash FROM braze_bridge.snapshots WHERE audience = 'typed' ORDER BY 1`)).rows;

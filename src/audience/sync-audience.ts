@@ -210,7 +210,8 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
     } finally {
       await dropPlanTables(conn).catch(() => {});
       await conn.query('RESET work_mem').catch(() => {});
-      await conn.query('RESET jit').catch(() => {}); // planDeltas turns it off
+      await conn.query('RESET jit').catch(() => {}); // planDeltas sets both
+      await conn.query('RESET extra_float_digits').catch(() => {});
       if (!planning) await releaseAudienceLock(conn, deps.schema, audience.name);
     }
   });
