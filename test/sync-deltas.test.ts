@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { useDatabaseAndSandbox } from './helpers/fixture.js';
 import { audienceDir, run, testClient, writeAudiences } from './helpers/audiences.js';
 
@@ -57,6 +57,20 @@ describe('deltas', () => {
     const mark = f.sandbox.requests.length;
     expect((await run(f.t.db, dir, { client: testClient(f.sandbox.url) })).audiences[0]!.counts).toMatchObject({ new: 0, changed: 0, unchanged: 8 });
     expect(f.sandbox.requests.length).toBe(mark);
+  });
+
+  it("an audience reading the user's own tables named like the planning tables reads those, on a first sync and after", async () => {
+    await f.t.db.query(`DROP TABLE IF EXISTS bb_delta, bb_dups, bb_cand;
+      CREATE TABLE bb_delta (member_key text, v int); INSERT INTO bb_delta VALUES ('m1', 1), ('m2', 2);
+      CREATE TABLE bb_dups (id text, w int); INSERT INTO bb_dups VALUES ('m1', 10), ('m2', 20);
+      CREATE TABLE bb_cand (id text); INSERT INTO bb_cand VALUES ('m1'), ('m2')`);
+    onTestFinished(() => f.t.db.query('DROP TABLE IF EXISTS bb_delta, bb_dups, bb_cand').then(() => {}));
+    const dir = audienceDir({ aud: `SELECT d.member_key AS external_id, d.v, u.w FROM bb_delta d JOIN bb_dups u ON u.id = d.member_key JOIN bb_cand c ON c.id = d.member_key` });
+    expect((await run(f.t.db, dir, { client: testClient(f.sandbox.url) })).audiences[0]!.counts).toMatchObject({ new: 2, failed: 0 });
+    expect(f.sandbox.profile({ external_id: 'm2' })).toEqual({ v: 2, w: 20 });
+    await f.t.db.query(`UPDATE bb_delta SET v = 3 WHERE member_key = 'm2'`);
+    expect((await run(f.t.db, dir, { client: testClient(f.sandbox.url) })).audiences[0]!.counts).toMatchObject({ changed: 1, unchanged: 1, failed: 0 });
+    expect(f.sandbox.profile({ external_id: 'm2' })).toEqual({ v: 3, w: 20 });
   });
 
   it('sends new members in full, then only changed attributes, then unsets exited members', async () => {

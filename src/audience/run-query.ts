@@ -81,6 +81,9 @@ async function runReadOnly<T extends object>(conn: Connection, audience: Audienc
     if (statementTimeoutMs) await conn.query(`SELECT set_config('statement_timeout', $1, true)`, [String(statementTimeoutMs)]);
     // Exact float text in the row hash on every server version (lossy text could hide a change).
     await conn.query('SET LOCAL extra_float_digits = 3');
+    // The planning tables live in pg_temp, which PostgreSQL searches first unless the path names
+    // it: a table of the user's called bb_delta or bb_dups would be read as ours. Searched last.
+    await conn.query(`SELECT set_config('search_path', CASE WHEN current_setting('search_path') = '' THEN 'pg_temp' ELSE current_setting('search_path') || ', pg_temp' END, true)`);
     // READ ONLY does not stop a SELECT from changing the session itself (set_config(…, false),
     // pg_advisory_unlock_all(), …): that would outlive the transaction on a connection that
     // holds this audience's lock and serves the tool afterwards. Compare before and after.
