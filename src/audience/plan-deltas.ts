@@ -89,7 +89,7 @@ export async function describeAudience(
   try {
     described = await db.describe(describeSql(audience), { statementTimeoutMs: options.statementTimeoutMs });
   } catch (error) {
-    throw queryError(error, audience, DESCRIBE_PREFIX.length);
+    throw queryError(error, audience, DESCRIBE_PREFIX);
   }
   // PostgreSQL cuts a longer column name to 63 bytes with only a notice: the attribute would
   // reach Braze under a name nobody wrote.

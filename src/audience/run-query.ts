@@ -31,7 +31,7 @@ export async function planFirstSync(
 ): Promise<{ rows: number; nulls: number }> {
   const { version } = await prepare(conn, columns);
   for (const sql of CREATE_FIRST_SYNC_TABLES) await conn.query(sql);
-  await runReadOnly(conn, audience, firstSyncSql(audience, filling, member, version), statementTimeoutMs);
+  await runReadOnly(conn, audience, firstSyncSql(audience, filling, member, version), statementTimeoutMs, 'on a first sync it also covers building every member\'s payload as the rows are read');
   return counted((await conn.query<Counted>(firstSyncCountsSql(member.identifier))).rows[0]);
 }
 
@@ -73,7 +73,13 @@ type Counted = { rows: string; nulls: string };
 const counted = (r: Counted | undefined) => ({ rows: Number(r?.rows ?? 0), nulls: Number(r?.nulls ?? 0) });
 
 /** Run a statement holding the audience's SQL in a read-only transaction; returns its first row, if any. */
-async function runReadOnly<T extends object>(conn: Connection, audience: Audience, fill: Statement & { prefix: string }, statementTimeoutMs: number | undefined): Promise<T | undefined> {
+async function runReadOnly<T extends object>(
+  conn: Connection,
+  audience: Audience,
+  fill: Statement & { prefix: string },
+  statementTimeoutMs: number | undefined,
+  timed?: string,
+): Promise<T | undefined> {
   // READ ONLY: an audience file cannot change the warehouse, even through a function it calls.
   // The statement has parameters, so it goes through the extended protocol: one statement only.
   await conn.query('BEGIN READ ONLY');
@@ -102,7 +108,7 @@ async function runReadOnly<T extends object>(conn: Connection, audience: Audienc
     return filled;
   } catch (error) {
     await conn.query('ROLLBACK').catch(() => {});
-    throw queryError(error, audience, fill.prefix.length);
+    throw queryError(error, audience, fill.prefix, timed);
   }
 }
 
@@ -119,21 +125,26 @@ async function sessionState(conn: Connection): Promise<string> {
 /**
  * A PostgreSQL error in the audience query, pointed at the file's line, without the values it
  * may quote (`invalid input syntax for type integer: "ann@example.com"`): errors reach logs,
- * the run history and the notify webhook, and people's data must not.
+ * the run history and the notify webhook, and people's data must not. `prefix` is the statement's
+ * text before the audience's SQL; `timed`, what --statement-timeout covered besides the query.
  */
-export function queryError(error: unknown, audience: Audience, prefixLength: number): unknown {
+export function queryError(error: unknown, audience: Audience, prefix: string, timed?: string): unknown {
   if (!(error instanceof DatabaseError)) return error;
   let line: number | undefined;
   let detail = withoutValues(error.message, error.code);
   if (error.position !== undefined) {
-    const offset = error.position - 1 - prefixLength;
-    if (offset >= 0 && offset <= audience.sql.length) {
-      line = audience.sqlLine + (audience.sql.slice(0, offset).match(/\n/g)?.length ?? 0);
-      if (audience.sql[offset] === ';') detail = 'more than one statement: an audience file holds exactly one SELECT';
+    // PostgreSQL counts characters; a JavaScript string's length and slices count UTF-16 units,
+    // two for a character beyond U+FFFF (an emoji in a column name or a comment).
+    const offset = error.position - 1 - [...prefix].length;
+    const sql = [...audience.sql];
+    if (offset >= 0 && offset <= sql.length) {
+      const before = sql.slice(0, offset).join('');
+      line = audience.sqlLine + (before.match(/\n/g)?.length ?? 0);
+      if (sql[offset] === ';') detail = 'more than one statement: an audience file holds exactly one SELECT';
     }
   }
   if (error.code === '25006') detail = `the query tries to write (${error.message}); audience queries run read-only`;
-  if (error.code === '57014') detail = `the query was cancelled: it ran longer than --statement-timeout (or an administrator cancelled it)`;
+  if (error.code === '57014') detail = `the query was cancelled: it ran longer than --statement-timeout${timed ? ` (${timed})` : ''} (or an administrator cancelled it)`;
   if (error.code === '42601' && /multiple commands/.test(error.message)) detail = 'more than one statement: an audience file holds exactly one SELECT';
   return new AudienceError(audience.file, detail, line, { cause: error });
 }
