@@ -1,6 +1,7 @@
 /**
- * Runs an audience's query once, read-only: a first sync's into its deltas, a later run's compared with the snapshot as it is read (see plan-sql.ts); and turns its errors into
- * one line that points at the file without quoting people's data.
+ * Runs an audience's query once, read-only: a first sync's into its deltas (first-sync-sql.ts),
+ * a later run's compared with the snapshot as it is read (plan-sql.ts); and turns its errors
+ * into one line that points at the file without quoting people's data.
  */
 import { AudienceError, ConfigError, DatabaseError } from '../errors.js';
 import type { Connection } from '../db/pool.js';
