@@ -13,7 +13,7 @@
 import type { Audience } from '../types.js';
 import type { MemberSql } from './member-sql.js';
 import { sqlLiteral } from '../db/pool.js';
-import type { Statement } from './plan-sql.js';
+import { memberGroup, type Statement } from './plan-sql.js';
 
 /** bb_delta and bb_dups, empty: made before the read-only transaction that fills them. No parameters. */
 export const CREATE_FIRST_SYNC_TABLES = [
@@ -31,12 +31,13 @@ export const CREATE_FIRST_SYNC_TABLES = [
  * `prefix` precedes the audience's SQL.
  */
 export function firstSyncSql(audience: Audience, filling: MemberSql, member: MemberSql, serverVersion: number): Statement & { prefix: string } {
-  const email = member.identifier === 'email';
+  // A group apart from the key only where they differ (emails): sorted by it first.
+  const email = memberGroup(member.identifier, 'k') !== 'k';
   const group = email ? '"__bb_grp"' : '"__bb_key"';
   // The audience's SQL goes where the marker is, inside the rows the member expressions read.
   const marker = '\u0000audience\u0000';
   const rows = member.rowsFrom(`(SELECT count(*) OVER (PARTITION BY ${group}) AS "__bb_n", x.* FROM (
-             SELECT ${email ? 'lower(c."__bb_key") AS "__bb_grp", ' : ''}c.* FROM (
+             SELECT ${email ? `${memberGroup(member.identifier, 'c."__bb_key"')} AS "__bb_grp", ` : ''}c.* FROM (
                SELECT ${filling.key} AS "__bb_key", ${filling.rowHash(serverVersion)} AS "__bb_hash", q.* FROM (
 ${marker}
 ) AS q) AS c ORDER BY ${email ? '"__bb_grp", ' : ''}"__bb_key") AS x)`);
@@ -67,7 +68,7 @@ ${marker}
  * reading bb_delta twice. No parameters.
  */
 export function firstSyncCountsSql(identifier: string): string {
-  const norm = identifier === 'email' ? 'lower(member_key)' : 'member_key';
+  const norm = memberGroup(identifier, 'member_key');
   return `WITH gone AS (DELETE FROM pg_temp.bb_delta WHERE kind IN ('duplicate', 'keyless') RETURNING member_key, kind),
      dups AS (INSERT INTO pg_temp.bb_dups SELECT member_key, ${norm}, count(*) OVER (PARTITION BY ${norm}) FROM gone WHERE kind = 'duplicate')
    SELECT (SELECT coalesce(max(seq), 0) FROM pg_temp.bb_delta) AS rows, count(*) FILTER (WHERE kind = 'keyless') AS nulls FROM gone`;

@@ -127,7 +127,7 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   const first = held.rows === 0;
   if (!first) await conn.query('RESET jit');
   const { rows, nulls } = first
-    ? await planFirstSync(conn, audience, columns, filling, member, query)
+    ? await planFirstSync(conn, audience, filling, member, query)
     : await compareCurrent(conn, audience, columns, filling, snapshots, { ...query, backfillSince: backfill ? (options.backfillSince ?? new Date()) : undefined });
   await conn.query('SET jit = off');
   if (!first) {

@@ -114,9 +114,17 @@ export function duplicatesSql(identifier: string): string {
      ${duplicateRows(identifier, 'pg_temp.bb_current', 'pg_temp.bb_cand')}`;
 }
 
+/**
+ * The group a member key belongs to, as SQL over `key`: rows of one group are one member. Braze
+ * matches emails whatever their case; every other identifier is the key itself.
+ */
+export function memberGroup(identifier: string, key: string): string {
+  return identifier === 'email' ? `lower(${key})` : key;
+}
+
 /** bb_dups's rows: the result `rows`, the candidates `cand` (both with "__bb_key"); see duplicatesSql. */
 function duplicateRows(identifier: string, rows: string, cand: string): string {
-  const norm = (key: string) => (identifier === 'email' ? `lower(${key})` : key);
+  const norm = (key: string) => memberGroup(identifier, key);
   // Counted per group (a hash aggregate, no sort); the few groups found are joined back.
   const candidate = (x: string) => `${x} IN (SELECT ${norm('c."__bb_key"')} FROM ${cand} AS c WHERE c."__bb_key" IS NOT NULL)`;
   return `SELECT r."__bb_key" AS member_key, g.grp, g.n FROM (
@@ -207,7 +215,7 @@ export function deltaSql(snapshots: string, audience: Audience, member: MemberSq
               -- A snapshot member whose key today's rows repeat (emails differing only in case) is
               -- held back with them, not exited.
               -- (A NULL key is NOT IN an empty set: the second test names its rows' keys.)
-              WHERE (h."__bb_key" IS NULL AND (h."__bb_s_present" OR $6) AND ${member.identifier === 'email' ? 'lower(h."__bb_s_key")' : 'h."__bb_s_key"'} NOT IN (SELECT grp FROM pg_temp.bb_dups))
+              WHERE (h."__bb_key" IS NULL AND (h."__bb_s_present" OR $6) AND ${memberGroup(member.identifier, 'h."__bb_s_key"')} NOT IN (SELECT grp FROM pg_temp.bb_dups))
                  OR (h."__bb_key" IS NOT NULL AND h."__bb_key" NOT IN (SELECT member_key FROM pg_temp.bb_dups))
              -- A fence: without it the planner inlines this level and repeats the lookups
              -- and the JSON building once per reference above.

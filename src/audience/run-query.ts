@@ -25,12 +25,11 @@ export interface FillOptions {
 export async function planFirstSync(
   conn: Connection,
   audience: Audience,
-  columns: Column[],
   filling: MemberSql,
   member: MemberSql,
   { statementTimeoutMs }: FillOptions,
 ): Promise<{ rows: number; nulls: number }> {
-  const { version } = await prepare(conn, columns);
+  const version = await prepare(conn);
   for (const sql of CREATE_FIRST_SYNC_TABLES) await conn.query(sql);
   await runReadOnly(conn, audience, firstSyncSql(audience, filling, member, version), statementTimeoutMs, 'on a first sync it also covers building every member\'s payload as the rows are read');
   return counted((await conn.query<Counted>(firstSyncCountsSql(member.identifier))).rows[0]);
@@ -49,25 +48,32 @@ export async function compareCurrent(
   snapshots: string,
   { statementTimeoutMs, backfillSince }: FillOptions & { backfillSince?: Date },
 ): Promise<{ rows: number; nulls: number }> {
-  const { version, defs } = await prepare(conn, columns);
+  const version = await prepare(conn);
+  const defs = await columnDefs(conn, columns);
   for (const sql of createComparisonSql(defs)) await conn.query(sql);
   return counted(await runReadOnly<Counted>(conn, audience, compareCurrentSql(snapshots, audience, defs.map((d) => d.name), member, version, { backfillSince }), statementTimeoutMs));
 }
 
-/** Drop the planning tables; the server's version and the result's column definitions. */
-async function prepare(conn: Connection, columns: Column[]): Promise<{ version: number; defs: Array<{ name: string; type: string }> }> {
+/** Drop the planning tables; the server's version. */
+async function prepare(conn: Connection): Promise<number> {
   await conn.query(DROP_PLAN_TABLES);
   const version = Number((await conn.query<{ v: string }>('SELECT current_setting($1) AS v', ['server_version_num'])).rows[0]!.v);
   // Planning and recording use WITH … AS MATERIALIZED: on an older server every audience would
   // fail with a syntax error that names no cause.
   if (version < 120000) throw new ConfigError([`audience sync needs PostgreSQL 12 or newer; this server is ${Math.floor(version / 10000)}`]);
-  // The tables are made from the described column types: the audience's text never reaches a
-  // statement outside the read-only transaction below.
+  return version;
+}
+
+/**
+ * The result's column definitions, for tables made from the described column types: the
+ * audience's text never reaches a statement outside the read-only transaction.
+ */
+async function columnDefs(conn: Connection, columns: Column[]): Promise<Array<{ name: string; type: string }>> {
   const { rows: typeNames } = await conn.query<{ t: string }>(
     'SELECT format_type(o, m) AS t FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS u(o, m, i) ORDER BY i',
     [columns.map((c) => c.typeOid), columns.map((c) => c.typmod)],
   );
-  return { version, defs: columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t })) };
+  return columns.map((c, i) => ({ name: c.name, type: typeNames[i]!.t }));
 }
 
 type Counted = { rows: string; nulls: string };
