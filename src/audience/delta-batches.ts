@@ -12,7 +12,7 @@
  */
 import type { Connection } from '../db/pool.js';
 import type { Audience, IdentifierKind } from '../types.js';
-import { SENDS } from './plan-sql.js';
+import { memberGroup, SENDS } from './plan-sql.js';
 
 export type Phase = 'exits' | 'entries';
 
@@ -65,7 +65,7 @@ const SENT_BY: Record<Phase, string> = {
 
 /** Whether an entry to send has an email of $1 (a text array) in any case: Braze's profile of that email. */
 export const ENTRY_OF_EMAILS_SQL = `SELECT EXISTS (SELECT 1 FROM pg_temp.bb_delta
-  WHERE ${SENT_BY.entries} AND lower(member_key) IN (SELECT lower(k) FROM unnest($1::text[]) AS k)) AS hit`;
+  WHERE ${SENT_BY.entries} AND ${memberGroup('email', 'member_key')} IN (SELECT ${memberGroup('email', 'k')} FROM unnest($1::text[]) AS k)) AS hit`;
 
 interface BatchRow {
   n: string;

@@ -109,10 +109,10 @@ export async function planDeltas(db: Database, conn: Connection, schema: string,
   // Off for them, and for a first sync's query (built into one of them); a later run's
   // comparison runs with the server's setting. The caller resets it with the connection's other settings.
   await conn.query('SET jit = off');
-  // Floats as their exact text in every payload: a first sync builds its JSON inside the query's
-  // transaction, later runs outside it, and a database or role with extra_float_digits at 0 or
-  // below would otherwise have them disagree (every changed member resending its floats). Reset
-  // by the caller too.
+  // Floats as their exact text in every row hash and payload, inside the query's transaction (a
+  // first sync builds its JSON there) and outside it (later runs): lossy text could hide a change,
+  // or, with a database or role at 0 or below, make every changed member resend its floats.
+  // Reset by the caller too.
   await conn.query('SET extra_float_digits = 3');
   const snapshots = await snapshotSource(conn, schema, planning);
   const held = await countSnapshotMembers(conn, snapshots, audience.name);

@@ -27,7 +27,7 @@ export interface Statement {
 /** The planning session's tables. No parameters. */
 export const DROP_PLAN_TABLES = 'DROP TABLE IF EXISTS pg_temp.bb_current, pg_temp.bb_cand, pg_temp.bb_dups, pg_temp.bb_delta';
 
-/** The wrapper around the audience's SELECT; its length locates errors in the file. */
+/** The wrapper around the audience's SELECT; errors in the file are located past its text (queryError). */
 export const DESCRIBE_PREFIX = 'SELECT * FROM (\n';
 export function describeSql(audience: Audience): string {
   return `${DESCRIBE_PREFIX}${audience.sql}\n) AS q LIMIT 0`;

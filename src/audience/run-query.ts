@@ -92,8 +92,6 @@ async function runReadOnly<T extends object>(
   await conn.query('BEGIN READ ONLY');
   try {
     if (statementTimeoutMs) await conn.query(`SELECT set_config('statement_timeout', $1, true)`, [String(statementTimeoutMs)]);
-    // Exact float text in the row hash on every server version (lossy text could hide a change).
-    await conn.query('SET LOCAL extra_float_digits = 3');
     // The planning tables live in pg_temp, which PostgreSQL searches first unless the path names
     // it: a table of the user's called bb_delta or bb_dups would be read as ours. Searched last.
     await conn.query(`SELECT set_config('search_path', CASE WHEN current_setting('search_path') = '' THEN 'pg_temp' ELSE current_setting('search_path') || ', pg_temp' END, true)`);

@@ -209,9 +209,8 @@ export async function syncAudience(deps: SyncDeps, audience: Audience, options: 
       return result(status, { runId, error: messageOf(e), fatal: isFatal(e) });
     } finally {
       await dropPlanTables(conn).catch(() => {});
-      await conn.query('RESET work_mem').catch(() => {});
-      await conn.query('RESET jit').catch(() => {}); // planDeltas sets both
-      await conn.query('RESET extra_float_digits').catch(() => {});
+      // work_mem set above; jit and extra_float_digits by planDeltas.
+      await conn.query('RESET work_mem; RESET jit; RESET extra_float_digits').catch(() => {});
       if (!planning) await releaseAudienceLock(conn, deps.schema, audience.name);
     }
   });
