@@ -8,13 +8,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BIN } from './helpers/cli.js';
+import { currentsKey, emailSendV1, emailSends, encodeAvro, writeObject } from './helpers/avro.js';
+import { useDatabaseAndFolder } from './helpers/fixture.js';
 
-function loadedPackages(args: string[]): string[] {
+const f = useDatabaseAndFolder('bb-lazy-');
+
+function loadedPackages(args: string[], env: Record<string, string> = {}): string[] {
   const dir = mkdtempSync(join(tmpdir(), 'bb-imports-'));
   const log = join(dir, 'imports.txt');
   try {
     const r = spawnSync(process.execPath, ['--import', join(process.cwd(), 'test', 'helpers', 'record-imports.mjs'), BIN, ...args], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, BB_IMPORT_LOG: log },
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, BB_IMPORT_LOG: log, ...env },
       encoding: 'utf8',
     });
     expect(r.status, r.stderr).toBe(0);
@@ -36,5 +40,12 @@ describe('lazy commands', () => {
 
   it.each([['status', '--help'], ['migrate', '--help'], ['failures', '--help'], ['sync', '--help'], ['forward', 'movable-ink', '--help']])('%s %s does not load the AWS SDK', (...args) => {
     expect(loadedPackages(args).filter((p) => p.startsWith('@aws-sdk/'))).toEqual([]);
+  });
+
+  it('a Currents ingest from a folder (file://) loads avsc and pg but not the AWS SDK', async () => {
+    writeObject(f.dir, currentsKey('users.messages.email.Send', '2026-11-01-00', 'lazy'), await encodeAvro(emailSendV1, emailSends(3), 'deflate'));
+    const loaded = loadedPackages(['currents', 'ingest', '--source', `file://${f.dir}`], { DATABASE_URL: f.t.url, LOG_LEVEL: 'warn' });
+    expect(loaded).toEqual(expect.arrayContaining(['pg', 'avsc']));
+    expect(loaded.filter((p) => p.startsWith('@aws-sdk/') || p.startsWith('@smithy/'))).toEqual([]);
   });
 });
