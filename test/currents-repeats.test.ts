@@ -13,7 +13,7 @@ import { openSource } from '../src/currents/source/open-source.js';
 import type { LogFields, Logger } from '../src/log.js';
 import { waitFor } from './helpers/cli.js';
 import { useDatabaseAndFolder } from './helpers/fixture.js';
-import { currentsKey, emailSends, emailSendV1, encodeAvro, writeObject } from './helpers/avro.js';
+import { currentsKey, customEvent, emailSends, emailSendV1, encodeAvro, writeObject } from './helpers/avro.js';
 
 const f = useDatabaseAndFolder('bb-repeats-');
 const SEND = 'users.messages.email.Send';
@@ -133,6 +133,30 @@ describe('repeated event ids, each row written once', () => {
     // Files of one process take turns to write: none waited for another's rows, none was read twice.
     expect(b.restarts()).toEqual([]);
     expect(b.log.lines.filter((l) => l.level !== 'info')).toEqual([]);
+  });
+
+  it('files of one event type load oldest first whatever --concurrency, so a repeated event keeps its oldest copy; other types load alongside', async () => {
+    const b = bucket('oldest');
+    await b.put('2026-10-31-23', 'before', emailSends(10, 800_000));
+    await b.run(); // the table exists: no file of this run waits for another to create it
+    // The oldest file is long and repeats nothing until its end; the next one is short and holds
+    // only those events again. Loaded side by side, the short file would write them first.
+    const shared = emailSends(50, 900_000);
+    const oldest = await b.put('2026-11-01-00', 'long', [...emailSends(30_000, 0), ...shared.map((e) => again(e, 'oldest'))]);
+    await b.put('2026-11-01-01', 'short', shared.map((e) => again(e, 'newer')));
+    await b.put('2026-11-01-02', 'later', [...emailSends(100, 50_000), ...shared.map((e) => again(e, 'latest'))]);
+    const other = currentsKey('users.behaviors.CustomEvent', '2026-11-01-01', 'custom');
+    writeObject(b.dir, other, await encodeAvro(customEvent, Array.from({ length: 20 }, (_, i) => ({ id: `c${i}`, user_id: 'u', time: 1, name: 'n', properties: '{}' }))));
+
+    const summary = await b.run(4);
+
+    expect(summary).toMatchObject({ status: 'succeeded', files: { loaded: 4, failed: 0 }, rows: 30_170, duplicates: 100 });
+    expect(await rows(`SELECT count(*)::int AS n FROM ${table('oldest')}`)).toEqual([{ n: 30_160 }]);
+    expect(await rows(`SELECT campaign_name, source_key, count(*)::int AS n FROM ${table('oldest')} WHERE id = ANY($1) GROUP BY 1, 2`, [shared.map((e) => (e as { id: string }).id)])).toEqual([
+      { campaign_name: 'oldest', source_key: oldest, n: 50 },
+    ]);
+    expect(await rows(`SELECT count(*)::int AS n FROM ev_oldest.users_behaviors_customevent`)).toEqual([{ n: 20 }]);
+    expect(b.restarts()).toEqual([]);
   });
 
   it("a row another session wrote meanwhile: the COPY waits, and when that session commits, the row is a duplicate; the file's other rows load", async () => {

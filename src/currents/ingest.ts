@@ -3,8 +3,8 @@
  * pending file with FOR UPDATE SKIP LOCKED and keeps that row lock for the whole load; the
  * file's rows and its manifest row's move to 'loaded' commit together. A crash at any moment
  * leaves each file fully loaded or not at all, and any number of processes split the work.
- * This module only orchestrates: the manifest SQL is in manifest.ts, one file's load in
- * load-file.ts, the event-table DDL in event-tables.ts.
+ * This module only orchestrates: the manifest SQL is in manifest.ts, the workers in
+ * load-pending.ts, one file's load in load-file.ts, the event-table DDL in event-tables.ts.
  */
 import { ConfigError, exitCodeFor, messageOf, outcomeOfError, type ExitCode, type Outcome } from '../errors.js';
 import type { Database } from '../db/pool.js';
@@ -12,10 +12,10 @@ import { finishRun, startRun } from '../run/run-store.js';
 import { sweepAbandonedRuns, withRunLock } from '../run/run-lock.js';
 import type { Logger } from '../log.js';
 import { ensureEventSchema } from './event-tables.js';
-import { DeadlockedFile, loadFile, type FileLoad, type LoadFileContext } from './load-file.js';
-import { claimPendingFile, countFilesByStatus, countUnclaimedPending, listingStartedAt, markGoneFiles, registerFiles, resetFailedFiles, type ClaimedFile, type DiscoveredFile, type FileScope } from './manifest.js';
+import type { FileLoad } from './load-file.js';
+import { loadPending } from './load-pending.js';
+import { countFilesByStatus, countUnclaimedPending, listingStartedAt, markGoneFiles, registerFiles, resetFailedFiles, type ClaimedFile, type DiscoveredFile, type FileScope } from './manifest.js';
 import { parseKey } from './parse-key.js';
-import { TableTurns } from './table-turns.js';
 import type { CurrentsSource } from './source/currents-source.js';
 
 export interface IngestOptions {
@@ -67,8 +67,6 @@ export interface IngestSummary {
 
 /** Files registered per statement while listing. */
 const REGISTER_CHUNK = 1000;
-/** Deadlocks a file may meet in one run before it is left pending for the next. */
-const MAX_DEADLOCKS = 3;
 
 export async function ingest(db: Database, log: Logger, options: IngestOptions): Promise<IngestSummary> {
   const started = Date.now();
@@ -191,54 +189,4 @@ async function discover(db: Database, log: Logger, options: IngestOptions, scope
     if (batch.length >= REGISTER_CHUNK) await register();
   }
   await register();
-}
-
-/**
- * `concurrency` workers claim pending files, one transaction per file, until none is left for
- * this run or the stop signal fires. A file a read error left pending is not claimed again in
- * the same run, or a broken network would keep a worker retrying it forever; nor is one that
- * deadlocked with other sessions three times.
- */
-async function loadPending(
-  db: Database,
-  ctx: LoadFileContext,
-  options: IngestOptions,
-  scope: FileScope,
-  onFile: (file: ClaimedFile, load: FileLoad) => void,
-): Promise<void> {
-  const unreadable = new Set<string>();
-  const deadlocks = new Map<string, number>();
-  const turns = new TableTurns();
-  const worker = async () => {
-    while (!options.stop?.aborted) {
-      // Given back once the transaction has ended: until then the file's rows would block the same ids.
-      const turn = turns.hold();
-      let claimed;
-      try {
-        claimed = await db
-          .withTransaction(async (tx) => {
-            const file = await claimPendingFile(tx, options.stateSchema, scope, [...unreadable]);
-            if (!file) return undefined;
-            const load = await loadFile(ctx, tx, file, turn);
-            // Before COMMIT frees the row: once free, another worker's claim must already skip it.
-            if (load.outcome === 'pending') unreadable.add(file.key);
-            return { file, load };
-          })
-          .finally(() => turn.release());
-      } catch (error) {
-        if (!(error instanceof DeadlockedFile)) throw error;
-        // Rolled back, so the other session went on: claim the file again, a few times at most,
-        // then leave it pending for the next run rather than fail a file that is not at fault.
-        const times = (deadlocks.get(error.key) ?? 0) + 1;
-        deadlocks.set(error.key, times);
-        if (times >= MAX_DEADLOCKS) unreadable.add(error.key);
-        ctx.log.warn('file deadlocked with another session; rolled back', { key: error.key, times, next: times >= MAX_DEADLOCKS ? 'next run' : 'again now' });
-        continue;
-      }
-      if (!claimed) return;
-      // Counted once committed: the summary reports only what the manifest now says.
-      onFile(claimed.file, claimed.load);
-    }
-  };
-  await Promise.all(Array.from({ length: options.concurrency }, worker));
 }

@@ -36,14 +36,22 @@ export type FileLoad =
   | { outcome: 'failed'; error: string; recordIndex: number | null }
   | { outcome: 'pending'; error: string };
 
+/** What the caller may add to a file's load. */
+export interface LoadHints {
+  /** The file's body, opened before the claim (ingest.ts); undefined when that failed, and the file is opened again. */
+  body?: Promise<Readable | undefined>;
+  /** Called once the file has been read to its end (its last rows may still be being written). */
+  onRead?: () => void;
+}
+
 /**
  * Load `file` on `tx`, the connection whose open transaction holds the file's claim. `turn`
  * is the file's place among the files this process loads (table-turns.ts); the caller gives
  * it back once the transaction has ended. Without it the file is on its own.
  */
-export async function loadFile(ctx: LoadFileContext, tx: Connection, file: ClaimedFile, turn: Turn): Promise<FileLoad> {
+export async function loadFile(ctx: LoadFileContext, tx: Connection, file: ClaimedFile, turn: Turn, hints: LoadHints = {}): Promise<FileLoad> {
   await tx.query('SAVEPOINT file');
-  const first = await loadOnce(ctx, tx, file, turn, false);
+  const first = await loadOnce(ctx, tx, file, turn, false, hints);
   // Rare: another process wrote one of these ids between a lookup and the COPY, or a long id
   // needs the table altered first. Nothing of the direct write is left; the file is read again
   // and loaded the way that always works.
@@ -55,18 +63,18 @@ export async function loadFile(ctx: LoadFileContext, tx: Connection, file: Claim
 const RESTAGE = Symbol('restage');
 
 /** One attempt at the file, directly or (`staged`) through the staging table; rolled back to the file's savepoint when it fails. */
-async function loadOnce(ctx: LoadFileContext, tx: Connection, file: ClaimedFile, turn: Turn, staged: boolean): Promise<FileLoad | typeof RESTAGE> {
+async function loadOnce(ctx: LoadFileContext, tx: Connection, file: ClaimedFile, turn: Turn, staged: boolean, hints: LoadHints = {}): Promise<FileLoad | typeof RESTAGE> {
   const source = ctx.source.name;
   let body: Readable | undefined;
   try {
     const table = await resolveEventTable(ctx.db, ctx.stateSchema, ctx.targetSchema, file.eventType);
-    body = await ctx.source.open(file.key);
+    body = (await hints.body) ?? (await ctx.source.open(file.key));
     const avro = await openAvroFile(body);
     const fields = mapSchema(avro.type);
     const plan = await ensureEventTable(ctx.db, tx, ctx.targetSchema, table, fields);
     const stats: FormatStats = { nul: 0 };
     const target = { tx, schema: ctx.targetSchema, table, plan };
-    const batches = readBatches(avro, plan, file.key, stats);
+    const batches = thenCall(readBatches(avro, plan, file.key, stats), hints.onRead);
     const write = staged || !hasIdColumn(plan) ? writeStaged : writeDirect;
     const { records, inserted, staged: viaStage } = await write(target, batches, turn);
     await markFileLoaded(tx, ctx.stateSchema, source, file, { targetTable: `${ctx.targetSchema}.${table}`, records, inserted, runId: ctx.runId, nulReplaced: stats.nul });
@@ -108,6 +116,12 @@ async function loadOnce(ctx: LoadFileContext, tx: Connection, file: ClaimedFile,
     // Read to the end, or abandoned by a failed write: either way the object is done with.
     body?.destroy();
   }
+}
+
+/** `batches`, then `done` once they are all read. */
+async function* thenCall<T>(batches: AsyncGenerator<T>, done?: () => void): AsyncGenerator<T> {
+  yield* batches;
+  done?.();
 }
 
 /** What the direct write cannot get past, and loading the file through the staging table can. */

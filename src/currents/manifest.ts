@@ -118,20 +118,44 @@ export async function countFilesByStatus(db: Queryable, schema: string, scope: F
 }
 
 /**
- * Inside a transaction: lock the oldest pending file in scope that no other transaction holds
- * and that is not in `skipKeys`, or undefined when none is left. The row lock is held until
- * the caller commits, so no other worker or process loads the same file meanwhile.
+ * Which file a worker claims: none of `skipKeys` or `skipTypes`; of the rest, `preferType`'s
+ * first, `preferKey` (opened early) first of those, then the oldest hour.
  */
-export async function claimPendingFile(tx: Queryable, schema: string, scope: FileScope, skipKeys: readonly string[]): Promise<ClaimedFile | undefined> {
+export interface ClaimChoice {
+  skipKeys: readonly string[];
+  skipTypes: readonly string[];
+  preferType: string | null;
+  preferKey: string | null;
+}
+
+/**
+ * Inside a transaction: lock a pending file in scope that no other transaction holds, as
+ * `choice` says, or undefined when none is left. The row lock is held until the caller
+ * commits, so no other worker or process loads the same file meanwhile.
+ */
+export async function claimPendingFile(tx: Queryable, schema: string, scope: FileScope, choice: ClaimChoice): Promise<ClaimedFile | undefined> {
   const where = scopeWhere(scope);
   const { rows } = await tx.query<{ key: string; etag: string; event_type: string }>(
     `SELECT key, etag, event_type FROM ${files(schema)}
-      WHERE status = 'pending' AND ${where.sql} AND NOT (key = ANY($6::text[]))
-      ORDER BY hour, key LIMIT 1 FOR UPDATE SKIP LOCKED`,
-    [...where.values, [...skipKeys]],
+      WHERE status = 'pending' AND ${where.sql} AND NOT (key = ANY($6::text[])) AND NOT (event_type = ANY($7::text[]))
+      ORDER BY event_type IS NOT DISTINCT FROM $8 DESC, key IS NOT DISTINCT FROM $9 DESC, hour, key LIMIT 1 FOR UPDATE SKIP LOCKED`,
+    [...where.values, [...choice.skipKeys], [...choice.skipTypes], choice.preferType, choice.preferKey],
   );
   const row = rows[0];
   return row && { key: row.key, etag: row.etag, eventType: row.event_type };
+}
+
+/** The file of `eventType` a claim would give next, other than `skipKeys`; no lock (its body is opened early). */
+export async function nextPendingFile(db: Queryable, schema: string, scope: FileScope, eventType: string, skipKeys: readonly string[]): Promise<ClaimedFile | undefined> {
+  const where = scopeWhere(scope);
+  const { rows } = await db.query<{ key: string; etag: string }>(
+    `SELECT key, etag FROM ${files(schema)}
+      WHERE status = 'pending' AND ${where.sql} AND event_type = $6 AND NOT (key = ANY($7::text[]))
+      ORDER BY hour, key LIMIT 1`,
+    [...where.values, eventType, [...skipKeys]],
+  );
+  const row = rows[0];
+  return row && { key: row.key, etag: row.etag, eventType };
 }
 
 /** In the transaction that inserted the file's events: they and this row commit together. */

@@ -14,7 +14,9 @@
  * repeats are caught by the database (write-events.ts).
  *
  * The turn comes with the ids lately written to the table by this process (recent-ids.ts),
- * which only the file holding the turn reads and adds to.
+ * which only the file holding the turn reads and adds to. Since workers no longer claim an
+ * event type another worker is loading (load-pending.ts), a turn is normally free when taken;
+ * it stays as the guarantee, and as the keeper of the ids as a table passes between workers.
  */
 import { RecentIds } from './recent-ids.js';
 

@@ -135,18 +135,7 @@ export function createDatabase(options: DatabaseOptions): Database {
       }
     },
     withConnection,
-    withTransaction: (fn) =>
-      withConnection(async (conn) => {
-        await conn.query('BEGIN');
-        try {
-          const result = await fn(conn);
-          await conn.query('COMMIT');
-          return result;
-        } catch (error) {
-          await conn.query('ROLLBACK').catch(() => {});
-          throw error;
-        }
-      }),
+    withTransaction: (fn) => withConnection((conn) => inTransaction(conn, () => fn(conn))),
     describe: (text, options = {}) =>
       withConnection(async (conn) => {
         const notices: Array<{ code?: string; message: string }> = [];
@@ -220,6 +209,19 @@ function splitOptions(connectionString: string | undefined): { connectionString:
 }
 
 /** Quote an identifier once, the way PostgreSQL would. */
+/** `fn` inside BEGIN/COMMIT on `conn`; ROLLBACK if it throws. */
+export async function inTransaction<T>(conn: Connection, fn: () => Promise<T>): Promise<T> {
+  await conn.query('BEGIN');
+  try {
+    const result = await fn();
+    await conn.query('COMMIT');
+    return result;
+  } catch (error) {
+    await conn.query('ROLLBACK').catch(() => {});
+    throw error;
+  }
+}
+
 export function escapeIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
