@@ -7,6 +7,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { ingest } from '../src/currents/ingest.js';
 import { openSource } from '../src/currents/source/open-source.js';
@@ -157,6 +158,28 @@ describe('repeated event ids, each row written once', () => {
     ]);
     expect(await rows(`SELECT count(*)::int AS n FROM ev_oldest.users_behaviors_customevent`)).toEqual([{ n: 20 }]);
     expect(b.restarts()).toEqual([]);
+  });
+
+  it('a body opened early that breaks before it is read leaves its file pending, and the run goes on', async () => {
+    const b = bucket('early');
+    await b.put('2026-11-01-00', 'first', emailSends(3000, 0));
+    const broken = await b.put('2026-11-01-01', 'broken', emailSends(10, 10_000));
+    await b.put('2026-11-01-02', 'third', emailSends(10, 20_000));
+    const files = openSource(`file://${b.dir}`);
+    // The connection of one body resets a moment after it is opened, before anything reads it.
+    const source = Object.assign(Object.create(files) as typeof files, {
+      open: async (key: string) => {
+        if (key !== broken) return files.open(key);
+        const body = new PassThrough();
+        setTimeout(() => body.destroy(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })), 1);
+        return body;
+      },
+    });
+
+    const summary = await ingest(f.t.db, b.log, { source, stateSchema: 'braze_bridge', targetSchema: 'ev_early', concurrency: 2 });
+
+    expect(summary).toMatchObject({ status: 'partial', files: { loaded: 2, failed: 0, leftPending: 1 }, rows: 3010 });
+    expect(await rows(`SELECT status, error FROM braze_bridge.currents_files WHERE key = $1`, [broken])).toEqual([{ status: 'pending', error: expect.stringMatching(/socket hang up/) }]);
   });
 
   it("a row another session wrote meanwhile: the COPY waits, and when that session commits, the row is a duplicate; the file's other rows load", async () => {

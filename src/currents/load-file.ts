@@ -38,7 +38,7 @@ export type FileLoad =
 
 /** What the caller may add to a file's load. */
 export interface LoadHints {
-  /** The file's body, opened before the claim (ingest.ts); undefined when that failed, and the file is opened again. */
+  /** The file's body, opened before the claim (load-pending.ts); undefined when that failed, and the file is opened again. */
   body?: Promise<Readable | undefined>;
   /** Called once the file has been read to its end (its last rows may still be being written). */
   onRead?: () => void;

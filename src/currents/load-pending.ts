@@ -128,6 +128,15 @@ function drop(early: Early | undefined): void {
  */
 function openEarly(ctx: LoadFileContext, options: Pick<IngestOptions, 'source' | 'stateSchema'>, scope: FileScope, after: ClaimedFile, unreadable: ReadonlySet<string>): Early {
   const file = nextPendingFile(ctx.db, options.stateSchema, scope, after.eventType, [after.key, ...unreadable]).catch(() => undefined);
-  const body = file.then((f) => (f ? options.source.open(f.key) : undefined)).catch(() => undefined);
+  const body = file
+    .then(async (f) => {
+      if (!f) return undefined;
+      const opened = await options.source.open(f.key);
+      // Nothing reads it yet: a connection reset meanwhile must not be an unhandled 'error'
+      // event (the process would exit). The stream keeps the error, and reading it reports it.
+      opened.on('error', () => {});
+      return opened;
+    })
+    .catch(() => undefined);
   return { file, body };
 }
