@@ -97,7 +97,11 @@ export const TOO_LONG = 'corrupt file: a block holds more bytes than its records
 
 export async function openAvroFile(source: Source): Promise<AvroFile> {
   const r = new ByteReader(source);
-  const magic = await r.bytes(4, 'the header').catch(() => Buffer.alloc(0));
+  // A file shorter than the magic is not Avro; a stream that breaks is not the file's fault.
+  const magic = await r.bytes(4, 'the header').catch((error: unknown) => {
+    if (error instanceof AvroDecodeError) return Buffer.alloc(0);
+    throw error;
+  });
   if (!magic.equals(MAGIC)) throw new AvroDecodeError('not an Avro object container file (bad magic bytes)');
 
   const meta = new Map<string, Buffer>();
