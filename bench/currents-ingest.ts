@@ -192,7 +192,7 @@ async function benchServer(label: string, url: string, data: { source: string; t
     }
     const ms = median(ingest.map((r) => r.ms));
     const copyMs = median(copy.map((c) => c.ms));
-    line('   braze-bridge currents ingest (CLI, 4 files at once)', `${(ms / 1000).toFixed(2)} s (runs: ${ingest.map((r) => (r.ms / 1000).toFixed(2)).join(', ')})`);
+    line('   braze-bridge currents ingest (CLI, --concurrency 4)', `${(ms / 1000).toFixed(2)} s (runs: ${ingest.map((r) => (r.ms / 1000).toFixed(2)).join(', ')})`);
     line('   rows loaded / duplicates skipped', `${summary!.rows.toLocaleString('en')} / ${summary!.duplicates.toLocaleString('en')}`, `expected ${data.unique.toLocaleString('en')} / ${data.repeats.toLocaleString('en')}`);
     line('   rows/s', `${Math.round(summary!.rows / (ms / 1000)).toLocaleString('en')}`);
     line('   CPU of the ingest process (user + system)', `${median(ingest.map((r) => r.cpuS)).toFixed(1)} s`);

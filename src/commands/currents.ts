@@ -96,7 +96,7 @@ const ingestBinding: CommandModule = {
       .option('since', { type: 'string', describe: 'first date= hour to load, YYYY-MM-DD[-HH] (UTC)' })
       .option('until', { type: 'string', describe: 'last date= hour to load, YYYY-MM-DD[-HH] (UTC)' })
       .option('retry-failed', { type: 'boolean', describe: 'try files that failed before again' })
-      .option('concurrency', { type: 'number', describe: 'files loaded at once [default: 4]' }),
+      .option('concurrency', { type: 'number', describe: 'files loaded at once, at most one per event type [default: 4]' }),
   handler: async (args) => {
     const config = loadCurrentsConfig(args as CurrentsFlags);
     const [{ createAppLogger, withShutdown }, { formatIngest }] = await Promise.all([import('../app.js'), import('../currents/format-ingest.js')]);
