@@ -160,25 +160,37 @@ describe('repeated event ids, each row written once', () => {
     expect(b.restarts()).toEqual([]);
   });
 
-  it('a body opened early that breaks before it is read leaves its file pending, and the run goes on', async () => {
+  it('a body opened early that breaks before it is read is opened again; one that breaks while read leaves its file pending', async () => {
     const b = bucket('early');
     await b.put('2026-11-01-00', 'first', emailSends(3000, 0));
-    const broken = await b.put('2026-11-01-01', 'broken', emailSends(10, 10_000));
-    await b.put('2026-11-01-02', 'third', emailSends(10, 20_000));
+    const reset = await b.put('2026-11-01-01', 'reset', emailSends(10, 10_000));
+    const broken = await b.put('2026-11-01-02', 'broken', emailSends(10, 20_000));
+    await b.put('2026-11-01-03', 'last', emailSends(10, 30_000));
     const files = openSource(`file://${b.dir}`);
-    // The connection of one body resets a moment after it is opened, before anything reads it.
+    const opens: string[] = [];
+    const hangUp = (body: PassThrough) => setImmediate(() => body.destroy(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })));
+    // `reset`: the first connection resets a moment after it is opened, before anything reads it.
+    // `broken`: every connection gives the first bytes, then resets while the header is read.
     const source = Object.assign(Object.create(files) as typeof files, {
       open: async (key: string) => {
+        opens.push(key);
+        if (key === reset && opens.filter((k) => k === key).length === 1) {
+          const body = new PassThrough();
+          hangUp(body);
+          return body;
+        }
         if (key !== broken) return files.open(key);
         const body = new PassThrough();
-        setTimeout(() => body.destroy(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })), 1);
+        body.write(Buffer.from('Obj\x01', 'latin1'));
+        setTimeout(() => hangUp(body), 20);
         return body;
       },
     });
 
     const summary = await ingest(f.t.db, b.log, { source, stateSchema: 'braze_bridge', targetSchema: 'ev_early', concurrency: 2 });
 
-    expect(summary).toMatchObject({ status: 'partial', files: { loaded: 2, failed: 0, leftPending: 1 }, rows: 3010 });
+    expect(summary).toMatchObject({ status: 'partial', files: { loaded: 3, failed: 0, leftPending: 1 }, rows: 3020 });
+    expect(opens.filter((k) => k === reset)).toHaveLength(2);
     expect(await rows(`SELECT status, error FROM braze_bridge.currents_files WHERE key = $1`, [broken])).toEqual([{ status: 'pending', error: expect.stringMatching(/socket hang up/) }]);
   });
 

@@ -68,7 +68,10 @@ async function loadOnce(ctx: LoadFileContext, tx: Connection, file: ClaimedFile,
   let body: Readable | undefined;
   try {
     const table = await resolveEventTable(ctx.db, ctx.stateSchema, ctx.targetSchema, file.eventType);
-    body = (await hints.body) ?? (await ctx.source.open(file.key));
+    const early = await hints.body;
+    // A body opened early whose connection broke before anything read it is opened again.
+    if (early?.errored) early.destroy();
+    body = early && !early.errored ? early : await ctx.source.open(file.key);
     const avro = await openAvroFile(body);
     const fields = mapSchema(avro.type);
     const plan = await ensureEventTable(ctx.db, tx, ctx.targetSchema, table, fields);

@@ -39,14 +39,15 @@ export async function loadPending(
   const owners = new Map<string, number>();
   /** Claims are made one at a time, so that two workers never take the same event type. */
   let claims: Promise<unknown> = Promise.resolve();
-  const claim = (tx: Connection, worker: number, expected: ClaimedFile | undefined) => {
-    const mine = [...owners].find(([, w]) => w === worker)?.[0] ?? null;
+  const claim = (tx: Connection, worker: number) => {
     const next = claims.then(async () => {
+      // A stop that came while this claim waited for its turn starts no new file.
+      if (options.stop?.aborted) return undefined;
+      const mine = [...owners].find(([, w]) => w === worker)?.[0] ?? null;
       const file = await claimPendingFile(tx, options.stateSchema, scope, {
         skipKeys: [...unreadable],
         skipTypes: [...owners].filter(([, w]) => w !== worker).map(([type]) => type),
         preferType: mine,
-        preferKey: expected?.key ?? null,
       });
       if (mine !== null && file?.eventType !== mine) owners.delete(mine);
       if (file) owners.set(file.eventType, worker);
@@ -65,17 +66,21 @@ export async function loadPending(
           const turn = turns.hold();
           const opened = early;
           early = undefined;
+          // False once this file's load has ended: a read-ahead step that finishes later opens nothing.
+          let loading = true;
           let claimed;
           try {
             const expected = await opened?.file;
             claimed = await inTransaction(conn, async () => {
-              const file = await claim(conn, id, expected);
+              const file = await claim(conn, id);
               if (!file) return undefined;
-              const body = expected && expected.key === file.key && expected.etag === file.etag ? opened!.body : undefined;
+              const ours = expected !== undefined && expected.key === file.key && expected.etag === file.etag;
+              // Another process took that file: its body is closed before this one is read.
+              if (!ours) drop(opened);
               const onRead = () => {
-                early = openEarly(ctx, options, scope, file, unreadable);
+                if (loading) early = openEarly(ctx, options, scope, file, unreadable);
               };
-              const load = await loadFile(ctx, conn, file, turn, { body, onRead });
+              const load = await loadFile(ctx, conn, file, turn, { body: ours ? opened!.body : undefined, onRead });
               // Before COMMIT frees the row: once free, another worker's claim must already skip it.
               if (load.outcome === 'pending') unreadable.add(file.key);
               return { file, load };
@@ -87,14 +92,12 @@ export async function loadPending(
             const times = (deadlocks.get(error.key) ?? 0) + 1;
             deadlocks.set(error.key, times);
             if (times >= MAX_DEADLOCKS) unreadable.add(error.key);
-            // The next file's body is dropped, so that this one (older) is claimed again first.
-            drop(early);
-            early = undefined;
             ctx.log.warn('file deadlocked with another session; rolled back', { key: error.key, times, next: times >= MAX_DEADLOCKS ? 'next run' : 'again now' });
             continue;
           } finally {
+            loading = false;
             turn.release();
-            // A body opened for a file this worker did not claim, or read already.
+            // Read already, or not used.
             drop(opened);
           }
           if (!claimed) return;

@@ -118,40 +118,39 @@ export async function countFilesByStatus(db: Queryable, schema: string, scope: F
 }
 
 /**
- * Which file a worker claims: none of `skipKeys` or `skipTypes`; of the rest, `preferType`'s
- * first, `preferKey` (opened early) first of those, then the oldest hour.
+ * Inside a transaction: lock a pending file in scope that no other transaction holds and that
+ * is not in `skipKeys` or of an event type in `skipTypes`, or undefined when none is left: the
+ * oldest of `preferType` if it has one, else the oldest. The row lock is held until the caller
+ * commits, so no other worker or process loads the same file meanwhile. Two statements rather
+ * than one ordered by the preference, which could not use the index of open files: a backfill
+ * of 300,000 pending files took 0.5 s per claim that way.
  */
-export interface ClaimChoice {
-  skipKeys: readonly string[];
-  skipTypes: readonly string[];
-  preferType: string | null;
-  preferKey: string | null;
+export async function claimPendingFile(tx: Queryable, schema: string, scope: FileScope, choice: { skipKeys: readonly string[]; skipTypes: readonly string[]; preferType: string | null }): Promise<ClaimedFile | undefined> {
+  const where = scopeWhere(scope);
+  const claim = async (type: string | null) => {
+    const { rows } = await tx.query<{ key: string; etag: string; event_type: string }>(
+      `SELECT key, etag, event_type FROM ${files(schema)}
+        WHERE status = 'pending' AND ${where.sql} AND NOT (key = ANY($6::text[])) AND NOT (event_type = ANY($7::text[])) AND ($8::text IS NULL OR event_type = $8)
+        ORDER BY hour, key LIMIT 1 FOR UPDATE SKIP LOCKED`,
+      [...where.values, [...choice.skipKeys], [...choice.skipTypes], type],
+    );
+    const row = rows[0];
+    return row && { key: row.key, etag: row.etag, eventType: row.event_type };
+  };
+  return (choice.preferType !== null ? await claim(choice.preferType) : undefined) ?? (await claim(null));
 }
 
 /**
- * Inside a transaction: lock a pending file in scope that no other transaction holds, as
- * `choice` says, or undefined when none is left. The row lock is held until the caller
- * commits, so no other worker or process loads the same file meanwhile.
+ * The file of `eventType` a claim would give next, other than `skipKeys`, so that its body can
+ * be opened early. SKIP LOCKED passes over files other transactions have claimed; the brief
+ * lock this takes (FOR KEY SHARE) ends with the statement.
  */
-export async function claimPendingFile(tx: Queryable, schema: string, scope: FileScope, choice: ClaimChoice): Promise<ClaimedFile | undefined> {
-  const where = scopeWhere(scope);
-  const { rows } = await tx.query<{ key: string; etag: string; event_type: string }>(
-    `SELECT key, etag, event_type FROM ${files(schema)}
-      WHERE status = 'pending' AND ${where.sql} AND NOT (key = ANY($6::text[])) AND NOT (event_type = ANY($7::text[]))
-      ORDER BY event_type IS NOT DISTINCT FROM $8 DESC, key IS NOT DISTINCT FROM $9 DESC, hour, key LIMIT 1 FOR UPDATE SKIP LOCKED`,
-    [...where.values, [...choice.skipKeys], [...choice.skipTypes], choice.preferType, choice.preferKey],
-  );
-  const row = rows[0];
-  return row && { key: row.key, etag: row.etag, eventType: row.event_type };
-}
-
-/** The file of `eventType` a claim would give next, other than `skipKeys`; no lock (its body is opened early). */
 export async function nextPendingFile(db: Queryable, schema: string, scope: FileScope, eventType: string, skipKeys: readonly string[]): Promise<ClaimedFile | undefined> {
   const where = scopeWhere(scope);
   const { rows } = await db.query<{ key: string; etag: string }>(
     `SELECT key, etag FROM ${files(schema)}
       WHERE status = 'pending' AND ${where.sql} AND event_type = $6 AND NOT (key = ANY($7::text[]))
-      ORDER BY hour, key LIMIT 1`,
+      ORDER BY hour, key LIMIT 1 FOR KEY SHARE SKIP LOCKED`,
     [...where.values, eventType, [...skipKeys]],
   );
   const row = rows[0];

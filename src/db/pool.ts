@@ -208,7 +208,6 @@ function splitOptions(connectionString: string | undefined): { connectionString:
   }
 }
 
-/** Quote an identifier once, the way PostgreSQL would. */
 /** `fn` inside BEGIN/COMMIT on `conn`; ROLLBACK if it throws. */
 export async function inTransaction<T>(conn: Connection, fn: () => Promise<T>): Promise<T> {
   await conn.query('BEGIN');
@@ -222,6 +221,7 @@ export async function inTransaction<T>(conn: Connection, fn: () => Promise<T>): 
   }
 }
 
+/** Quote an identifier once, the way PostgreSQL would. */
 export function escapeIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }

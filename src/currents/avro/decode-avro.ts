@@ -190,7 +190,8 @@ const decompressors: Record<string, () => (data: Buffer) => Promise<Buffer>> = {
     return async (data) => {
       const chunkSize = Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, Math.ceil(data.length * ratio * 1.125) + 1024));
       const out = await inflate(data, { chunkSize });
-      if (data.length > 0) ratio = Math.max(1, out.length / data.length);
+      // Bounded, so that after a block of one repeated byte the next gets no 4 MB buffer it would hold.
+      if (data.length > 0) ratio = Math.min(MAX_RATIO, Math.max(1, out.length / data.length));
       return out;
     };
   },
@@ -202,9 +203,10 @@ const decompressors: Record<string, () => (data: Buffer) => Promise<Buffer>> = {
     return out;
   },
 };
-/** Bounds of the output buffer zlib is given per block. */
+/** Bounds of the output buffer zlib is given per block (a larger block takes several), and of the ratio it is sized by. */
 const MIN_CHUNK = 64 * 1024;
-const MAX_CHUNK = 16 * 1024 * 1024;
+const MAX_CHUNK = 4 * 1024 * 1024;
+const MAX_RATIO = 32;
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
