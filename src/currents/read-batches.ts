@@ -18,6 +18,12 @@ import { transcoderFor, type RowFacts, type RowOut } from './transcode-records.j
 export const BATCH_ROWS = 20_000;
 /** Bytes of COPY text per batch, unless one line alone is longer. */
 const BATCH_BYTES = 2 * 1024 * 1024;
+/**
+ * The first batch of a file is smaller, so that its first COPY starts a block or so after the
+ * file is opened and the next batches decode while it is written (1M events in 10 files: 0.06
+ * to 0.5 s sooner in five of six alternating runs).
+ */
+const FIRST_BATCH_BYTES = 256 * 1024;
 /** Characters of formatted lines encoded at once. */
 const CHUNK_CHARS = 64 * 1024;
 
@@ -119,7 +125,7 @@ async function* formatRecords(records: AsyncIterable<Record<string, unknown>>, p
     // The id column's formatter has counted its NULs already.
     ids.push(typeof id === 'string' ? replaceNul(id, ignored) : undefined);
     timed.push(occurred !== undefined);
-    if (batch.rows + lines.length === BATCH_ROWS || batch.used + chunk.length >= BATCH_BYTES) {
+    if (batch.rows + lines.length === BATCH_ROWS || batch.used + chunk.length >= batch.limit) {
       encode();
       yield batch.take();
     } else if (chunk.length >= CHUNK_CHARS) encode();
@@ -161,6 +167,8 @@ class BatchBuilder implements RowOut {
   text = this.slab.text;
   used = 0;
   rows = 0;
+  /** Bytes of text at which the batch is full. */
+  limit = FIRST_BATCH_BYTES;
   private ids = new Map<number, string>();
 
   room(bytes: number): void {
@@ -179,7 +187,7 @@ class BatchBuilder implements RowOut {
     idFrom[this.rows] = facts.idFrom;
     idTo[this.rows] = facts.idTo;
     if (facts.id !== undefined) this.ids.set(this.rows, facts.id);
-    return ++this.rows === BATCH_ROWS || this.used >= BATCH_BYTES;
+    return ++this.rows === BATCH_ROWS || this.used >= this.limit;
   }
 
   /** The batch so far; the builder starts a new one. */
@@ -191,6 +199,7 @@ class BatchBuilder implements RowOut {
     };
     const batch = { rows: this.rows, text: this.text.subarray(0, this.used), ends, idFrom, idTo, ids: this.ids, timed, done };
     this.slab = this.spare.pop() ?? newSlab();
+    this.limit = BATCH_BYTES;
     this.text = this.slab.text;
     this.used = 0;
     this.rows = 0;
