@@ -9,11 +9,12 @@
  * Within this process, files take turns to write to a table (table-turns.ts), so a lookup sees
  * the rows written before as committed and a COPY never waits for another file. If the table
  * held an id those did not know (another process's, or a run's whose ids were not kept), the
- * COPY fails with a unique violation: that batch is rolled back to its savepoint, looked up in full, and written
- * again, and so are the file's later batches. The rare rows whose occurred_at only PostgreSQL
- * can compute go to a staging table, inserted with ON CONFLICT DO NOTHING at the end. What
- * this cannot get past is left to the caller (load-file.ts): a unique violation after a full
- * lookup (the file is loaded again staged) and a deadlock (its transaction is rolled back).
+ * COPY fails with a unique violation: that batch is rolled back to its savepoint, looked up in
+ * full, and written again, and so are the file's later batches. The rare rows whose
+ * occurred_at only PostgreSQL can compute go to a staging table, inserted with ON CONFLICT DO
+ * NOTHING at the end. What this cannot get past is left to the caller (load-file.ts): a unique
+ * violation after a full lookup (the file is loaded again staged) and a deadlock (its
+ * transaction is rolled back).
  *
  * Staged (the fallback, and the path of tables from before migration 0006 given a long id):
  * every row is COPYed to a staging table, then inserted in one statement, as before this
