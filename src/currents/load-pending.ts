@@ -3,12 +3,10 @@
  * it (load-file.ts) and commits, until no file is left for the run. Orchestrated by ingest.ts.
  */
 import type { Readable } from 'node:stream';
-import { messageOf } from '../errors.js';
 import { inTransaction, type Connection, type Database } from '../db/pool.js';
 import type { IngestOptions } from './ingest.js';
 import { DeadlockedFile, loadFile, type FileLoad, type LoadFileContext } from './load-file.js';
 import { claimPendingFile, nextPendingFile, type ClaimedFile, type FileScope } from './manifest.js';
-import { restoreRecentIds, saveRecentIds } from './saved-ids.js';
 import { TableTurns } from './table-turns.js';
 
 /** Deadlocks a file may meet in one run before it is left pending for the next. */
@@ -36,7 +34,7 @@ export async function loadPending(
 ): Promise<void> {
   const unreadable = new Set<string>();
   const deadlocks = new Map<string, number>();
-  const turns = new TableTurns((name) => restoreRecentIds(db, options.stateSchema, name));
+  const turns = new TableTurns();
   /** Per event type, the worker loading it. */
   const owners = new Map<string, number>();
   /** Claims are made one at a time, so that two workers never take the same event type. */
@@ -111,12 +109,7 @@ export async function loadPending(
         for (const [type, w] of owners) if (w === id) owners.delete(type);
       }
     });
-  try {
-    await Promise.all(Array.from({ length: options.concurrency }, (_, i) => worker(i)));
-  } finally {
-    // Also after a failed run: the ids of files rolled back only cost lookups.
-    await saveRecentIds(db, options.stateSchema, await turns.tables()).catch((error: unknown) => ctx.log.warn('could not keep the recent event ids for the next run', { error: messageOf(error) }));
-  }
+  await Promise.all(Array.from({ length: options.concurrency }, (_, i) => worker(i)));
 }
 
 /** The file a worker will likely claim next, and its body, opened before the claim. */

@@ -14,8 +14,7 @@
  * 8,192 ids in 16 kB, and each next one four times as many, up to 1,048,576 ids in 2 MB: a
  * table of a few events costs kilobytes, and a busy one is checked against a few filters, not
  * dozens. Filters older than the last million or so ids are dropped, so memory stays under
- * 4 MB per table whatever the run loads. The filters are kept from one run to the next
- * (saved-ids.ts): a run's repeats are mostly of the files the run before loaded.
+ * 4 MB per table whatever the run loads.
  */
 const FIRST_BITS = 17;
 const LAST_BITS = 24;
@@ -31,31 +30,9 @@ interface Filter {
   count: number;
 }
 
-/** A filter as it is kept between runs (the state schema's currents_recent_ids). */
-export interface SavedFilter {
-  bits: Uint8Array;
-  count: number;
-}
-
 export class RecentIds {
   /** Oldest first. */
   private readonly filters: Filter[] = [];
-
-  /** The ids a run before noted, from `saved` (oldest first); filters of a size this code would not make are left out. */
-  static restore(saved: readonly SavedFilter[]): RecentIds {
-    const ids = new RecentIds();
-    for (const { bits, count } of saved) {
-      const log2 = Math.log2(bits.length * 8);
-      if (!Number.isInteger(log2) || log2 < FIRST_BITS || log2 > LAST_BITS || count < 0) continue;
-      ids.filters.push({ bits, blocks: bits.length / 64 - 1, capacity: (1 << log2) / 16, count });
-    }
-    return ids;
-  }
-
-  /** The filters, oldest first, to restore in a later run. */
-  save(): SavedFilter[] {
-    return this.filters.map(({ bits, count }) => ({ bits, count }));
-  }
   /** A 32-bit hash of the id `seenBefore` was last given, for the caller's own tables. */
   lastHash = 0;
 

@@ -21,18 +21,12 @@
 import { RecentIds } from './recent-ids.js';
 
 /** A file's turns, taken as it first writes to a table and given back after its COMMIT or ROLLBACK. */
-/** An event table, by schema and name. */
-export interface TableName {
-  schema: string;
-  table: string;
-}
-
 export interface Turn {
   /**
-   * Wait until no other file of this process writes to the table (at once if this file holds
-   * it); then the ids lately written there are this file's to read and add to.
+   * Wait until no other file of this process writes to `table` (at once if this file holds it);
+   * then the ids lately written there are this file's to read and add to.
    */
-  take(name: TableName): Promise<RecentIds>;
+  take(table: string): Promise<RecentIds>;
   /** The file's transaction has ended: the next file may write. */
   release(): void;
 }
@@ -41,22 +35,15 @@ export interface Turn {
 export class TableTurns {
   /** Per table, settled when the last file to queue for it has released it. */
   private readonly queues = new Map<string, Promise<void>>();
-  private readonly written = new Map<string, { name: TableName; ids: Promise<RecentIds> }>();
-
-  /** `restore` gives a table's ids as the last run left them; a failure gives none (the ids only spare lookups). */
-  constructor(private readonly restore: (name: TableName) => Promise<RecentIds> = async () => new RecentIds()) {}
+  private readonly written = new Map<string, RecentIds>();
 
   hold(): Turn {
     const held = new Map<string, () => void>();
     return {
-      take: async (name) => {
-        const table = JSON.stringify([name.schema, name.table]);
-        let entry = this.written.get(table);
-        if (!entry) {
-          entry = { name: { schema: name.schema, table: name.table }, ids: this.restore(name).catch(() => new RecentIds()) };
-          this.written.set(table, entry);
-        }
-        if (held.has(table)) return entry.ids;
+      take: async (table) => {
+        const ids = this.written.get(table) ?? new RecentIds();
+        this.written.set(table, ids);
+        if (held.has(table)) return ids;
         const before = this.queues.get(table) ?? Promise.resolve();
         let release!: () => void;
         const mine = new Promise<void>((resolve) => (release = resolve));
@@ -68,17 +55,12 @@ export class TableTurns {
           if (this.queues.get(table) === queue) this.queues.delete(table);
         });
         await before;
-        return entry.ids;
+        return ids;
       },
       release: () => {
         for (const give of held.values()) give();
         held.clear();
       },
     };
-  }
-
-  /** Every table written to in this run, with its ids, to keep for the next run. */
-  async tables(): Promise<Array<{ name: TableName; ids: RecentIds }>> {
-    return Promise.all([...this.written.values()].map(async ({ name, ids }) => ({ name, ids: await ids })));
   }
 }

@@ -3,18 +3,17 @@
  * ways. Both insert each event id once, whatever the file repeats or the table already holds.
  *
  * Direct (the common case): each row is written once. Per batch, a repeat within the batch is
- * dropped in Node; the ids written to the table lately (recent-ids.ts: this run's, the file's
- * own earlier batches included, and those the table's last run kept) are looked up in the
- * table's key and the ones found dropped; the rest are COPYed straight into the event table.
- * Within this process, files take turns to write to a table (table-turns.ts), so a lookup sees
- * the rows written before as committed and a COPY never waits for another file. If the table
- * held an id those did not know (another process's, or a run's whose ids were not kept), the
- * COPY fails with a unique violation: that batch is rolled back to its savepoint, looked up in
- * full, and written again, and so are the file's later batches. The rare rows whose
- * occurred_at only PostgreSQL can compute go to a staging table, inserted with ON CONFLICT DO
- * NOTHING at the end. What this cannot get past is left to the caller (load-file.ts): a unique
- * violation after a full lookup (the file is loaded again staged) and a deadlock (its
- * transaction is rolled back).
+ * dropped in Node; the ids this process wrote to the table lately (recent-ids.ts; the file's
+ * own earlier batches included) are looked up in the table's key and the ones found dropped;
+ * the rest are COPYed straight into the event table. Within this process, files take turns to
+ * write to a table (table-turns.ts), so a lookup sees the rows written before as committed and
+ * a COPY never waits for another file. If the table held an id this process did not write
+ * lately (an earlier run's, or another process's written meanwhile), the COPY fails with a
+ * unique violation: that batch is rolled back to its savepoint, looked up in full, and written
+ * again, and so are the file's later batches. The rare rows whose occurred_at only PostgreSQL
+ * can compute go to a staging table, inserted with ON CONFLICT DO NOTHING at the end. What
+ * this cannot get past is left to the caller (load-file.ts): a unique violation after a full
+ * lookup (the file is loaded again staged) and a deadlock (its transaction is rolled back).
  *
  * Staged (the fallback, and the path of tables from before migration 0006 given a long id):
  * every row is COPYed to a staging table, then inserted in one statement, as before this
@@ -41,8 +40,6 @@ export interface Written {
   records: number;
   inserted: number;
   staged: number;
-  /** Batches rolled back because the table held an id the recent ids did not know, then looked up and written again. */
-  redone: number;
 }
 
 /** The direct write cannot load this file; load it again with `writeStaged`. */
@@ -60,7 +57,7 @@ const SAVEPOINTS = 32;
 export async function writeDirect(target: EventTarget, batches: AsyncGenerator<RowBatch>, turn: Turn): Promise<Written> {
   const { tx, plan } = target;
   const sql = statements(target);
-  const written: Written = { records: 0, inserted: 0, staged: 0, redone: 0 };
+  const written: Written = { records: 0, inserted: 0, staged: 0 };
   let recent: RecentIds | undefined;
   // Until a COPY finds an id the recent ids did not know: then every id is looked up.
   let lookUpAll = false;
@@ -104,15 +101,14 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
     if (rows.length > 0) {
       if (lookUpAll) await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
       else {
-        // The lookup covered only the ids written lately: if the table held another
-        // one (another process's, an unkept run's), this batch alone is undone and looked up.
+        // The lookup covered only the ids this process wrote lately: if the table held another
+        // one (an earlier run's, another process's), this batch alone is undone and looked up.
         await tx.query('SAVEPOINT batch');
         try {
           await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
         } catch (error) {
           if (!(error instanceof DatabaseError && error.code === '23505')) throw error;
           await tx.query('ROLLBACK TO SAVEPOINT batch');
-          written.redone++;
           lookUpAll = true;
           rows = await dropLoaded(target, batch, rows);
           await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
@@ -136,7 +132,7 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
     for await (const batch of ahead(batches, () => (recent ? AHEAD : 1))) {
       written.records += batch.rows;
       // Before any id is sorted: the lookups must see every row written before this file's.
-      recent ??= await turn.take(target);
+      recent ??= await turn.take(sql.table);
       const sorted = sort(batch, recent);
       await writing;
       writing = write(batch, sorted);
@@ -160,8 +156,8 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
 export async function writeStaged(target: EventTarget, batches: AsyncGenerator<RowBatch>, turn: Turn): Promise<Written> {
   const { tx, plan } = target;
   const sql = statements(target);
-  const written: Written = { records: 0, inserted: 0, staged: 0, redone: 0 };
-  const recent = await turn.take(target);
+  const written: Written = { records: 0, inserted: 0, staged: 0 };
+  const recent = await turn.take(sql.table);
   await tx.query(sql.createStage);
   for await (const batch of ahead(batches, () => AHEAD)) {
     for (let i = 0; i < batch.rows; i++) {
