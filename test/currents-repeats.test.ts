@@ -98,6 +98,7 @@ describe('repeated event ids, each row written once', () => {
     expect(await rows(`SELECT rows_loaded::int, duplicates::int FROM braze_bridge.currents_files WHERE key = $1`, [key])).toEqual([{ rows_loaded: 20_000, duplicates: 10_000 }]);
     // The first batch found the earlier rows in the table and was looked up in full: no second read.
     expect(b.restarts()).toEqual([]);
+    expect(b.log.lines.filter((l) => l.msg === 'loaded file' && l.key === key).map((l) => l.batchesRedone)).toEqual([1]);
   });
 
   it('files repeating each other, themselves and an earlier run, loaded four at a time: counts and rows exact, no file read twice', async () => {

@@ -79,10 +79,10 @@ async function loadOnce(ctx: LoadFileContext, tx: Connection, file: ClaimedFile,
     const target = { tx, schema: ctx.targetSchema, table, plan };
     const batches = thenCall(readBatches(avro, plan, file.key, stats), hints.onRead);
     const write = staged || !hasIdColumn(plan) ? writeStaged : writeDirect;
-    const { records, inserted, staged: viaStage } = await write(target, batches, turn);
+    const { records, inserted, staged: viaStage, redone } = await write(target, batches, turn);
     await markFileLoaded(tx, ctx.stateSchema, source, file, { targetTable: `${ctx.targetSchema}.${table}`, records, inserted, runId: ctx.runId, nulReplaced: stats.nul });
     await tx.query('RELEASE SAVEPOINT file');
-    ctx.log.info('loaded file', { key: file.key, rows: inserted, duplicates: records - inserted, ...(viaStage ? { staged: viaStage } : {}), ...(stats.nul ? { nulReplaced: stats.nul } : {}) });
+    ctx.log.info('loaded file', { key: file.key, rows: inserted, duplicates: records - inserted, ...(viaStage ? { staged: viaStage } : {}), ...(redone ? { batchesRedone: redone } : {}), ...(stats.nul ? { nulReplaced: stats.nul } : {}) });
     return { outcome: 'loaded', records, inserted, nulReplaced: stats.nul };
   } catch (error) {
     if (error instanceof DatabaseError && error.code === '40P01') {

@@ -10,10 +10,11 @@
  * a COPY never waits for another file. If the table held an id this process did not write
  * lately (an earlier run's, or another process's written meanwhile), the COPY fails with a
  * unique violation: that batch is rolled back to its savepoint, looked up in full, and written
- * again, and so are the file's later batches. The rare rows whose occurred_at only PostgreSQL
- * can compute go to a staging table, inserted with ON CONFLICT DO NOTHING at the end. What
- * this cannot get past is left to the caller (load-file.ts): a unique violation after a full
- * lookup (the file is loaded again staged) and a deadlock (its transaction is rolled back).
+ * again (counted: batchesRedone in the file's log line), and so are the file's later batches.
+ * The rare rows whose occurred_at only PostgreSQL can compute go to a staging table, inserted
+ * with ON CONFLICT DO NOTHING at the end. What this cannot get past is left to the caller
+ * (load-file.ts): a unique violation after a full lookup (the file is loaded again staged) and
+ * a deadlock (its transaction is rolled back).
  *
  * Staged (the fallback, and the path of tables from before migration 0006 given a long id):
  * every row is COPYed to a staging table, then inserted in one statement, as before this
@@ -40,6 +41,8 @@ export interface Written {
   records: number;
   inserted: number;
   staged: number;
+  /** Batches rolled back because the table held an id the recent ids did not know, then looked up and written again. */
+  redone: number;
 }
 
 /** The direct write cannot load this file; load it again with `writeStaged`. */
@@ -57,7 +60,7 @@ const SAVEPOINTS = 32;
 export async function writeDirect(target: EventTarget, batches: AsyncGenerator<RowBatch>, turn: Turn): Promise<Written> {
   const { tx, plan } = target;
   const sql = statements(target);
-  const written: Written = { records: 0, inserted: 0, staged: 0 };
+  const written: Written = { records: 0, inserted: 0, staged: 0, redone: 0 };
   let recent: RecentIds | undefined;
   // Until a COPY finds an id the recent ids did not know: then every id is looked up.
   let lookUpAll = false;
@@ -109,6 +112,7 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
         } catch (error) {
           if (!(error instanceof DatabaseError && error.code === '23505')) throw error;
           await tx.query('ROLLBACK TO SAVEPOINT batch');
+          written.redone++;
           lookUpAll = true;
           rows = await dropLoaded(target, batch, rows);
           await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
@@ -156,7 +160,7 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
 export async function writeStaged(target: EventTarget, batches: AsyncGenerator<RowBatch>, turn: Turn): Promise<Written> {
   const { tx, plan } = target;
   const sql = statements(target);
-  const written: Written = { records: 0, inserted: 0, staged: 0 };
+  const written: Written = { records: 0, inserted: 0, staged: 0, redone: 0 };
   const recent = await turn.take(sql.table);
   await tx.query(sql.createStage);
   for await (const batch of ahead(batches, () => AHEAD)) {
