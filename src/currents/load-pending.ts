@@ -35,31 +35,33 @@ export async function loadPending(
   const unreadable = new Set<string>();
   const deadlocks = new Map<string, number>();
   const turns = new TableTurns();
-  /** Per event type, the worker loading it. */
-  const owners = new Map<string, number>();
+  /** The event types workers of this process are loading. */
+  const busy = new Set<string>();
   /** Claims are made one at a time, so that two workers never take the same event type. */
   let claims: Promise<unknown> = Promise.resolve();
-  const claim = (tx: Connection, worker: number) => {
+  /** A file for a worker loading `mine` (null: none yet), which then loads the file's type. */
+  const claim = (tx: Connection, mine: string | null) => {
     const next = claims.then(async () => {
       // A stop that came while this claim waited for its turn starts no new file.
       if (options.stop?.aborted) return undefined;
-      const mine = [...owners].find(([, w]) => w === worker)?.[0] ?? null;
       const file = await claimPendingFile(tx, options.stateSchema, scope, {
         skipKeys: [...unreadable],
-        skipTypes: [...owners].filter(([, w]) => w !== worker).map(([type]) => type),
+        skipTypes: [...busy].filter((type) => type !== mine),
         preferType: mine,
       });
-      if (mine !== null && file?.eventType !== mine) owners.delete(mine);
-      if (file) owners.set(file.eventType, worker);
+      if (mine !== null && file?.eventType !== mine) busy.delete(mine);
+      if (file) busy.add(file.eventType);
       return file;
     });
     claims = next.catch(() => {});
     return next;
   };
 
-  const worker = (id: number) =>
+  const worker = () =>
     db.withConnection(async (conn) => {
       let early: Early | undefined;
+      /** The event type this worker loads, once it has claimed a file. */
+      let mine: string | null = null;
       try {
         while (!options.stop?.aborted) {
           // Given back once the transaction has ended: until then the file's rows would block the same ids.
@@ -72,7 +74,8 @@ export async function loadPending(
           try {
             const expected = await opened?.file;
             claimed = await inTransaction(conn, async () => {
-              const file = await claim(conn, id);
+              const file = await claim(conn, mine);
+              mine = file?.eventType ?? null;
               if (!file) return undefined;
               const ours = expected !== undefined && expected.key === file.key && expected.etag === file.etag;
               // Another process took that file: its body is closed before this one is read.
@@ -106,10 +109,10 @@ export async function loadPending(
         }
       } finally {
         drop(early);
-        for (const [type, w] of owners) if (w === id) owners.delete(type);
+        if (mine !== null) busy.delete(mine);
       }
     });
-  await Promise.all(Array.from({ length: options.concurrency }, (_, i) => worker(i)));
+  await Promise.all(Array.from({ length: options.concurrency }, worker));
 }
 
 /** The file a worker will likely claim next, and its body, opened before the claim. */

@@ -126,17 +126,7 @@ export async function countFilesByStatus(db: Queryable, schema: string, scope: F
  * of 300,000 pending files took 0.5 s per claim that way.
  */
 export async function claimPendingFile(tx: Queryable, schema: string, scope: FileScope, choice: { skipKeys: readonly string[]; skipTypes: readonly string[]; preferType: string | null }): Promise<ClaimedFile | undefined> {
-  const where = scopeWhere(scope);
-  const claim = async (type: string | null) => {
-    const { rows } = await tx.query<{ key: string; etag: string; event_type: string }>(
-      `SELECT key, etag, event_type FROM ${files(schema)}
-        WHERE status = 'pending' AND ${where.sql} AND NOT (key = ANY($6::text[])) AND NOT (event_type = ANY($7::text[])) AND ($8::text IS NULL OR event_type = $8)
-        ORDER BY hour, key LIMIT 1 FOR UPDATE SKIP LOCKED`,
-      [...where.values, [...choice.skipKeys], [...choice.skipTypes], type],
-    );
-    const row = rows[0];
-    return row && { key: row.key, etag: row.etag, eventType: row.event_type };
-  };
+  const claim = (type: string | null) => oldestPending(tx, schema, scope, { ...choice, type }, 'FOR UPDATE SKIP LOCKED');
   return (choice.preferType !== null ? await claim(choice.preferType) : undefined) ?? (await claim(null));
 }
 
@@ -145,16 +135,27 @@ export async function claimPendingFile(tx: Queryable, schema: string, scope: Fil
  * be opened early. SKIP LOCKED passes over files other transactions have claimed; the brief
  * lock this takes (FOR KEY SHARE) ends with the statement.
  */
-export async function nextPendingFile(db: Queryable, schema: string, scope: FileScope, eventType: string, skipKeys: readonly string[]): Promise<ClaimedFile | undefined> {
+export function nextPendingFile(db: Queryable, schema: string, scope: FileScope, eventType: string, skipKeys: readonly string[]): Promise<ClaimedFile | undefined> {
+  return oldestPending(db, schema, scope, { skipKeys, skipTypes: [], type: eventType }, 'FOR KEY SHARE SKIP LOCKED');
+}
+
+/** The oldest pending file in scope as `filter` narrows it (`type` null: any), locked as `lock` says. */
+async function oldestPending(
+  db: Queryable,
+  schema: string,
+  scope: FileScope,
+  filter: { skipKeys: readonly string[]; skipTypes: readonly string[]; type: string | null },
+  lock: 'FOR UPDATE SKIP LOCKED' | 'FOR KEY SHARE SKIP LOCKED',
+): Promise<ClaimedFile | undefined> {
   const where = scopeWhere(scope);
-  const { rows } = await db.query<{ key: string; etag: string }>(
-    `SELECT key, etag FROM ${files(schema)}
-      WHERE status = 'pending' AND ${where.sql} AND event_type = $6 AND NOT (key = ANY($7::text[]))
-      ORDER BY hour, key LIMIT 1 FOR KEY SHARE SKIP LOCKED`,
-    [...where.values, eventType, [...skipKeys]],
+  const { rows } = await db.query<{ key: string; etag: string; event_type: string }>(
+    `SELECT key, etag, event_type FROM ${files(schema)}
+      WHERE status = 'pending' AND ${where.sql} AND NOT (key = ANY($6::text[])) AND NOT (event_type = ANY($7::text[])) AND ($8::text IS NULL OR event_type = $8)
+      ORDER BY hour, key LIMIT 1 ${lock}`,
+    [...where.values, [...filter.skipKeys], [...filter.skipTypes], filter.type],
   );
   const row = rows[0];
-  return row && { key: row.key, etag: row.etag, eventType };
+  return row && { key: row.key, etag: row.etag, eventType: row.event_type };
 }
 
 /** In the transaction that inserted the file's events: they and this row commit together. */
