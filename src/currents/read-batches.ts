@@ -26,6 +26,16 @@ const BATCH_BYTES = 2 * 1024 * 1024;
 const FIRST_BATCH_BYTES = 256 * 1024;
 /** Characters of formatted lines encoded at once. */
 const CHUNK_CHARS = 64 * 1024;
+/**
+ * Records decoded between two turns of the event loop (a power of two, less one, as a mask).
+ * Decoding runs ahead while the file's batches are written, on the thread that also reads the
+ * database's answers: a block decoded in one go held up each SAVEPOINT, lookup and RELEASE
+ * behind it (1M events: those round trips took 0.87-1.08 s in all, 0.67-0.79 s with a turn
+ * every 256 records).
+ */
+const TURN_EVERY = 255;
+/** A turn of the event loop: the database's answers that came meanwhile are read. */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export interface RowBatch {
   /** Records in the batch. */
@@ -74,6 +84,7 @@ export function readBatches(avro: AvroFile, plan: TablePlan, key: string, stats:
           throw error;
         }
         if (batch.endRow(facts)) yield batch.take();
+        if ((i & TURN_EVERY) === TURN_EVERY) await turn();
       }
       if (pos !== block.data.length) throw new AvroDecodeError(TOO_LONG, block.first + block.count);
     }
@@ -109,7 +120,9 @@ async function* formatRecords(records: AsyncIterable<Record<string, unknown>>, p
     chunk = '';
     lines.length = ids.length = timed.length = 0;
   };
+  let n = 0;
   for await (const record of records) {
+    if ((++n & TURN_EVERY) === 0) await turn();
     let line = '';
     for (let i = 0; i < columns.length; i++) line += (i === 0 ? '' : '\t') + columns[i]!.format(record[columns[i]!.name], stats);
     if (extra.length > 0) {
