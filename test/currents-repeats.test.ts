@@ -137,6 +137,31 @@ describe('repeated event ids, each row written once', () => {
     expect(b.log.lines.filter((l) => l.level !== 'info')).toEqual([]);
   });
 
+  it('repeats looked up with the savepoint in one message: ids with quotes, backslashes, SQL and 2 kB of text; a batch with thousands of repeats', async () => {
+    const b = bucket('inline');
+    const odd = [`it's`, `back\\slash\\`, `E'\\x27'`, `'); DROP TABLE x; --`, `$1`, `ünï ☃ 😀`, `semi;colon`, 'l'.repeat(2000), `tab\there`];
+    const oddEvents = odd.map((id, i) => ({ ...emailSends(1, 700_000 + i)[0]!, id }));
+    const first = [...emailSends(5000, 0), ...oddEvents];
+    // One run, two files of one type: the second's repeats are ids this process wrote in the
+    // first, each looked up. Its first batch (256 kB) holds a few repeats, the next thousands.
+    await b.put('2026-11-01-00', 'first', first);
+    const second = [...oddEvents.map((e) => again(e)), ...emailSends(400, 10_000), ...first.slice(0, 5000).map((e) => again(e)), ...emailSends(600, 20_000)];
+    const key = await b.put('2026-11-01-01', 'second', second);
+
+    const summary = await b.run();
+
+    expect(summary).toMatchObject({ status: 'succeeded', files: { loaded: 2, failed: 0 }, rows: 5000 + odd.length + 1000, duplicates: 5000 + odd.length });
+    expect(await rows(`SELECT id, campaign_name FROM ${table('inline')} WHERE id = ANY($1) ORDER BY id`, [odd])).toEqual(
+      [...odd].sort().map((id) => ({ id, campaign_name: (oddEvents[0] as { campaign_name: string }).campaign_name })).sort((x, y) => (x.id < y.id ? -1 : 1)),
+    );
+    expect(await rows(`SELECT count(*)::int AS n, count(DISTINCT id)::int AS ids, count(*) FILTER (WHERE campaign_name = 'repeat')::int AS copies FROM ${table('inline')}`)).toEqual([
+      { n: 6000 + odd.length, ids: 6000 + odd.length, copies: 0 },
+    ]);
+    expect(await rows(`SELECT rows_loaded::int, duplicates::int FROM braze_bridge.currents_files WHERE key = $1`, [key])).toEqual([{ rows_loaded: 1000, duplicates: 5000 + odd.length }]);
+    expect(b.restarts()).toEqual([]);
+    expect(b.log.lines.filter((l) => l.msg === 'loaded file').map((l) => l.batchesRedone)).toEqual([undefined, undefined]);
+  });
+
   it('files of one event type load oldest first whatever --concurrency, so a repeated event keeps its oldest copy; other types load alongside', async () => {
     const b = bucket('oldest');
     await b.put('2026-10-31-23', 'before', emailSends(10, 800_000));

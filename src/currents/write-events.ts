@@ -20,7 +20,7 @@
  * every row is COPYed to a staging table, then inserted in one statement, as before this
  * module existed.
  */
-import { copyFrom, escapeIdentifier, type Connection } from '../db/pool.js';
+import { copyFrom, escapeIdentifier, sqlLiteral, type Connection } from '../db/pool.js';
 import { DatabaseError } from '../errors.js';
 import { addIdKey, hasIdColumn, hasTimeColumn, idKeySql, OWN_KEY_BYTES, type TablePlan } from './event-tables.js';
 import type { RecentIds } from './recent-ids.js';
@@ -65,6 +65,10 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
   // Until a COPY finds an id the recent ids did not know: then every id is looked up.
   let lookUpAll = false;
   let savepoints = 0;
+  // Whether the last batch's savepoint is still to be released: its RELEASE goes with the next
+  // batch's SAVEPOINT and lookup, one round trip for the three (the file's RELEASE, or its
+  // commit, releases the last one).
+  let open = false;
 
   // The batch's ids by hash (open addressing, row numbers; -1 free): repeats within a batch are
   // found here, across batches by the lookup, which sees the earlier batches' rows. A typed
@@ -100,13 +104,18 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
   };
 
   const write = async (batch: RowBatch, { direct, suspects, later }: ReturnType<typeof sort>) => {
-    let rows = lookUpAll ? await dropLoaded(target, batch, merge(direct, suspects)) : merge(direct, await dropLoaded(target, batch, suspects));
-    if (rows.length > 0) {
-      if (lookUpAll) await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
-      else {
-        // The lookup covered only the ids this process wrote lately: if the table held another
-        // one (an earlier run's, another process's), this batch alone is undone and looked up.
-        await tx.query('SAVEPOINT batch');
+    if (lookUpAll) {
+      if (open) await tx.query('RELEASE SAVEPOINT batch');
+      open = false;
+      const rows = await dropLoaded(target, batch, merge(direct, suspects));
+      if (rows.length > 0) await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
+      written.inserted += rows.length;
+    } else {
+      // The lookup covers only the ids this process wrote lately: if the table held another
+      // one (an earlier run's, another process's), this batch alone is undone and looked up.
+      let rows = merge(direct, await dropLoaded(target, batch, suspects, open ? 'RELEASE SAVEPOINT batch; SAVEPOINT batch' : 'SAVEPOINT batch'));
+      open = true;
+      if (rows.length > 0) {
         try {
           await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
         } catch (error) {
@@ -117,10 +126,9 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
           rows = await dropLoaded(target, batch, rows);
           await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
         }
-        await tx.query('RELEASE SAVEPOINT batch');
         if (++savepoints === SAVEPOINTS) lookUpAll = true;
+        written.inserted += rows.length;
       }
-      written.inserted += rows.length;
     }
     if (later.length > 0) {
       if (written.staged === 0) await tx.query(sql.createStage);
@@ -200,14 +208,24 @@ export async function writeStaged(target: EventTarget, batches: AsyncGenerator<R
  * whose key lookup the planner cannot size (ARRAY(SELECT …)), so it always probes the key's
  * index rather than scanning the table for a large batch; long ids are keyed as id_key is.
  */
-async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]): Promise<number[]> {
+async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[], before?: string): Promise<number[]> {
   const all = picked.map((i) => idOf(batch, i));
   const ids = all.filter((id): id is string => id !== undefined);
-  if (ids.length === 0) return picked;
-  const match = target.plan.idKey
-    ? `id_key = ANY (ARRAY(SELECT ${idKeySql('x')} FROM unnest($1::text[]) AS x))`
-    : `id = ANY (ARRAY(SELECT unnest($1::text[])))`;
-  const { rows } = await target.tx.query<{ id: string }>(`SELECT id FROM ${qualified(target)} WHERE ${match}`, [ids]);
+  // With nothing to look up, the statements that were to go with the lookup go alone.
+  if (ids.length === 0) {
+    if (before) await target.tx.query(before);
+    return picked;
+  }
+  // A few ids go as literals, in one message with `before` (the simple protocol, which allows
+  // several statements); many go as a parameter, after it.
+  const inline = before !== undefined && ids.length <= INLINE_IDS;
+  if (before && !inline) await target.tx.query(before);
+  const list = inline ? `ARRAY[${ids.map(sqlLiteral).join(', ')}]::text[]` : '$1::text[]';
+  const match = target.plan.idKey ? `id_key = ANY (ARRAY(SELECT ${idKeySql('x')} FROM unnest(${list}) AS x))` : `id = ANY (ARRAY(SELECT unnest(${list})))`;
+  const lookup = `SELECT id FROM ${qualified(target)} WHERE ${match}`;
+  // Several statements in one message answer with a result each; the lookup's is the last.
+  const answer = (inline ? await target.tx.query(`${before}; ${lookup}`) : await target.tx.query<{ id: string }>(lookup, [ids])) as unknown;
+  const { rows } = (Array.isArray(answer) ? answer.at(-1) : answer) as { rows: Array<{ id: string }> };
   if (rows.length === 0) return picked;
   const loaded = new Set(rows.map((r) => r.id));
   return picked.filter((_, k) => {
@@ -215,6 +233,9 @@ async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]
     return id === undefined || !loaded.has(id);
   });
 }
+
+/** Ids looked up as literals at most (dropLoaded): a batch's few suspects, in about 40 kB of SQL. */
+const INLINE_IDS = 1000;
 
 /** Slots of the per-batch table of ids: the power of two at least three times BATCH_ROWS (short probes). */
 const BATCH_SLOTS = 2 ** Math.ceil(Math.log2(3 * BATCH_ROWS));
