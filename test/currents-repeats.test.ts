@@ -151,9 +151,10 @@ describe('repeated event ids, each row written once', () => {
     const summary = await b.run();
 
     expect(summary).toMatchObject({ status: 'succeeded', files: { loaded: 2, failed: 0 }, rows: 5000 + odd.length + 1000, duplicates: 5000 + odd.length });
-    expect(await rows(`SELECT id, campaign_name FROM ${table('inline')} WHERE id = ANY($1) ORDER BY id`, [odd])).toEqual(
-      [...odd].sort().map((id) => ({ id, campaign_name: (oddEvents[0] as { campaign_name: string }).campaign_name })).sort((x, y) => (x.id < y.id ? -1 : 1)),
-    );
+    // Each odd id once, its first copy (emailSends' campaign name, not the repeat's mark).
+    const stored = await rows(`SELECT id, campaign_name FROM ${table('inline')} WHERE id = ANY($1)`, [odd]);
+    expect(stored.map((r) => r.id).sort()).toEqual([...odd].sort());
+    expect(new Set(stored.map((r) => r.campaign_name))).toEqual(new Set([(emailSends(1)[0] as { campaign_name: string }).campaign_name]));
     expect(await rows(`SELECT count(*)::int AS n, count(DISTINCT id)::int AS ids, count(*) FILTER (WHERE campaign_name = 'repeat')::int AS copies FROM ${table('inline')}`)).toEqual([
       { n: 6000 + odd.length, ids: 6000 + odd.length, copies: 0 },
     ]);
