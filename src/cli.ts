@@ -56,6 +56,7 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
   try {
     let parser = yargs(argv).scriptName('braze-bridge').usage('$0 <command> [options]');
     for (const command of commands) parser = parser.command(command);
+    skipHelpCache(parser);
     await parser
       .demandCommand(1, `name a command: ${commands.map((c) => String(c.command).split(' ')[0]).join(', ')}`)
       .recommendCommands()
@@ -81,3 +82,15 @@ export async function main(argv = hideBin(process.argv)): Promise<void> {
 }
 
 class UsageError extends Error {}
+
+/**
+ * yargs lays out a command's whole help text before running it, in case the command shows its
+ * help later (none does): 40-50 ms of measuring strings on every run, a cron job's start-up
+ * for nothing. Its usage object is internal, so if a later yargs has none of this shape, the
+ * help is laid out as before.
+ */
+export function skipHelpCache(parser: unknown): void {
+  type Internals = { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } | undefined } };
+  const usage = (parser as Internals).getInternalMethods?.().getUsageInstance?.();
+  if (typeof usage?.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
+}

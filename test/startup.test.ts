@@ -7,6 +7,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import yargs from 'yargs';
+import { skipHelpCache } from '../src/cli.js';
 import { BIN } from './helpers/cli.js';
 import { currentsKey, emailSendV1, emailSends, encodeAvro, writeObject } from './helpers/avro.js';
 import { useDatabaseAndFolder } from './helpers/fixture.js';
@@ -47,5 +49,24 @@ describe('lazy commands', () => {
     const loaded = loadedPackages(['currents', 'ingest', '--source', `file://${f.dir}`], { DATABASE_URL: f.t.url, LOG_LEVEL: 'warn' });
     expect(loaded).toEqual(expect.arrayContaining(['pg', 'avsc']));
     expect(loaded.filter((p) => p.startsWith('@aws-sdk/') || p.startsWith('@smithy/'))).toEqual([]);
+  });
+});
+
+describe('help text', () => {
+  type Usage = { hasCachedHelpMessage(): boolean };
+  const run = async (skip: boolean) => {
+    let ran = false;
+    const parser = yargs(['go', '--flag', 'x']).command('go', 'a command', (y) => y.option('flag', { type: 'string', describe: 'a flag with a long description '.repeat(4) }), () => {
+      ran = true;
+    });
+    if (skip) skipHelpCache(parser);
+    await parser.parseAsync();
+    expect(ran).toBe(true);
+    return (parser as unknown as { getInternalMethods(): { getUsageInstance(): Usage } }).getInternalMethods().getUsageInstance().hasCachedHelpMessage();
+  };
+
+  it('a command runs without yargs laying out its help text first (which it does by default)', async () => {
+    expect(await run(false)).toBe(true);
+    expect(await run(true)).toBe(false);
   });
 });
