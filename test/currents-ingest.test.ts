@@ -25,6 +25,27 @@ const run = (bucket: string, targetSchema: string, extra: Partial<IngestOptions>
     ...extra,
   });
 
+/**
+ * Whether each of `n` connections of the pool, held at once (its idle ones are handed out
+ * first), has synchronous_commit as a new session would: the loaders turn it off for their
+ * files' transactions only.
+ */
+async function poolHasDefaultCommit(n: number): Promise<boolean[]> {
+  let held = 0;
+  let all!: () => void;
+  const together = new Promise<void>((resolve) => (all = resolve));
+  return Promise.all(
+    Array.from({ length: n }, () =>
+      t.db.withConnection(async (c) => {
+        const { rows } = await c.query<{ same: boolean }>(`SELECT current_setting('synchronous_commit') = reset_val AS same FROM pg_settings WHERE name = 'synchronous_commit'`);
+        if (++held === n) all();
+        await together;
+        return rows[0]!.same;
+      }),
+    ),
+  );
+}
+
 beforeAll(async () => {
   t = await createTestDatabase();
   s3 = await startS3();
@@ -64,6 +85,8 @@ describe('Currents ingestion from S3', () => {
       duplicates: 100,
     });
     expect(summary.perType[SEND]).toEqual({ files: 3, rows: 1300, duplicates: 100, failed: 0 });
+    // The three workers' connections went back to the pool as they were taken.
+    expect(await poolHasDefaultCommit(8)).toEqual(Array(8).fill(true));
 
     const send = await t.db.query(`SELECT * FROM ${ev}.users_messages_email_send WHERE id IN ('send-1', 'send-1250') ORDER BY id`);
     expect(send.rows[0]).toMatchObject({
