@@ -218,7 +218,7 @@ async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]
   }
   // A few ids go as literals, in one message with `before` (the simple protocol, which allows
   // several statements); many go as a parameter, after it.
-  const inline = before !== undefined && ids.length <= INLINE_IDS;
+  const inline = before !== undefined && ids.length <= INLINE_IDS && ids.reduce((n, id) => n + id.length, 0) <= INLINE_CHARS;
   if (before && !inline) await target.tx.query(before);
   const list = inline ? `ARRAY[${ids.map(sqlLiteral).join(', ')}]::text[]` : '$1::text[]';
   const match = target.plan.idKey ? `id_key = ANY (ARRAY(SELECT ${idKeySql('x')} FROM unnest(${list}) AS x))` : `id = ANY (ARRAY(SELECT unnest(${list})))`;
@@ -234,8 +234,9 @@ async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]
   });
 }
 
-/** Ids looked up as literals at most (dropLoaded): a batch's few suspects, in about 40 kB of SQL. */
+/** Ids looked up as literals at most (dropLoaded), and their characters: a batch's few suspects, not a statement of megabytes. */
 const INLINE_IDS = 1000;
+const INLINE_CHARS = 64 * 1024;
 
 /** Slots of the per-batch table of ids: the power of two at least three times BATCH_ROWS (short probes). */
 const BATCH_SLOTS = 2 ** Math.ceil(Math.log2(3 * BATCH_ROWS));
