@@ -219,13 +219,14 @@ describe('errors and time limits', () => {
     expect(r.stderr).toMatch(/slow\.sql: the query was cancelled: it ran longer than --statement-timeout \(on a first sync it also covers building every member's payload/);
     expect(Date.now() - started).toBeLessThan(20_000);
 
-    const { dir: settings } = oneFile('settings', `SELECT 1 AS external_id, current_setting('temp_buffers') AS tb, current_setting('work_mem') AS wm`);
-    const url = `${f.t.url}?options=${encodeURIComponent('-c work_mem=7MB')}`;
+    const { dir: settings } = oneFile('settings', `SELECT 1 AS external_id, current_setting('temp_buffers') AS tb, current_setting('work_mem') AS wm, current_setting('client_encoding') AS enc`);
+    // The session's text is UTF-8, as node-postgres reads and writes it, whatever the URL asks.
+    const url = `${f.t.url}?options=${encodeURIComponent('-c work_mem=7MB -c client_encoding=SJIS')}`;
     const out = join(mkdtempSync(join(tmpdir(), 'bb-plan-')), 'plan.ndjson');
     const p = await cli(['plan', '--audiences', settings, '--out', out], { ...env(), DATABASE_URL: url });
     expect(p.code, p.stderr).toBe(0);
     const body = JSON.parse(readFileSync(out, 'utf8').trim());
-    expect(body.attributes[0]).toMatchObject({ tb: '512MB' });
+    expect(body.attributes[0]).toMatchObject({ tb: '512MB', enc: 'UTF8' });
   });
 
   it('points at the right line when characters beyond U+FFFF come before the error', async () => {

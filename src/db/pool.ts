@@ -68,6 +68,10 @@ export function createDatabase(options: DatabaseOptions): Database {
     connectionTimeoutMillis: options.connectTimeoutMs ?? 30_000,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'braze-bridge',
+    // node-postgres reads and writes text as UTF-8 whatever the server's client_encoding says; so
+    // must the session (and a literal braze-bridge writes is then read as written: under some
+    // multi-byte encodings a backslash can be the second byte of a character).
+    client_encoding: 'UTF8',
     // Every session keeps its temporary tables (a materialised audience, a Currents file being
     // staged) in memory rather than temp files: 8 MB by default. A ceiling, allocated only as
     // used, and settable only before a session's first temporary table, hence at startup.
