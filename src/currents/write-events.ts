@@ -216,11 +216,13 @@ async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]
     if (before) await target.tx.query(before);
     return picked;
   }
-  // A few ids go as literals, in one message with `before` (the simple protocol, which allows
-  // several statements); many go as a parameter, after it.
-  const inline = before !== undefined && ids.length <= INLINE_IDS && ids.reduce((n, id) => n + id.length, 0) <= INLINE_CHARS;
+  // A few ids go as one literal, in one message with `before` (the simple protocol, which allows
+  // several statements; the session's text is UTF-8, pool.ts); many, long ones or one holding
+  // a NUL (which cannot be sent as text) go as a parameter, after it.
+  const inline = before !== undefined && ids.length <= INLINE_IDS && ids.reduce((n, id) => n + id.length, 0) <= INLINE_CHARS && !ids.some((id) => id.includes('\0'));
   if (before && !inline) await target.tx.query(before);
-  const list = inline ? `ARRAY[${ids.map(sqlLiteral).join(', ')}]::text[]` : '$1::text[]';
+  // An array literal, whatever the count: one entry in pg_stat_statements, not one per length.
+  const list = inline ? `${sqlLiteral(`{${ids.map((id) => `"${id.replace(/["\\]/g, '\\$&')}"`).join(',')}}`)}::text[]` : '$1::text[]';
   const match = target.plan.idKey ? `id_key = ANY (ARRAY(SELECT ${idKeySql('x')} FROM unnest(${list}) AS x))` : `id = ANY (ARRAY(SELECT unnest(${list})))`;
   const lookup = `SELECT id FROM ${qualified(target)} WHERE ${match}`;
   // Several statements in one message answer with a result each; the lookup's is the last.
