@@ -74,6 +74,8 @@ export function readBatches(avro: AvroFile, plan: TablePlan, key: string, stats:
   return (async function* () {
     const batch = new BatchBuilder();
     const facts: RowFacts = { idFrom: -1, idTo: -1, id: undefined, timed: true };
+    // Counted across blocks: Braze's blocks may hold fewer records than a turn.
+    let n = 0;
     for await (const block of avro.blocks()) {
       let pos = 0;
       for (let i = 0; i < block.count; i++) {
@@ -84,7 +86,7 @@ export function readBatches(avro: AvroFile, plan: TablePlan, key: string, stats:
           throw error;
         }
         if (batch.endRow(facts)) yield batch.take();
-        if ((i & TURN_EVERY) === TURN_EVERY) await turn();
+        if ((++n & TURN_EVERY) === 0) await turn();
       }
       if (pos !== block.data.length) throw new AvroDecodeError(TOO_LONG, block.first + block.count);
     }
