@@ -6,6 +6,7 @@ import { ingest, type IngestOptions } from '../src/currents/ingest.js';
 import { openSource } from '../src/currents/source/open-source.js';
 import { currentsStatus } from '../src/currents/status.js';
 import { silentLogger } from '../src/log.js';
+import { createDatabase } from '../src/db/pool.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
 import { startS3, type TestS3 } from './helpers/s3.js';
 import { currentsKey, customEvent, emailSends, emailSendV1, emailSendV2, encodeAvro, purchase, writeObject } from './helpers/avro.js';
@@ -85,8 +86,6 @@ describe('Currents ingestion from S3', () => {
       duplicates: 100,
     });
     expect(summary.perType[SEND]).toEqual({ files: 3, rows: 1300, duplicates: 100, failed: 0 });
-    // The three workers' connections went back to the pool as they were taken.
-    expect(await poolHasDefaultCommit(8)).toEqual(Array(8).fill(true));
 
     const send = await t.db.query(`SELECT * FROM ${ev}.users_messages_email_send WHERE id IN ('send-1', 'send-1250') ORDER BY id`);
     expect(send.rows[0]).toMatchObject({
@@ -195,6 +194,37 @@ describe('Currents ingestion from S3', () => {
     expect(status.eventTypes).toEqual([expect.objectContaining({ eventType: SEND, filesLoaded: 1, failed: 5, rows: 300 })]);
     expect(status.failures.map((f) => f.key.replace(/^.*\//, ''))).toEqual(['truncated.avro', 'bzip2.avro', 'flipped.avro', 'garbage.avro', 'retyped.avro']);
     expect(status.failures.every((f) => f.attempts === 2)).toBe(true);
+  });
+
+  it("commits a file's transaction without waiting for its WAL where synchronous_commit is the default, keeps another level, leaves the pool as it was", async () => {
+    const ev = 'ev_commit';
+    await s3.createBucket('commit');
+    const put = async (name: string, from: number) => s3.put('commit', currentsKey(SEND, `2026-11-05-0${from}`, name), await encodeAvro(emailSendV1, emailSends(5, 80_000 + 10 * from)));
+    await put('a', 0);
+    await run('commit', ev); // the state schema exists from here
+    // What each file's transaction runs with, noted as the file is marked loaded in it.
+    await t.db.query(`CREATE TABLE commit_seen (level text);
+      CREATE FUNCTION note_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO commit_seen VALUES (current_setting('synchronous_commit')); RETURN NEW; END $$;
+      CREATE TRIGGER note_commit AFTER UPDATE ON braze_bridge.currents_files FOR EACH ROW WHEN (NEW.status = 'loaded') EXECUTE FUNCTION note_commit()`);
+    await put('b', 1);
+    await put('c', 2);
+    expect(await run('commit', ev)).toMatchObject({ files: { loaded: 2, failed: 0 } });
+    expect((await t.db.query('SELECT level FROM commit_seen')).rows).toEqual([{ level: 'off' }, { level: 'off' }]);
+    // Only inside the file's transaction: every connection the pool hands out is as it was.
+    expect(await poolHasDefaultCommit(8)).toEqual(Array(8).fill(true));
+
+    // A database (or server, or role) set to another level keeps it.
+    await t.db.query(`ALTER DATABASE ${t.name} SET synchronous_commit = 'local'`);
+    const local = createDatabase({ connectionString: t.url, max: 4 });
+    try {
+      await put('d', 3);
+      const summary = await ingest(local, silentLogger, { source: openSource('s3://commit/currents', { endpoint: s3.endpoint }), stateSchema: 'braze_bridge', targetSchema: ev, concurrency: 2 });
+      expect(summary).toMatchObject({ files: { loaded: 1, failed: 0 } });
+      expect((await t.db.query(`SELECT level FROM commit_seen WHERE level <> 'off'`)).rows).toEqual([{ level: 'local' }]);
+    } finally {
+      await local.end();
+      await t.db.query(`ALTER DATABASE ${t.name} RESET synchronous_commit`);
+    }
   });
 
   it('lists past the first 1,000 keys, and --event-types / --since / --until choose files by key', async () => {

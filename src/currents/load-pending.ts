@@ -62,12 +62,6 @@ export async function loadPending(
       let early: Early | undefined;
       /** The event type this worker loads, once it has claimed a file. */
       let mine: string | null = null;
-      // A file's COMMIT need not wait for its WAL to reach disk (5-20 ms a file on a server with
-      // fsync on): the rows and the file's move to loaded commit together or not at all, so a
-      // server crash can only undo the last files' transactions whole, and they stay pending
-      // for the next run. The run's own record commits as usual, which flushes these first.
-      // Set for this worker's connection while it loads, reset before the pool has it back.
-      await conn.query('SET synchronous_commit = off');
       try {
         while (!options.stop?.aborted) {
           // Given back once the transaction has ended: until then the file's rows would block the same ids.
@@ -93,7 +87,7 @@ export async function loadPending(
               // Before COMMIT frees the row: once free, another worker's claim must already skip it.
               if (load.outcome === 'pending') unreadable.add(file.key);
               return { file, load };
-            });
+            }, ASYNC_COMMIT);
           } catch (error) {
             if (!(error instanceof DeadlockedFile)) throw error;
             // Rolled back, so the other session went on: claim the file again, a few times at most,
@@ -114,13 +108,22 @@ export async function loadPending(
           onFile(claimed.file, claimed.load);
         }
       } finally {
-        await conn.query('RESET synchronous_commit').catch(() => {});
         drop(early);
         if (mine !== null) busy.delete(mine);
       }
     });
   await Promise.all(Array.from({ length: options.concurrency }, worker));
 }
+
+/**
+ * A file's transaction: its COMMIT need not wait for the WAL to reach disk (5-20 ms a file with
+ * fsync on). The rows and the file's move to loaded commit together or not at all, so what a
+ * crash can undo is the last files' transactions, whole, and those files stay pending for the
+ * next run. Only where synchronous_commit is PostgreSQL's default: a server or role set to wait
+ * for a standby (remote_apply, remote_write) or to local keeps its choice. SET LOCAL ends with
+ * the transaction, so the pool never gets the connection back changed.
+ */
+const ASYNC_COMMIT = `BEGIN; SELECT set_config('synchronous_commit', 'off', true) WHERE current_setting('synchronous_commit') = 'on'`;
 
 /** The file a worker will likely claim next, and its body, opened before the claim. */
 interface Early {

@@ -212,9 +212,12 @@ function splitOptions(connectionString: string | undefined): { connectionString:
   }
 }
 
-/** `fn` inside BEGIN/COMMIT on `conn`; ROLLBACK if it throws. */
-export async function inTransaction<T>(conn: Connection, fn: () => Promise<T>): Promise<T> {
-  await conn.query('BEGIN');
+/**
+ * `fn` inside BEGIN/COMMIT on `conn`; ROLLBACK if it throws. `begin` may add statements to the
+ * BEGIN (the simple protocol: one message), say a SET LOCAL.
+ */
+export async function inTransaction<T>(conn: Connection, fn: () => Promise<T>, begin = 'BEGIN'): Promise<T> {
+  await conn.query(begin);
   try {
     const result = await fn();
     await conn.query('COMMIT');
