@@ -101,6 +101,24 @@ describe('repeated event ids, each row written once', () => {
     expect(b.log.lines.filter((l) => l.msg === 'loaded file' && l.key === key).map((l) => l.batchesRedone)).toEqual([1]);
   });
 
+  it("an earlier run's ids first met in a later batch: that batch alone is rolled back to the savepoint its lookup's message set, and redone", async () => {
+    const b = bucket('laterbatch');
+    const first = emailSends(8000, 0);
+    await b.put('2026-11-01-00', 'first', first);
+    expect(await b.run()).toMatchObject({ rows: 8000 });
+    // A later run: 4,000 new events (the first batches, written in savepoints), then 3,000 of
+    // the first run's again, interleaved with new ones.
+    const records = [...emailSends(4000, 100_000), ...first.slice(0, 3000).flatMap((e, i) => [again(e, 'again'), emailSends(1, 200_000 + i)[0]!])];
+    const key = await b.put('2026-11-01-01', 'later', records);
+
+    expect(await b.run()).toMatchObject({ status: 'succeeded', files: { loaded: 1 }, rows: 7000, duplicates: 3000 });
+    expect(await rows(`SELECT count(*)::int AS n, count(DISTINCT id)::int AS ids, count(*) FILTER (WHERE campaign_name = 'again')::int AS copies FROM ${table('laterbatch')}`)).toEqual([
+      { n: 15_000, ids: 15_000, copies: 0 },
+    ]);
+    expect(b.restarts()).toEqual([]);
+    expect(b.log.lines.filter((l) => l.msg === 'loaded file' && l.key === key).map((l) => l.batchesRedone)).toEqual([1]);
+  });
+
   it('files repeating each other, themselves and an earlier run, loaded four at a time: counts and rows exact, no file read twice', async () => {
     const b = bucket('mixed');
     const earlier = emailSends(4000, 0);
