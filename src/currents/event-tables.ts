@@ -67,8 +67,23 @@ export function idKeySql(id: string): string {
 /** Per process: tables whose columns are known, to skip the catalog. */
 const known = new Map<string, Map<string, string>>();
 
+/**
+ * Per database and process: event types' tables already resolved. Once recorded, a type's table
+ * never changes, so a process asks once per type, not once per file (a round trip each).
+ */
+const resolved = new WeakMap<Database, Map<string, string>>();
+
 /** The table of an event type in a target schema, allocated and recorded on first use. */
 export async function resolveEventTable(db: Database, stateSchema: string, targetSchema: string, eventType: string): Promise<string> {
+  const key = JSON.stringify([stateSchema, targetSchema, eventType]);
+  let tables = resolved.get(db);
+  if (!tables) resolved.set(db, (tables = new Map()));
+  const table = tables.get(key) ?? (await allocateEventTable(db, stateSchema, targetSchema, eventType));
+  tables.set(key, table);
+  return table;
+}
+
+async function allocateEventTable(db: Database, stateSchema: string, targetSchema: string, eventType: string): Promise<string> {
   const found = await lookupEventTable(db, stateSchema, targetSchema, eventType);
   if (found) return found;
   return db.withTransaction(async (tx) => {
