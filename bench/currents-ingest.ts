@@ -7,6 +7,9 @@
  *      CPU, against psql's \copy of the unique rows as TSV into an identical table (same
  *      columns, key and event-time index), timed as a process in the same run.
  *   2. Peak RSS of the CLI ingesting one 10 MB file vs one 200 MB file (target: flat).
+ *   3. Many small files, as Braze's buckets hold them (a file per partition every few minutes):
+ *      500 files of 200 events, the time and the CLI's CPU per file (no target; a figure to
+ *      watch, since what a file costs beyond its rows is paid per file).
  *
  * Both parts run on the embedded server and, when BENCH_DATABASE_URL is set, on that server
  * too (a regular one, fsync on: the figure the issue's target is about). BENCH_EVENTS scales
@@ -213,9 +216,36 @@ async function benchServer(label: string, url: string, data: { source: string; t
       const r = await cliRun(['currents', 'ingest', '--source', `file://${dir}`, '--json', '--concurrency', '1'], env);
       line(`   one ${size} file (${bytes.toFixed(0)} MB, ${count.toLocaleString('en')} events)`, `${r.peakMb.toFixed(0)} MB peak RSS (exit ${r.code})`, size === '200 MB' ? 'target: flat' : '');
     }
+
+    process.stdout.write(`3. Many small files: ${SMALL_FILES} files of ${SMALL_EVENTS} events (deflate)\n`);
+    await reset();
+    await migrate(db, 'braze_bridge');
+    const small = await cliRun(['currents', 'ingest', '--source', `file://${join(work, 'small')}`, '--json'], env);
+    const loaded = JSON.parse(small.stdout) as { rows: number; files: { loaded: number } };
+    if (small.code !== 0 || loaded.files.loaded !== SMALL_FILES || loaded.rows !== SMALL_FILES * SMALL_EVENTS) throw new Error(`the small files did not load exactly (exit ${small.code})`);
+    line('   ingest (CLI, --concurrency 4)', `${(small.ms / 1000).toFixed(2)} s, ${(small.ms / SMALL_FILES).toFixed(1)} ms per file`);
+    line('   CPU of the ingest process (user + system)', `${small.cpuS.toFixed(1)} s, ${((small.cpuS * 1000) / SMALL_FILES).toFixed(1)} ms per file`);
     await reset();
   } finally {
     await db.end();
+  }
+}
+
+const SMALL_FILES = 500;
+const SMALL_EVENTS = 200;
+
+/** Part 3's files: distinct events, ten files an hour. */
+async function writeSmallFiles() {
+  for (let f = 0; f < SMALL_FILES; f++) {
+    const k = key(0, `small-${f}`).replace('date=2026-11-01-00', `date=2026-11-${String(2 + Math.floor(f / 240)).padStart(2, '0')}-${String(Math.floor(f / 10) % 24).padStart(2, '0')}`);
+    const dir = join(work, 'small');
+    mkdirSync(join(dir, k.replace(/\/[^/]*$/, '')), { recursive: true });
+    const file = createWriteStream(join(dir, k));
+    const encoder = new avro.streams.BlockEncoder(type, { codec: 'deflate' } as never);
+    encoder.pipe(file);
+    for (let i = 20_000_000 + f * SMALL_EVENTS; i < 20_000_000 + (f + 1) * SMALL_EVENTS; i++) await write(encoder, record(i));
+    encoder.end();
+    await once(file, 'finish');
   }
 }
 
@@ -242,6 +272,7 @@ async function main() {
   const tsv = join(work, 'unique-rows.tsv');
   const { unique, repeats } = await writeEventFiles(source, tsv);
   await writeRssFiles();
+  await writeSmallFiles();
   line('files written (deflate)', `${FILES}`, `${repeats.toLocaleString('en')} repeated events, ${unique.toLocaleString('en')} unique`);
   const server = await startEmbeddedPostgres({ dir: join(root, '.braze-bridge', 'bench', 'pg') });
   try {
