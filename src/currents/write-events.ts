@@ -25,7 +25,8 @@ import { DatabaseError } from '../errors.js';
 import { addIdKey, hasIdColumn, hasTimeColumn, idKeySql, OWN_KEY_BYTES, type TablePlan } from './event-tables.js';
 import type { RecentIds } from './recent-ids.js';
 import type { Turn } from './table-turns.js';
-import { ahead, BATCH_ROWS, idOf, linesOf, type RowBatch } from './read-batches.js';
+import { ahead } from './read-batches.js';
+import { BATCH_SLOTS, earlierInBatch, freeSlot, idOf, linesOf, type RowBatch } from './row-batch.js';
 
 /** Where one file's events go. */
 export interface EventTarget {
@@ -239,33 +240,6 @@ async function dropLoaded(target: EventTarget, batch: RowBatch, picked: number[]
 /** Ids looked up as literals at most (dropLoaded), and their characters: a batch's few suspects, not a statement of megabytes. */
 const INLINE_IDS = 1000;
 const INLINE_CHARS = 64 * 1024;
-
-/** Slots of the per-batch table of ids: the power of two at least three times BATCH_ROWS (short probes). */
-const BATCH_SLOTS = 2 ** Math.ceil(Math.log2(3 * BATCH_ROWS));
-
-/** Whether a row before row `i`, in the batch being sorted, has its id (whose hash is `hash`). */
-function earlierInBatch(slots: Int32Array, batch: RowBatch, i: number, hash: number): boolean {
-  for (let s = hash & (BATCH_SLOTS - 1); slots[s]! >= 0; s = (s + 1) & (BATCH_SLOTS - 1)) {
-    if (sameId(batch, slots[s]!, i)) return true;
-  }
-  return false;
-}
-
-/** Whether rows j and i have the same id: both as bytes in the text (compared there), or both as strings. */
-function sameId(batch: RowBatch, j: number, i: number): boolean {
-  const a = batch.idFrom[j]!;
-  const b = batch.idFrom[i]!;
-  if (a >= 0 && b >= 0) return batch.text.compare(batch.text, b, batch.idTo[i]!, a, batch.idTo[j]!) === 0;
-  // An id written as it is (printable ASCII) never equals one that was not.
-  return a < 0 && b < 0 && batch.ids.get(j) === batch.ids.get(i);
-}
-
-/** The free slot for `hash`. */
-function freeSlot(slots: Int32Array, hash: number): number {
-  let s = hash & (BATCH_SLOTS - 1);
-  while (slots[s]! >= 0) s = (s + 1) & (BATCH_SLOTS - 1);
-  return s;
-}
 
 /** The union of two ascending lists of row numbers, ascending. */
 function merge(a: number[], b: number[]): number[] {
