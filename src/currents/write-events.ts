@@ -67,8 +67,8 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
   let lookUpAll = false;
   let savepoints = 0;
   // Whether the last batch's savepoint is still to be released: its RELEASE goes with the next
-  // batch's SAVEPOINT and lookup, one round trip for the three (the file's RELEASE, or its
-  // commit, releases the last one).
+  // batch's SAVEPOINT and lookup, one round trip for the three (the file's COMMIT releases the
+  // last one).
   let open = false;
 
   // The batch's ids by hash (open addressing, row numbers; -1 free): repeats within a batch are
@@ -106,9 +106,8 @@ export async function writeDirect(target: EventTarget, batches: AsyncGenerator<R
 
   const write = async (batch: RowBatch, { direct, suspects, later }: ReturnType<typeof sort>) => {
     if (lookUpAll) {
-      if (open) await tx.query('RELEASE SAVEPOINT batch');
+      const rows = await dropLoaded(target, batch, merge(direct, suspects), open ? 'RELEASE SAVEPOINT batch' : undefined);
       open = false;
-      const rows = await dropLoaded(target, batch, merge(direct, suspects));
       if (rows.length > 0) await copyFrom(tx, sql.copyDirect, linesOf(batch, rows));
       written.inserted += rows.length;
     } else {
