@@ -7,6 +7,7 @@ import { inTransaction, type Connection, type Database } from '../db/pool.js';
 import type { IngestOptions } from './ingest.js';
 import { DeadlockedFile, loadFile, type FileLoad, type LoadFileContext } from './load-file.js';
 import { claimPendingFile, nextPendingFile, type ClaimedFile, type FileScope } from './manifest.js';
+import { dropSpareBatches } from './row-batch.js';
 import { TableTurns } from './table-turns.js';
 
 /** Deadlocks a file may meet in one run before it is left pending for the next. */
@@ -112,7 +113,11 @@ export async function loadPending(
         if (mine !== null) busy.delete(mine);
       }
     });
-  await Promise.all(Array.from({ length: options.concurrency }, worker));
+  try {
+    await Promise.all(Array.from({ length: options.concurrency }, worker));
+  } finally {
+    dropSpareBatches();
+  }
 }
 
 /**

@@ -58,6 +58,12 @@ const BUFFER_BYTES = BATCH_BYTES + 256 * 1024;
  */
 const SPARE = 16;
 const spare: Slab[] = [];
+const NONE: Buffer = Buffer.alloc(0);
+
+/** Give the kept memory back (a run has ended; a long-lived process such as `schedule` goes on). */
+export function dropSpareBatches(): void {
+  spare.length = 0;
+}
 const keep = (slab: Slab) => {
   if (spare.length < SPARE) spare.push(slab);
 };
@@ -81,8 +87,9 @@ const newSlab = (): Slab => ({
 
 /** The batch being filled: lines are written at `used`, then ended with `endRow`. */
 export class BatchBuilder implements RowOut {
-  private slab = spare.pop() ?? newSlab();
-  text = this.slab.text;
+  /** Taken when the batch's first line is written, so that a file's end takes none. */
+  private slab: Slab | undefined;
+  text: Buffer = NONE;
   used = 0;
   rows = 0;
   /** Bytes of text at which the batch is full. */
@@ -91,6 +98,11 @@ export class BatchBuilder implements RowOut {
 
   room(bytes: number): void {
     if (this.used + bytes <= this.text.length) return;
+    if (!this.slab) {
+      this.slab = spare.pop() ?? newSlab();
+      this.text = this.slab.text;
+      if (bytes <= this.text.length) return;
+    }
     // A line longer than the rest of the buffer (a huge field): this batch gets a larger one.
     const text = Buffer.allocUnsafe(Math.max(2 * this.text.length, this.used + bytes));
     this.text.copy(text, 0, 0, this.used);
@@ -99,7 +111,8 @@ export class BatchBuilder implements RowOut {
 
   /** The line written last ends at `used`. True when the batch is full. */
   endRow(facts: RowFacts): boolean {
-    const { ends, timed, idFrom, idTo } = this.slab;
+    // Every line is written (room made for it) before it is ended.
+    const { ends, timed, idFrom, idTo } = this.slab!;
     ends[this.rows] = this.used;
     timed[this.rows] = facts.timed ? 1 : 0;
     idFrom[this.rows] = facts.idFrom;
@@ -110,20 +123,21 @@ export class BatchBuilder implements RowOut {
 
   /** The file has ended (or failed): the memory of the batch being filled goes to the next file. */
   release(): void {
-    keep(this.slab);
-    this.text = Buffer.alloc(0);
+    if (this.slab) keep(this.slab);
+    this.slab = undefined;
+    this.text = NONE;
     this.used = this.rows = 0;
   }
 
   /** The batch so far; the builder starts a new one. */
   take(): RowBatch {
-    const slab = this.slab;
+    const slab = this.slab!;
     const { ends, idFrom, idTo, timed } = slab;
     const done = () => keep(slab);
     const batch = { rows: this.rows, text: this.text.subarray(0, this.used), ends, idFrom, idTo, ids: this.ids, timed, done };
-    this.slab = spare.pop() ?? newSlab();
+    this.slab = undefined;
     this.limit = BATCH_BYTES;
-    this.text = this.slab.text;
+    this.text = NONE;
     this.used = 0;
     this.rows = 0;
     this.ids = new Map();
