@@ -160,7 +160,7 @@ describe('currents ingest as a process', () => {
     }
     const args = ['currents', 'ingest', '--source', 's3://shared/currents', '--concurrency', '2', '--json', ...schemas('shared')];
     const [a, b] = await Promise.all([cli(args, env), cli(args, env)]);
-    expect([a.code, b.code]).toEqual([0, 0]);
+    expect([a.code, b.code], `${a.stderr}\n${b.stderr}`).toEqual([0, 0]);
     const sa = JSON.parse(a.stdout);
     const sb = JSON.parse(b.stdout);
     expect(sa.files.loaded + sb.files.loaded).toBe(16);

@@ -4,6 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import { inTransaction, type Connection, type Database } from '../db/pool.js';
+import { sleepUnless } from '../http/clock.js';
 import type { IngestOptions } from './ingest.js';
 import { DeadlockedFile, loadFile, type FileLoad, type LoadFileContext } from './load-file.js';
 import { claimPendingFile, nextPendingFile, type ClaimedFile, type FileScope } from './manifest.js';
@@ -45,11 +46,20 @@ export async function loadPending(
     const next = claims.then(async () => {
       // A stop that came while this claim waited for its turn starts no new file.
       if (options.stop?.aborted) return undefined;
-      const file = await claimPendingFile(tx, options.stateSchema, scope, {
-        skipKeys: [...unreadable],
-        skipTypes: [...busy].filter((type) => type !== mine),
-        preferType: mine,
-      });
+      const pick = () =>
+        claimPendingFile(tx, options.stateSchema, scope, {
+          skipKeys: [...unreadable],
+          skipTypes: [...busy].filter((type) => type !== mine),
+          preferType: mine,
+        });
+      let file = await pick();
+      // Another process looking at its next file (nextPendingFile) locks that row for a moment,
+      // and a claim skips locked rows: finding nothing, look once more shortly after, or this
+      // worker would stop, and the run report a file left pending, that nobody had claimed.
+      if (!file) {
+        await (options.stop ? sleepUnless(RECLAIM_MS, options.stop) : new Promise((resolve) => setTimeout(resolve, RECLAIM_MS)));
+        if (!options.stop?.aborted) file = await pick();
+      }
       if (mine !== null && file?.eventType !== mine) busy.delete(mine);
       if (file) busy.add(file.eventType);
       return file;
@@ -119,6 +129,9 @@ export async function loadPending(
     dropSpareBatches();
   }
 }
+
+/** How long a claim that found nothing waits before it looks once more (see claim). */
+const RECLAIM_MS = 25;
 
 /**
  * A file's transaction: its COMMIT need not wait for the WAL to reach disk (5-20 ms a file with
