@@ -41,6 +41,8 @@ export async function loadPending(
   const busy = new Set<string>();
   /** Claims are made one at a time, so that two workers never take the same event type. */
   let claims: Promise<unknown> = Promise.resolve();
+  /** A claim found nothing twice: later ones that find nothing do not look again. */
+  let drained = false;
   /** A file for a worker loading `mine` (null: none yet), which then loads the file's type. */
   const claim = (tx: Connection, mine: string | null) => {
     const next = claims.then(async () => {
@@ -56,9 +58,11 @@ export async function loadPending(
       // Another process looking at its next file (nextPendingFile) locks that row for a moment,
       // and a claim skips locked rows: finding nothing, look once more shortly after, or this
       // worker would stop, and the run report a file left pending, that nobody had claimed.
-      if (!file) {
+      // Once per run: when a second look finds nothing too, the files are loaded or held.
+      if (!file && !drained) {
         await (options.stop ? sleepUnless(RECLAIM_MS, options.stop) : new Promise((resolve) => setTimeout(resolve, RECLAIM_MS)));
         if (!options.stop?.aborted) file = await pick();
+        drained = !file;
       }
       if (mine !== null && file?.eventType !== mine) busy.delete(mine);
       if (file) busy.add(file.eventType);
@@ -131,7 +135,7 @@ export async function loadPending(
 }
 
 /** How long a claim that found nothing waits before it looks once more (see claim). */
-const RECLAIM_MS = 25;
+const RECLAIM_MS = 10;
 
 /**
  * A file's transaction: its COMMIT need not wait for the WAL to reach disk (5-20 ms a file with
