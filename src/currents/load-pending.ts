@@ -60,7 +60,7 @@ export async function loadPending(
       // worker would stop, and the run report a file left pending, that nobody had claimed.
       // Once per run: when a second look finds nothing too, the files are loaded or held.
       if (!file && !drained) {
-        await (options.stop ? sleepUnless(RECLAIM_MS, options.stop) : new Promise((resolve) => setTimeout(resolve, RECLAIM_MS)));
+        await sleepUnless(RECLAIM_MS, options.stop ?? new AbortController().signal);
         if (!options.stop?.aborted) file = await pick();
         drained = !file;
       }

@@ -26,7 +26,7 @@ const CHUNK_CHARS = 64 * 1024;
  */
 const TURN_EVERY = 255;
 /** A turn of the event loop: the database's answers that came meanwhile are read. */
-const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+const eventLoopTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** The records of `avro` for `plan`, from the file `key`, counting replaced NULs into `stats`. */
 export function readBatches(avro: AvroFile, plan: TablePlan, key: string, stats: FormatStats): AsyncGenerator<RowBatch> {
@@ -48,7 +48,7 @@ export function readBatches(avro: AvroFile, plan: TablePlan, key: string, stats:
             throw error;
           }
           if (batch.endRow(facts)) yield batch.take();
-          if ((++n & TURN_EVERY) === 0) await turn();
+          if ((++n & TURN_EVERY) === 0) await eventLoopTurn();
         }
         if (pos !== block.data.length) throw new AvroDecodeError(TOO_LONG, block.first + block.count);
       }
@@ -90,7 +90,7 @@ async function* formatRecords(records: AsyncIterable<Record<string, unknown>>, p
   let n = 0;
   try {
     for await (const record of records) {
-      if ((++n & TURN_EVERY) === 0) await turn();
+      if ((++n & TURN_EVERY) === 0) await eventLoopTurn();
       let line = '';
       for (let i = 0; i < columns.length; i++) line += (i === 0 ? '' : '\t') + columns[i]!.format(record[columns[i]!.name], stats);
       if (extra.length > 0) {

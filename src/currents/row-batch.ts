@@ -58,15 +58,17 @@ const BUFFER_BYTES = BATCH_BYTES + 256 * 1024;
  */
 const SPARE = 16;
 const spare: Slab[] = [];
-const NONE: Buffer = Buffer.alloc(0);
+const keep = (slab: Slab) => {
+  if (spare.length < SPARE) spare.push(slab);
+};
 
 /** Give the kept memory back (a run has ended; a long-lived process such as `schedule` goes on). */
 export function dropSpareBatches(): void {
   spare.length = 0;
 }
-const keep = (slab: Slab) => {
-  if (spare.length < SPARE) spare.push(slab);
-};
+
+/** The text of a builder between batches: a batch takes its buffer with its first line. */
+const NONE: Buffer = Buffer.alloc(0);
 
 /** The memory of one batch: its text and its per-row arrays. */
 interface Slab {
