@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingest, type IngestOptions } from '../src/currents/ingest.js';
 import { openSource } from '../src/currents/source/open-source.js';
 import { currentsStatus } from '../src/currents/status.js';
+import { registerFiles } from '../src/currents/manifest.js';
 import { silentLogger } from '../src/log.js';
 import { createDatabase } from '../src/db/pool.js';
 import { createTestDatabase, type TestDatabase } from './helpers/database.js';
@@ -194,6 +195,28 @@ describe('Currents ingestion from S3', () => {
     expect(status.eventTypes).toEqual([expect.objectContaining({ eventType: SEND, filesLoaded: 1, failed: 5, rows: 300 })]);
     expect(status.failures.map((f) => f.key.replace(/^.*\//, ''))).toEqual(['truncated.avro', 'bzip2.avro', 'flipped.avro', 'garbage.avro', 'retyped.avro']);
     expect(status.failures.every((f) => f.attempts === 2)).toBe(true);
+  });
+
+  it("registers a listing without waiting for a file another session is loading, and leaves that file's row as it was", async () => {
+    const source = 'file:///listing-locks';
+    const file = (name: string) => ({ key: `currents/event_type=${SEND}/date=2026-11-06-00/${name}.avro`, etag: `e-${name}`, size: 1, eventType: SEND, hour: new Date('2026-11-06T00:00:00Z') });
+    expect(await registerFiles(t.db, 'braze_bridge', source, [file('held')])).toBe(1);
+    // Another session's claim holds the row, as a worker loading the file does.
+    await t.db.withConnection(async (holder) => {
+      await holder.query('BEGIN');
+      try {
+        await holder.query(`SELECT 1 FROM braze_bridge.currents_files WHERE source = $1 FOR UPDATE`, [source]);
+        const before = (await t.db.query(`SELECT listed_at FROM braze_bridge.currents_files WHERE source = $1`, [source])).rows[0]!.listed_at;
+        const listed = registerFiles(t.db, 'braze_bridge', source, [file('held'), file('new')]);
+        const waited = new Promise((resolve) => setTimeout(() => resolve('waited'), 3000));
+        expect(await Promise.race([listed, waited])).toBe(1);
+        const rows = await t.db.query<{ key: string; listed_at: Date }>(`SELECT key, listed_at FROM braze_bridge.currents_files WHERE source = $1 ORDER BY key`, [source]);
+        expect(rows.rows.map((r) => r.key.replace(/^.*\//, ''))).toEqual(['held.avro', 'new.avro']);
+        expect(rows.rows[0]!.listed_at).toEqual(before);
+      } finally {
+        await holder.query('ROLLBACK');
+      }
+    });
   });
 
   it("commits a file's transaction without waiting for its WAL where synchronous_commit is the default, keeps another level, leaves the pool as it was", async () => {

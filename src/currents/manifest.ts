@@ -1,10 +1,9 @@
 /**
- * The Currents manifest: every statement on the `currents_files` table (one row per object
- * version, key + ETag, seen under a source), for ingest, `currents status` and the metrics
- * file. A row moves to 'loaded' only in the transaction that loaded its events, and workers
- * claim rows with FOR UPDATE SKIP LOCKED, so each file is loaded exactly once however many
- * processes run. Keeping every statement here means the state machine
- * (pending → loaded | failed, failed → pending on --retry-failed) can be read in one place.
+ * The Currents manifest: every statement on `currents_files` (a row per object version, key +
+ * ETag, under a source), for ingest, `currents status` and the metrics file, so that the state
+ * machine (pending → loaded | failed, failed → pending on --retry-failed) reads in one place. A
+ * row moves to 'loaded' only in the transaction that loaded its events, and workers claim rows
+ * with FOR UPDATE SKIP LOCKED: each file is loaded once however many processes run.
  */
 import { escapeIdentifier, type Queryable } from '../db/pool.js';
 
@@ -17,11 +16,7 @@ export type FileStatus = 'pending' | 'loaded' | 'failed';
 export interface FileScope {
   /** `s3://bucket` or `file:///dir`, as the source names itself. */
   source: string;
-  /**
-   * The key prefix of --source (s3://bucket/<prefix>); '' for a folder. Keys are stored whole,
-   * so bucket + prefix select a run's files: an empty or mistyped prefix no longer counts the
-   * bucket's other files as "already loaded".
-   */
+  /** The key prefix of --source (s3://bucket/<prefix>), '' for a folder: keys are stored whole. */
   prefix: string;
   /** Null or empty: every event type. */
   eventTypes: readonly string[] | null;
@@ -55,21 +50,25 @@ function scopeWhere(scope: FileScope): { sql: string; values: unknown[] } {
 }
 
 /**
- * Register listed files; a key and ETag already known keeps its state, and one not loaded yet
- * (pending or failed) notes that this listing saw it (`listed_at`), so `markGoneFiles` can
- * tell the ones whose object is gone. Loaded rows are not touched, so a run writes only what
- * is new or still open. One statement per batch of files. Returns how many were new.
+ * Register listed files (one statement per batch); returns how many were new. A known file not
+ * loaded yet notes that this listing saw it (`listed_at`, for markGoneFiles), unless a loader
+ * holds its row: it is there, being loaded. Updating such rows as they conflicted made a listing
+ * wait for another process's file load while it held the other rows it had updated, which that
+ * process's claims then skipped: its workers stopped and its run ended partial (seen in CI).
  */
 export async function registerFiles(db: Queryable, schema: string, source: string, batch: readonly DiscoveredFile[]): Promise<number> {
   if (batch.length === 0) return 0;
-  const { rows } = await db.query<{ inserted: boolean }>(
-    `INSERT INTO ${files(schema)} AS f (source, key, etag, size, event_type, hour, listed_at)
-     SELECT DISTINCT ON (k, e) $1, k, e, z, t, h, now() FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[]) AS u(k, e, z, t, h)
-     ON CONFLICT (source, key, etag) DO UPDATE SET listed_at = excluded.listed_at WHERE f.status <> 'loaded'
-     RETURNING (xmax = 0) AS inserted`,
+  const { rows } = await db.query<{ n: string }>(
+    `WITH ins AS (INSERT INTO ${files(schema)} (source, key, etag, size, event_type, hour, listed_at)
+       SELECT DISTINCT ON (k, e) $1, k, e, z, t, h, now() FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[]) AS u(k, e, z, t, h)
+       ON CONFLICT (source, key, etag) DO NOTHING RETURNING 1),
+     seen AS (UPDATE ${files(schema)} AS f SET listed_at = now()
+       FROM (SELECT x.ctid AS row FROM ${files(schema)} AS x JOIN unnest($2::text[], $3::text[]) AS u(k, e) ON x.source = $1 AND x.key = u.k AND x.etag = u.e
+              WHERE x.status <> 'loaded' FOR NO KEY UPDATE OF x SKIP LOCKED) AS known WHERE f.ctid = known.row)
+     SELECT count(*) AS n FROM ins`,
     [source, batch.map((b) => b.key), batch.map((b) => b.etag), batch.map((b) => b.size), batch.map((b) => b.eventType), batch.map((b) => b.hour)],
   );
-  return rows.filter((r) => r.inserted).length;
+  return Number(rows[0]!.n);
 }
 
 /** The database's clock, read before a listing starts: what `markGoneFiles` compares `listed_at` with. */
